@@ -1,0 +1,151 @@
+"""The store interface: the operations callers need, in domain terms.
+
+Callers (CLI, send, web, events) use only this; ``SqliteStore`` implements it, and a PostgreSQL
+store can follow without touching them. Every method raises ``StoreError`` or
+``ValidationError`` (from ``newsletter.errors``) with a one-line message on bad input.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from newsletter.store.models import (
+    MailingList,
+    Membership,
+    Recipient,
+    Subscriber,
+    SubscriberStatus,
+)
+
+
+@dataclass
+class AddResult:
+    """What ``add_subscriber`` did: ``outcome`` is added | updated | unchanged | kept-by-consent."""
+
+    subscriber: Subscriber | None
+    outcome: str
+    notes: list[str] = field(default_factory=list)  # e.g. "stripped control characters from name"
+
+
+@dataclass
+class SubscribeResult:
+    """What ``subscribe`` did for a web sign-up. ``pending`` lists need a confirmation email;
+    ``activated`` were single opt-in and are active now; ``refused`` is set when consent rules
+    (unsubscribed-by-complaint, bounced, suppressed) forbid it — callers must not reveal that."""
+
+    subscriber: Subscriber | None
+    pending: list[MailingList] = field(default_factory=list)
+    activated: list[MailingList] = field(default_factory=list)
+    refused: bool = False
+
+
+class Store(ABC):
+    """Subscribers, lists, memberships and the global suppression list."""
+
+    # -- lifecycle -------------------------------------------------------------------------
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- lists -----------------------------------------------------------------------------
+    @abstractmethod
+    def create_list(self, name: str, *, description: str = "", double_opt_in: bool = False,
+                    public: bool = False) -> MailingList: ...
+
+    @abstractmethod
+    def get_list(self, name: str) -> MailingList | None: ...
+
+    @abstractmethod
+    def get_list_by_id(self, list_id: int) -> MailingList | None: ...
+
+    @abstractmethod
+    def lists(self, *, public_only: bool = False) -> list[MailingList]: ...
+
+    @abstractmethod
+    def list_counts(self) -> dict[str, dict[str, int]]:
+        """Per list name, the number of memberships per membership status."""
+
+    @abstractmethod
+    def delete_list(self, name: str) -> None: ...
+
+    # -- subscribers -----------------------------------------------------------------------
+    @abstractmethod
+    def add_subscriber(self, email: str, *, name: str = "", lists: Iterable[str] = (),
+                       attributes: dict[str, str] | None = None, source: str = "cli",
+                       resubscribe: bool = False) -> AddResult:
+        """Add (or update) an active subscriber and make them active on ``lists``.
+
+        Consent is never overridden silently: an unsubscribed, bounced, complained or
+        suppressed address stays as it is (outcome ``kept-by-consent``) unless ``resubscribe``,
+        which never applies to complained or suppressed addresses."""
+
+    @abstractmethod
+    def get_subscriber(self, email: str) -> Subscriber | None:
+        """Case-insensitive lookup by address."""
+
+    @abstractmethod
+    def get_subscriber_by_id(self, subscriber_id: int) -> Subscriber | None: ...
+
+    @abstractmethod
+    def memberships(self, subscriber_id: int) -> list[Membership]: ...
+
+    @abstractmethod
+    def unsubscribe(self, subscriber_id: int, list_id: int | None = None) -> bool:
+        """Unsubscribe from one list, or from all (``None``: the subscriber becomes
+        ``unsubscribed``). Idempotent; returns whether anything changed."""
+
+    @abstractmethod
+    def erase(self, email: str) -> bool:
+        """Delete the personal data, keeping only a hashed suppression entry."""
+
+    @abstractmethod
+    def iter_subscribers(self, *, list_name: str | None = None,
+                         status: SubscriberStatus | None = None) -> Iterator[Subscriber]:
+        """Streams (constant memory), ordered by id."""
+
+    @abstractmethod
+    def count_subscribers(self, *, list_name: str | None = None,
+                          status: SubscriberStatus | None = None) -> int: ...
+
+    # -- the readers' side (web) -----------------------------------------------------------
+    @abstractmethod
+    def subscribe(self, email: str, *, name: str = "", list_ids: Iterable[int],
+                  source: str = "web") -> SubscribeResult:
+        """A sign-up: single opt-in lists become active, double opt-in ones unconfirmed."""
+
+    @abstractmethod
+    def confirm(self, subscriber_id: int, list_id: int = 0) -> bool:
+        """Activate unconfirmed memberships (one list, or all with 0). Idempotent."""
+
+    @abstractmethod
+    def update_subscriber(self, subscriber_id: int, *, name: str | None = None,
+                          list_ids: Iterable[int] | None = None) -> Subscriber:
+        """Preferences: change the name and/or set exactly which lists are active."""
+
+    @abstractmethod
+    def export_subscriber(self, subscriber_id: int) -> dict:
+        """Everything stored about one subscriber, JSON-ready ("download my data")."""
+
+    # -- sending and events ----------------------------------------------------------------
+    @abstractmethod
+    def recipients(self, list_name: str) -> Iterator[Recipient]:
+        """Active members of the list whose subscriber is active and not suppressed, by id."""
+
+    @abstractmethod
+    def is_suppressed(self, email: str) -> bool: ...
+
+    @abstractmethod
+    def suppress(self, email: str, reason: str) -> None:
+        """Add to the global suppression list (idempotent)."""
+
+    @abstractmethod
+    def set_status(self, email: str, status: SubscriberStatus, *, reason: str = "") -> bool:
+        """Set a subscriber's status (bounced/complained also suppress). Returns whether it
+        changed."""

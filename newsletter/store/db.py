@@ -1,0 +1,120 @@
+"""SQLite connections and schema migrations.
+
+The schema is versioned with ``PRAGMA user_version``; each ``migrations/NNN_name.sql`` file takes
+the database from version NNN-1 to NNN inside one transaction, so a crash mid-migration leaves
+the previous version intact. Two processes starting at once serialise on ``BEGIN IMMEDIATE``.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from importlib import resources
+from pathlib import Path
+
+from newsletter.errors import StoreError
+
+_MIGRATION_RE = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """``(version, file name, sql)`` of every migration shipped, in order."""
+    found = []
+    for entry in resources.files("newsletter.store").joinpath("migrations").iterdir():
+        m = _MIGRATION_RE.match(entry.name)
+        if m:
+            found.append((int(m.group(1)), entry.name, entry.read_text(encoding="utf-8")))
+    found.sort()
+    for expected, (version, name, _) in enumerate(found, start=1):
+        if version != expected:
+            raise StoreError(f"migration {name} is out of sequence (expected {expected:03d})")
+    return found
+
+
+def latest_version() -> int:
+    return len(migrations())
+
+
+def sqlite_path(url: str) -> Path:
+    """The file behind a database setting: a plain path or a ``sqlite:///path`` URL."""
+    if url.startswith("sqlite:///"):
+        return Path(url[len("sqlite:///"):])
+    if "://" in url:
+        scheme = url.split("://", 1)[0]
+        raise StoreError(f"unsupported database URL scheme {scheme!r} (only sqlite is built in)")
+    return Path(url)
+
+
+def connect(path: str | Path, *, migrate: bool = True) -> sqlite3.Connection:
+    """Open (creating if needed) the database: WAL mode, foreign keys on, migrated to the latest
+    schema. Autocommit mode: callers open their own transactions with ``BEGIN``."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 30000")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA synchronous = NORMAL")
+    except (sqlite3.Error, OSError) as err:
+        raise StoreError(f"cannot open database: {err}", file=path) from None
+    conn.row_factory = sqlite3.Row
+    if migrate:
+        try:
+            migrate_database(conn, path)
+        except BaseException:
+            conn.close()
+            raise
+    return conn
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    return conn.execute("PRAGMA user_version").fetchone()[0]
+
+
+def migrate_database(conn: sqlite3.Connection, path: Path | None = None) -> int:
+    """Apply every pending migration; return the resulting version.
+
+    A database newer than this code is a ``StoreError`` (upgrade the program), not a crash.
+    """
+    steps = migrations()
+    latest = len(steps)
+    current = schema_version(conn)
+    if current > latest:
+        raise StoreError(
+            f"database schema version {current} is newer than this program knows ({latest}); "
+            "upgrade newsletter",
+            file=path,
+        )
+    for version, name, sql in steps:
+        if version <= current:
+            continue
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            if schema_version(conn) >= version:  # another process got here first
+                conn.execute("ROLLBACK")
+                continue
+            for statement in _statements(sql):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {version}")
+            conn.execute("COMMIT")
+        except sqlite3.Error as err:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise StoreError(f"migration {name} failed: {err}", file=path) from None
+    return schema_version(conn)
+
+
+def _statements(sql: str) -> list[str]:
+    """Split a migration into statements (``sqlite3.complete_statement`` knows about strings,
+    comments and trigger bodies)."""
+    out, buf = [], ""
+    for line in sql.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            if buf.strip():
+                out.append(buf.strip())
+            buf = ""
+    if buf.strip() and not all(l.strip().startswith("--") or not l.strip() for l in buf.splitlines()):
+        raise StoreError("migration ends with an incomplete statement")
+    return out

@@ -1,0 +1,43 @@
+-- Subscribers, lists, memberships and the global suppression list.
+-- Timestamps are ISO 8601 UTC text ("2026-11-25T00:00:00Z").
+
+CREATE TABLE subscribers (
+    id              INTEGER PRIMARY KEY,
+    email           TEXT NOT NULL,                 -- as entered; an IDN domain stays in Unicode
+    email_key       TEXT NOT NULL UNIQUE,          -- normalised for case-insensitive uniqueness
+    name            TEXT NOT NULL DEFAULT '',
+    attributes      TEXT NOT NULL DEFAULT '{}',    -- JSON object of strings
+    status          TEXT NOT NULL DEFAULT 'unconfirmed'
+                    CHECK (status IN ('unconfirmed', 'active', 'unsubscribed', 'bounced', 'complained')),
+    source          TEXT NOT NULL DEFAULT '',
+    created_at      TEXT NOT NULL,
+    confirmed_at    TEXT,
+    unsubscribed_at TEXT
+);
+
+CREATE TABLE lists (
+    id          INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    description TEXT NOT NULL DEFAULT '',
+    optin       TEXT NOT NULL DEFAULT 'single' CHECK (optin IN ('single', 'double')),
+    public      INTEGER NOT NULL DEFAULT 0,
+    created_at  TEXT NOT NULL
+);
+
+CREATE TABLE memberships (
+    subscriber_id   INTEGER NOT NULL REFERENCES subscribers(id) ON DELETE CASCADE,
+    list_id         INTEGER NOT NULL REFERENCES lists(id) ON DELETE CASCADE,
+    status          TEXT NOT NULL CHECK (status IN ('unconfirmed', 'active', 'unsubscribed')),
+    created_at      TEXT NOT NULL,
+    confirmed_at    TEXT,
+    unsubscribed_at TEXT,
+    PRIMARY KEY (subscriber_id, list_id)
+);
+CREATE INDEX memberships_by_list ON memberships(list_id, status);
+
+CREATE TABLE suppressions (
+    email_hash TEXT PRIMARY KEY,  -- hex SHA-256 of the normalised address
+    email      TEXT,              -- NULL once the address is erased
+    reason     TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);

@@ -1,0 +1,66 @@
+"""Signed tokens for every link a reader can see (unsubscribe, preferences, confirm).
+
+A token is ``base64url(payload) "." base64url(HMAC-SHA256(secret, purpose | payload))``. The
+payload names the subscriber, the list (0 for "all lists") and an optional expiry; the purpose
+is bound into the MAC, so an unsubscribe token can never serve as a confirmation token. Pure
+functions: the caller supplies the secret and the clock.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+from dataclasses import dataclass
+
+from newsletter.errors import TokenError
+
+PURPOSES = ("unsubscribe", "confirm", "preferences")
+
+
+@dataclass(frozen=True)
+class TokenClaims:
+    purpose: str
+    subscriber_id: int
+    list_id: int  # 0 = not scoped to one list
+    expires: int  # unix seconds; 0 = never
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _mac(secret: bytes, purpose: str, payload: bytes) -> bytes:
+    return hmac.new(secret, purpose.encode("ascii") + b"|" + payload, hashlib.sha256).digest()
+
+
+def make_token(secret: bytes, purpose: str, subscriber_id: int, list_id: int = 0, *, expires: int = 0) -> str:
+    """A URL-safe token for ``purpose`` scoped to one subscriber and list (0 = all lists)."""
+    if purpose not in PURPOSES:
+        raise ValueError(f"unknown token purpose {purpose!r}")
+    payload = f"{subscriber_id}.{list_id}.{expires}".encode("ascii")
+    return f"{_b64(payload)}.{_b64(_mac(secret, purpose, payload))}"
+
+
+def verify_token(secret: bytes, purpose: str, token: str, *, now: float | None = None) -> TokenClaims:
+    """The claims of a genuine, unexpired token of this purpose; ``TokenError`` otherwise."""
+    try:
+        payload_part, mac_part = token.split(".")
+        payload = _unb64(payload_part)
+        mac = _unb64(mac_part)
+    except (ValueError, TypeError):
+        raise TokenError("malformed token") from None
+    if not hmac.compare_digest(mac, _mac(secret, purpose, payload)):
+        raise TokenError("invalid token")
+    try:
+        sid, lid, exp = (int(part) for part in payload.decode("ascii").split("."))
+    except ValueError:
+        raise TokenError("malformed token") from None
+    if exp and (now if now is not None else time.time()) > exp:
+        raise TokenError("expired token")
+    return TokenClaims(purpose, sid, lid, exp)

@@ -1,0 +1,111 @@
+"""Shared fixtures: a temporary project, the CLI runner, and real local servers.
+
+Servers are real processes or threads on 127.0.0.1, started and stopped here; nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLES = REPO.parent / "shared" / "samples"
+
+PROJECT_TOML = """\
+name = "Test Daily"
+from = "Test Daily <news@example.com>"
+reply_to = "editor@example.com"
+postal_address = "1 Example Street, Springfield"
+base_url = "https://news.example.com"
+lang = "en"
+"""
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch):
+    """No test reads the developer's real settings or credentials."""
+    for var in ("NEWSLETTER_DATABASE_URL", "NEWSLETTER_SECRET", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch) -> Path:
+    """An empty newsletter project folder (with a config and a secret) as the current folder."""
+    (tmp_path / "newsletter.toml").write_text(PROJECT_TOML, encoding="utf-8")
+    (tmp_path / ".newsletter-secret").write_text("test-secret-" + "0" * 40 + "\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def cli():
+    """Invoke the CLI in-process: ``cli("build", "editions/x.md")`` -> click Result."""
+    from newsletter.cli import app
+
+    runner = CliRunner()
+
+    def invoke(*args: str, input: str | None = None, env: dict | None = None):
+        return runner.invoke(app, [str(a) for a in args], input=input, env=env, catch_exceptions=False)
+
+    return invoke
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_http(url: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1).read()
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{url} did not come up within {timeout} s")
+            time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """A real moto server process on 127.0.0.1 (SES, SES v2, SQS, SNS); yields its URL."""
+    port = free_port()
+    env = dict(os.environ, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+               AWS_DEFAULT_REGION="us-east-1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(url + "/moto-api/data.json")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture
+def moto(moto_server):
+    """The moto server, reset to empty for this test."""
+    req = urllib.request.Request(moto_server + "/moto-api/reset", method="POST")
+    urllib.request.urlopen(req, timeout=5).read()
+    return moto_server
