@@ -56,6 +56,7 @@ class WebConfig:
     subscribe_per_ip_per_hour: int = 20  # subscribe POSTs one client address may make
     confirmations_per_address_per_day: int = 3  # confirmation emails one address may receive
     trust_proxy_headers: bool = False  # take the client address from X-Forwarded-For
+    welcome_email: bool = True  # send a welcome note once a subscription is active
 
 
 @dataclass(frozen=True)
