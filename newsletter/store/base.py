@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from newsletter.store.models import (
     MailingList,
@@ -39,6 +40,44 @@ class SubscribeResult:
     pending: list[MailingList] = field(default_factory=list)
     activated: list[MailingList] = field(default_factory=list)
     refused: bool = False
+
+
+class ImportRow(NamedTuple):
+    """One validated, cleaned CSV row ready for ``Store.import_rows`` (a tuple, for speed).
+
+    ``status`` is ``active`` unless the file says ``unconfirmed``, ``unsubscribed``,
+    ``bounced`` or ``complained`` (an exported file keeps opt-outs when imported back)."""
+
+    key: str          # case-insensitive uniqueness key (newsletter.addresses.Address.key)
+    line: int         # line number in the file (for messages)
+    email: str        # as entered, trimmed
+    hash: str         # SHA-256 of key (checked against the suppression list)
+    name: str
+    attributes: str   # JSON object of strings ("{}" when none)
+    status: str
+
+
+@dataclass
+class ImportSummary:
+    """The counts an import reports. ``rows`` counts data rows read (rejected ones included)."""
+
+    rows: int = 0
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    kept_by_consent: int = 0
+    cleaned: int = 0  # rows whose name/attributes had control characters stripped
+    dry_run: bool = False
+
+    def as_dict(self) -> dict[str, int | bool]:
+        return {
+            "rows": self.rows, "added": self.added, "updated": self.updated,
+            "unchanged": self.unchanged, "duplicates": self.duplicates,
+            "rejected": self.rejected, "kept_by_consent": self.kept_by_consent,
+            "cleaned": self.cleaned, "dry_run": self.dry_run,
+        }
 
 
 class Store(ABC):
@@ -85,6 +124,16 @@ class Store(ABC):
         Consent is never overridden silently: an unsubscribed, bounced, complained or
         suppressed address stays as it is (outcome ``kept-by-consent``) unless ``resubscribe``,
         which never applies to complained or suppressed addresses."""
+
+    @abstractmethod
+    def import_rows(self, rows: Iterable[ImportRow], *, list_name: str, dry_run: bool = False,
+                    source: str = "import",
+                    summary: ImportSummary | None = None) -> ImportSummary:
+        """Import many rows into ``list_name`` in ONE transaction (all or nothing; with
+        ``dry_run`` it is rolled back). Duplicates (same key) are merged, later values winning.
+        The same consent rules as ``add_subscriber`` (never ``resubscribe``). Counts go into
+        ``summary`` (created if None) and it is returned. An exception from iterating ``rows``
+        (bad file, KeyboardInterrupt) rolls everything back and propagates."""
 
     @abstractmethod
     def get_subscriber(self, email: str) -> Subscriber | None:

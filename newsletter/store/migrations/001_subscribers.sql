@@ -36,8 +36,9 @@ CREATE TABLE memberships (
 CREATE INDEX memberships_by_list ON memberships(list_id, status);
 
 CREATE TABLE suppressions (
-    email_hash TEXT PRIMARY KEY,  -- hex SHA-256 of the normalised address
-    email      TEXT,              -- NULL once the address is erased
+    email_hash TEXT PRIMARY KEY,  -- hex SHA-256 of the normalised address (subscribers.email_key)
+    email      TEXT,              -- the normalised address; NULL once the address is erased
     reason     TEXT NOT NULL,
     created_at TEXT NOT NULL
 );
+CREATE INDEX suppressions_by_email ON suppressions(email);

@@ -1,0 +1,408 @@
+"""``SqliteStore``: the ``Store`` interface over one SQLite file.
+
+Every write runs in its own ``BEGIN IMMEDIATE`` transaction (writers queue up on the busy
+timeout instead of failing half-way); reads stream from cursors so that lists of any size use
+constant memory. The bulk CSV import lives in ``newsletter.store.sqlite_import``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+from newsletter.addresses import Address, address_hash, clean_text, parse_address
+from newsletter.errors import StoreError, ValidationError
+from newsletter.store import db
+from newsletter.store.base import AddResult, ImportRow, ImportSummary, Store, SubscribeResult
+from newsletter.store.models import (
+    MailingList,
+    Membership,
+    MembershipStatus,
+    OptIn,
+    Recipient,
+    Subscriber,
+    SubscriberStatus,
+)
+
+LIST_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+OPTED_OUT = ("unsubscribed", "bounced", "complained")
+_SUB_COLUMNS = ("id, email, name, attributes, status, source, created_at, confirmed_at, "
+                "unsubscribed_at")
+_FETCH = 2000  # rows per fetchmany while streaming
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _subscriber(row: sqlite3.Row) -> Subscriber:
+    return Subscriber(
+        id=row["id"], email=row["email"], name=row["name"],
+        attributes=json.loads(row["attributes"]), status=SubscriberStatus(row["status"]),
+        source=row["source"], created_at=row["created_at"], confirmed_at=row["confirmed_at"],
+        unsubscribed_at=row["unsubscribed_at"],
+    )
+
+
+def _mailing_list(row: sqlite3.Row) -> MailingList:
+    return MailingList(id=row["id"], name=row["name"], description=row["description"],
+                       optin=OptIn(row["optin"]), public=bool(row["public"]),
+                       created_at=row["created_at"])
+
+
+def _clean_attributes(attributes: dict[str, str] | None, notes: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in (attributes or {}).items():
+        k, k_changed = clean_text(str(key))
+        if not k:
+            raise ValidationError("attribute names must not be empty")
+        v, v_changed = clean_text(str(value))
+        if k_changed or v_changed:
+            notes.append(f"stripped control characters from attribute {k!r}")
+        out[k] = v
+    return out
+
+
+class SqliteStore(Store):
+    """The subscriber store in one SQLite file (``path``), migrated on open."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.conn = db.connect(self.path)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: committed on success, rolled back on any exception
+        (KeyboardInterrupt included)."""
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as err:
+            raise StoreError(f"cannot write to the database: {err}", file=self.path) from None
+        try:
+            yield self.conn
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+        try:
+            self.conn.execute("COMMIT")
+        except sqlite3.Error as err:
+            raise StoreError(f"cannot commit: {err}", file=self.path) from None
+
+    # -- lists -----------------------------------------------------------------------------
+    def create_list(self, name: str, *, description: str = "", double_opt_in: bool = False,
+                    public: bool = False) -> MailingList:
+        if not LIST_NAME_RE.fullmatch(name or ""):
+            raise ValidationError(f"list name {name!r} must be 1-64 letters, digits, '.', '_' or "
+                                  "'-', starting with a letter or digit")
+        description, _ = clean_text(description)
+        with self.transaction() as conn:
+            if conn.execute("SELECT 1 FROM lists WHERE name = ?", (name,)).fetchone():
+                raise ValidationError(f"list {name!r} already exists")
+            conn.execute(
+                "INSERT INTO lists (name, description, optin, public, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (name, description, "double" if double_opt_in else "single", int(public),
+                 utc_now()),
+            )
+        return self.get_list(name)
+
+    def get_list(self, name: str) -> MailingList | None:
+        row = self.conn.execute("SELECT * FROM lists WHERE name = ?", (name,)).fetchone()
+        return _mailing_list(row) if row else None
+
+    def get_list_by_id(self, list_id: int) -> MailingList | None:
+        row = self.conn.execute("SELECT * FROM lists WHERE id = ?", (list_id,)).fetchone()
+        return _mailing_list(row) if row else None
+
+    def require_list(self, name: str) -> MailingList:
+        found = self.get_list(name)
+        if found is None:
+            raise ValidationError(f"no such list {name!r} (create it with `newsletter lists "
+                                  f"create {name}`)")
+        return found
+
+    def lists(self, *, public_only: bool = False) -> list[MailingList]:
+        sql = "SELECT * FROM lists" + (" WHERE public = 1" if public_only else "") + " ORDER BY name"
+        return [_mailing_list(r) for r in self.conn.execute(sql)]
+
+    def list_counts(self) -> dict[str, dict[str, int]]:
+        counts = {l.name: {s.value: 0 for s in MembershipStatus} for l in self.lists()}
+        for row in self.conn.execute(
+            "SELECT l.name, m.status, count(*) AS n FROM memberships m "
+            "JOIN lists l ON l.id = m.list_id GROUP BY l.name, m.status"
+        ):
+            counts[row["name"]][row["status"]] = row["n"]
+        return counts
+
+    def delete_list(self, name: str) -> None:
+        self.require_list(name)
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM lists WHERE name = ?", (name,))
+
+    # -- subscribers -----------------------------------------------------------------------
+    def add_subscriber(self, email: str, *, name: str = "", lists: Iterable[str] = (),
+                       attributes: dict[str, str] | None = None, source: str = "cli",
+                       resubscribe: bool = False, check_dns: bool = False) -> AddResult:
+        address = parse_address(email, check_dns=check_dns)
+        notes: list[str] = []
+        name, changed = clean_text(name)
+        if changed:
+            notes.append("stripped control characters from name")
+        attrs = _clean_attributes(attributes, notes)
+        targets = [self.require_list(n) for n in dict.fromkeys(lists)]
+        with self.transaction():
+            return self._add(address, name, attrs, targets, source, resubscribe, notes)
+
+    def _add(self, address: Address, name: str, attrs: dict[str, str],
+             targets: list[MailingList], source: str, resubscribe: bool,
+             notes: list[str]) -> AddResult:
+        conn, now = self.conn, utc_now()
+        if self._suppressed_hash(address.hash):
+            notes.append("the address is on the suppression list")
+            return AddResult(self.get_subscriber(address.email), "kept-by-consent", notes)
+        row = conn.execute(f"SELECT {_SUB_COLUMNS} FROM subscribers WHERE email_key = ?",
+                           (address.key,)).fetchone()
+        if row is None:
+            cur = conn.execute(
+                "INSERT INTO subscribers (email, email_key, name, attributes, status, source, "
+                "created_at, confirmed_at) VALUES (?, ?, ?, ?, 'active', ?, ?, ?)",
+                (address.email, address.key, name, json.dumps(attrs, ensure_ascii=False), source,
+                 now, now),
+            )
+            for target in targets:
+                self._set_membership(cur.lastrowid, target.id, "active", now)
+            return AddResult(self.get_subscriber_by_id(cur.lastrowid), "added", notes)
+        current = _subscriber(row)
+        if current.status.value in OPTED_OUT:
+            # --resubscribe lifts an unsubscribe or a bounce, never a complaint
+            if not resubscribe or current.status == SubscriberStatus.COMPLAINED:
+                notes.append(f"the subscriber is {current.status.value}")
+                return AddResult(current, "kept-by-consent", notes)
+        return self._update_existing(current, name, attrs, targets, resubscribe, notes, now)
+
+    def _update_existing(self, current: Subscriber, name: str, attrs: dict[str, str],
+                         targets: list[MailingList], resubscribe: bool, notes: list[str],
+                         now: str) -> AddResult:
+        conn, changed, kept = self.conn, False, False
+        merged = {**current.attributes, **attrs}
+        if (name and name != current.name) or merged != current.attributes:
+            conn.execute("UPDATE subscribers SET name = ?, attributes = ? WHERE id = ?",
+                         (name or current.name, json.dumps(merged, ensure_ascii=False), current.id))
+            changed = True
+        if current.status != SubscriberStatus.ACTIVE:
+            conn.execute("UPDATE subscribers SET status = 'active', confirmed_at = ?, "
+                         "unsubscribed_at = NULL WHERE id = ?", (now, current.id))
+            changed = True
+        existing = {m.list_id: m.status for m in self.memberships(current.id)}
+        for target in targets:
+            status = existing.get(target.id)
+            if status == MembershipStatus.ACTIVE:
+                continue
+            if status == MembershipStatus.UNSUBSCRIBED and not resubscribe:
+                notes.append(f"unsubscribed from {target.name!r}: kept")
+                kept = True
+                continue
+            self._set_membership(current.id, target.id, "active", now)
+            changed = True
+        outcome = "updated" if changed else ("kept-by-consent" if kept else "unchanged")
+        return AddResult(self.get_subscriber_by_id(current.id), outcome, notes)
+
+    def _set_membership(self, subscriber_id: int, list_id: int, status: str, now: str) -> None:
+        self.conn.execute(
+            "INSERT INTO memberships (subscriber_id, list_id, status, created_at, confirmed_at, "
+            "unsubscribed_at) VALUES (?1, ?2, ?3, ?4, CASE WHEN ?3 = 'active' THEN ?4 END, "
+            "CASE WHEN ?3 = 'unsubscribed' THEN ?4 END) "
+            "ON CONFLICT (subscriber_id, list_id) DO UPDATE SET status = excluded.status, "
+            "confirmed_at = coalesce(excluded.confirmed_at, memberships.confirmed_at), "
+            "unsubscribed_at = excluded.unsubscribed_at",
+            (subscriber_id, list_id, status, now),
+        )
+
+    def import_rows(self, rows: Iterable[ImportRow], *, list_name: str, dry_run: bool = False,
+                    source: str = "import",
+                    summary: ImportSummary | None = None) -> ImportSummary:
+        from newsletter.store.sqlite_import import import_rows
+
+        target = self.require_list(list_name)
+        return import_rows(self, rows, target, dry_run=dry_run, source=source,
+                           summary=summary or ImportSummary(dry_run=dry_run))
+
+    def get_subscriber(self, email: str) -> Subscriber | None:
+        try:
+            key = parse_address(email).key
+        except ValidationError:
+            return None
+        row = self.conn.execute(f"SELECT {_SUB_COLUMNS} FROM subscribers WHERE email_key = ?",
+                                (key,)).fetchone()
+        return _subscriber(row) if row else None
+
+    def require_subscriber(self, email: str) -> Subscriber:
+        found = self.get_subscriber(email)
+        if found is None:
+            raise ValidationError(f"no subscriber {email.strip()!r}")
+        return found
+
+    def get_subscriber_by_id(self, subscriber_id: int) -> Subscriber | None:
+        row = self.conn.execute(f"SELECT {_SUB_COLUMNS} FROM subscribers WHERE id = ?",
+                                (subscriber_id,)).fetchone()
+        return _subscriber(row) if row else None
+
+    def memberships(self, subscriber_id: int) -> list[Membership]:
+        return [
+            Membership(list_id=r["list_id"], list_name=r["name"],
+                       status=MembershipStatus(r["status"]), created_at=r["created_at"],
+                       confirmed_at=r["confirmed_at"], unsubscribed_at=r["unsubscribed_at"])
+            for r in self.conn.execute(
+                "SELECT m.*, l.name FROM memberships m JOIN lists l ON l.id = m.list_id "
+                "WHERE m.subscriber_id = ? ORDER BY l.name", (subscriber_id,))
+        ]
+
+    def unsubscribe(self, subscriber_id: int, list_id: int | None = None) -> bool:
+        now = utc_now()
+        with self.transaction() as conn:
+            sql = ("UPDATE memberships SET status = 'unsubscribed', unsubscribed_at = ? "
+                   "WHERE subscriber_id = ? AND status <> 'unsubscribed'")
+            args: tuple = (now, subscriber_id)
+            if list_id is not None:
+                sql, args = sql + " AND list_id = ?", args + (list_id,)
+            changed = conn.execute(sql, args).rowcount > 0
+            if list_id is None:
+                changed |= conn.execute(
+                    "UPDATE subscribers SET status = 'unsubscribed', unsubscribed_at = ? "
+                    "WHERE id = ? AND status IN ('active', 'unconfirmed')", (now, subscriber_id),
+                ).rowcount > 0
+        return changed
+
+    def erase(self, email: str) -> bool:
+        from newsletter.store.sqlite_import import erase
+
+        return erase(self, parse_address(email))
+
+    def _filter(self, list_name: str | None,
+                status: SubscriberStatus | None) -> tuple[str, str, list]:
+        """FROM/WHERE for listing: with a list, a subscriber's status on it is the stronger of
+        the global opt-out and the membership's status."""
+        if list_name is None:
+            where, args = ("WHERE s.status = ?", [SubscriberStatus(status).value]) if status else ("", [])
+            return "subscribers s", where, args
+        target = self.require_list(list_name)
+        effective = ("CASE WHEN s.status IN ('unsubscribed', 'bounced', 'complained') "
+                     "THEN s.status ELSE m.status END")
+        where, args = "WHERE m.list_id = ?", [target.id]
+        if status:
+            where, args = where + f" AND {effective} = ?", args + [SubscriberStatus(status).value]
+        return "memberships m JOIN subscribers s ON s.id = m.subscriber_id", where, args
+
+    def iter_subscribers(self, *, list_name: str | None = None,
+                         status: SubscriberStatus | None = None) -> Iterator[Subscriber]:
+        source, where, args = self._filter(list_name, status)
+        columns = ", ".join(f"s.{c.strip()}" for c in _SUB_COLUMNS.split(","))
+        if list_name is not None:
+            columns = columns.replace(
+                "s.status", "CASE WHEN s.status IN ('unsubscribed', 'bounced', 'complained') "
+                "THEN s.status ELSE m.status END AS status")
+        cur = self.conn.execute(f"SELECT {columns} FROM {source} {where} ORDER BY s.id", args)
+        while batch := cur.fetchmany(_FETCH):
+            yield from map(_subscriber, batch)
+
+    def count_subscribers(self, *, list_name: str | None = None,
+                          status: SubscriberStatus | None = None) -> int:
+        source, where, args = self._filter(list_name, status)
+        return self.conn.execute(f"SELECT count(*) FROM {source} {where}", args).fetchone()[0]
+
+    # -- the readers' side -----------------------------------------------------------------
+    def subscribe(self, email: str, *, name: str = "", list_ids: Iterable[int],
+                  source: str = "web") -> SubscribeResult:
+        from newsletter.store.readers import subscribe
+
+        return subscribe(self, parse_address(email), clean_text(name)[0], list(list_ids), source)
+
+    def confirm(self, subscriber_id: int, list_id: int = 0) -> bool:
+        from newsletter.store.readers import confirm
+
+        return confirm(self, subscriber_id, list_id)
+
+    def update_subscriber(self, subscriber_id: int, *, name: str | None = None,
+                          list_ids: Iterable[int] | None = None) -> Subscriber:
+        from newsletter.store.readers import update_subscriber
+
+        return update_subscriber(self, subscriber_id, name,
+                                 None if list_ids is None else list(list_ids))
+
+    def export_subscriber(self, subscriber_id: int) -> dict:
+        from newsletter.store.readers import export_subscriber
+
+        return export_subscriber(self, subscriber_id)
+
+    # -- sending and events ----------------------------------------------------------------
+    def recipients(self, list_name: str) -> Iterator[Recipient]:
+        target = self.require_list(list_name)
+        cur = self.conn.execute(
+            "SELECT s.id, s.email, s.email_key, s.name, s.attributes FROM memberships m "
+            "JOIN subscribers s ON s.id = m.subscriber_id "
+            "WHERE m.list_id = ? AND m.status = 'active' AND s.status = 'active' "
+            "AND NOT EXISTS (SELECT 1 FROM suppressions x WHERE x.email = s.email_key) "
+            "ORDER BY s.id", (target.id,))
+        while batch := cur.fetchmany(_FETCH):
+            for row in batch:
+                yield Recipient(subscriber_id=row["id"], email=envelope_address(row["email"]),
+                                name=row["name"], attributes=json.loads(row["attributes"]))
+
+    def is_suppressed(self, email: str) -> bool:
+        try:
+            return self._suppressed_hash(parse_address(email).hash)
+        except ValidationError:
+            return False
+
+    def _suppressed_hash(self, digest: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM suppressions WHERE email_hash = ?",
+                                 (digest,)).fetchone() is not None
+
+    def suppress(self, email: str, reason: str) -> None:
+        address = parse_address(email)
+        with self.transaction():
+            self._suppress(address, reason)
+
+    def _suppress(self, address: Address, reason: str) -> None:
+        # ``email`` holds the normalised key, so recipients() can join on it cheaply.
+        self.conn.execute(
+            "INSERT INTO suppressions (email_hash, email, reason, created_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (email_hash) DO NOTHING",
+            (address.hash, address.key, clean_text(reason)[0] or "suppressed", utc_now()))
+
+    def set_status(self, email: str, status: SubscriberStatus, *, reason: str = "") -> bool:
+        address, status, now = parse_address(email), SubscriberStatus(status), utc_now()
+        with self.transaction() as conn:
+            if status in (SubscriberStatus.BOUNCED, SubscriberStatus.COMPLAINED):
+                self._suppress(address, reason or status.value)
+            row = conn.execute("SELECT id, status FROM subscribers WHERE email_key = ?",
+                               (address.key,)).fetchone()
+            if row is None or row["status"] == status.value:
+                return False
+            if status.value in OPTED_OUT:
+                conn.execute("UPDATE subscribers SET status = ?, unsubscribed_at = ? WHERE id = ?",
+                             (status.value, now, row["id"]))
+            else:
+                conn.execute("UPDATE subscribers SET status = ?, confirmed_at = coalesce("
+                             "confirmed_at, ?) WHERE id = ?", (status.value, now, row["id"]))
+        return True
+
+
+def envelope_address(email: str) -> str:
+    """The address as it goes on the envelope: the domain in its ASCII (IDNA) form."""
+    if email.isascii():
+        return email
+    return parse_address(email).ascii_email
+
+
+def hash_of(email: str) -> str:
+    return address_hash(parse_address(email).key)
