@@ -1,0 +1,93 @@
+"""An essay from its own file (``--essay FILE``): Markdown, or a plain-text article pasted from a
+web page.
+
+A pasted article looks like: a title line, a dateline (date, author or outlet, a view counter),
+paragraphs, a source attribution such as ``（来源：新浪科技）`` and then page debris ("用户登录",
+"Share", …). The title becomes the essay heading, the paragraphs stay paragraphs, the dateline
+is dropped, the attribution is kept, and everything after it is dropped.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from newsletter.edition import Block, BlockKind, Essay
+from newsletter.errors import EditionError
+from newsletter.markdown import escape
+
+_DATELINE_RE = re.compile(
+    r"(\d{4}\s*年\s*\d{1,2}\s*月\s*\d{1,2}\s*日|\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}:\d{2}|"
+    r"阅读|浏览|views?\b|作者|来源[:：]|发布|编辑[:：]|\bBy\s+[A-Z]|"
+    r"\b(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]*\.?\s+\d{1,2},?\s+\d{4})",
+    re.IGNORECASE,
+)
+_ATTRIBUTION_RE = re.compile(
+    r"^[（(\[【]?\s*(来源|来源于|资料来源|本文来源|文章来源|原文|转自|出处|编译自|via|source|originally published)"
+    r"\s*[:：]?.{0,80}?[）)\]】]?\s*$",
+    re.IGNORECASE,
+)
+_SENTENCE_END = tuple("。！？.!?」”\"')）…")
+DATELINE_MAX = 120  # a dateline is a short line; a long one is the first paragraph
+DEBRIS_MAX = 16  # trailing lines this short without sentence punctuation are page furniture
+
+
+def load_essay(path: str | Path) -> Essay:
+    """Read the essay at ``path``: ``.md`` files as Markdown, anything else as a pasted article."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8").removeprefix("\ufeff")
+    except FileNotFoundError:
+        raise EditionError("no such essay file", file=path) from None
+    except UnicodeDecodeError:
+        raise EditionError("not UTF-8 text", file=path) from None
+    except OSError as err:
+        raise EditionError(f"cannot read: {err.strerror}", file=path) from None
+    essay = markdown_essay(text) if path.suffix.lower() in (".md", ".markdown") else pasted_essay(text)
+    if not essay.blocks and not essay.heading:
+        raise EditionError("essay file is empty: expected a title line and paragraphs", file=path, line=1)
+    return Essay(heading=essay.heading, blocks=essay.blocks, source=path)
+
+
+def markdown_essay(text: str) -> Essay:
+    """An essay written in Markdown: an optional first heading, then blocks."""
+    from newsletter.edition import essay_from_markdown
+
+    return essay_from_markdown(text) or Essay()
+
+
+def pasted_essay(text: str) -> Essay:
+    """An article pasted from a web page, as described in the module docstring."""
+    lines = [(n, ln.strip()) for n, ln in enumerate(text.splitlines(), start=1) if ln.strip()]
+    if not lines:
+        return Essay()
+    (_, title), body = lines[0], lines[1:]
+    body = _drop_dateline(body)
+    body = _cut_after_attribution(body)
+    blocks = tuple(Block(BlockKind.PARAGRAPH, escape(_tidy(t)), line=n) for n, t in body)
+    return Essay(heading=_tidy(title), blocks=blocks)
+
+
+def _drop_dateline(body: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """Drop the byline lines right under the title (date, author, outlet, view counter)."""
+    kept = list(body)
+    while kept and len(kept[0][1]) <= DATELINE_MAX and _DATELINE_RE.search(kept[0][1]) \
+            and not kept[0][1].endswith(("。", ".")):
+        kept.pop(0)
+    return kept
+
+
+def _cut_after_attribution(body: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """Keep up to the source attribution; without one, drop short trailing furniture lines."""
+    for i in range(len(body) - 1, -1, -1):
+        if _ATTRIBUTION_RE.match(body[i][1]):
+            return body[: i + 1]
+    kept = list(body)
+    while kept and len(kept[-1][1]) <= DEBRIS_MAX and not kept[-1][1].endswith(_SENTENCE_END):
+        kept.pop()
+    return kept
+
+
+def _tidy(line: str) -> str:
+    """Collapse runs of whitespace (pasted text is full of them)."""
+    return " ".join(line.split())

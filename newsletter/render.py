@@ -1,0 +1,224 @@
+"""Rendering an edition, once: Jinja2 → MJML → mjml-python → premailer → HTML, plus the text part.
+
+The templates live in the project's ``templates/`` folder ahead of the built-in ones (a Jinja
+``ChoiceLoader``), so an editor overrides one file by giving it the same name. Everything the
+templates show is computed here (the view); they only place it. Output is deterministic: the same
+edition and configuration give the same bytes. mjml and premailer are imported lazily.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+from newsletter.edition import Block, BlockKind, Edition
+from newsletter.errors import RenderError
+from newsletter.markdown import SAFE_SCHEMES, Link, inline_html
+from newsletter.rendered import RenderedEmail, placeholder
+
+if TYPE_CHECKING:
+    from markupsafe import Markup
+
+    from newsletter.config import Config
+
+BUILTIN_TEMPLATES = Path(__file__).resolve().parent / "templates"
+BASE_TEMPLATE = "email/base.mjml.j2"
+# Invisible characters after the preheader keep the body's first words out of the inbox preview.
+PREHEADER_PADDING = "&#847;&zwnj;&nbsp;" * 60
+FONT_STACK = ('-apple-system, \'Segoe UI\', Roboto, \'PingFang SC\', \'Hiragino Sans GB\', '
+              '\'Microsoft YaHei\', \'Noto Sans CJK SC\', sans-serif')
+WEEKDAYS = {
+    "zh": ("星期一", "星期二", "星期三", "星期四", "星期五", "星期六", "星期日"),
+    "en": ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"),
+}
+MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
+          "September", "October", "November", "December")
+LABELS = {
+    "zh": {
+        "number": "第 {n} 期",
+        "why": "你收到这封邮件，是因为你用 {email} 订阅了《{name}》。",
+        "unsubscribe": "退订",
+        "preferences": "订阅设置",
+        "view_in_browser": "在浏览器中查看",
+        "essay": "编者按",
+        "unsubscribe_text": "退订",
+        "preferences_text": "订阅设置",
+    },
+    "en": {
+        "number": "No. {n}",
+        "why": "You are receiving this because you subscribed to {name} at {email}.",
+        "unsubscribe": "Unsubscribe",
+        "preferences": "Preferences",
+        "view_in_browser": "View in browser",
+        "essay": "Essay",
+        "unsubscribe_text": "Unsubscribe",
+        "preferences_text": "Preferences",
+    },
+}
+
+
+def language(lang: str) -> str:
+    """The label set for an edition language (``zh`` for any Chinese, else ``en``)."""
+    return "zh" if lang.lower().startswith("zh") else "en"
+
+
+def labels(lang: str) -> dict[str, str]:
+    return LABELS[language(lang)]
+
+
+def date_label(edition: Edition) -> str:
+    """The masthead date in the edition's language, e.g. ``2025年10月14日 星期二``."""
+    d = edition.date
+    if language(edition.lang) == "zh":
+        return f"{d.year}年{d.month}月{d.day}日 {WEEKDAYS['zh'][d.weekday()]}"
+    return f"{WEEKDAYS['en'][d.weekday()]}, {d.day} {MONTHS[d.month - 1]} {d.year}"
+
+
+def web_url(edition: Edition, config: Config) -> str:
+    """The public "view in browser" page of an edition."""
+    return f"{config.base_url.rstrip('/')}/archive/{edition.slug}"
+
+
+def render_edition(edition: Edition, config: Config) -> RenderedEmail:
+    """Render ``edition`` into the HTML and text parts every reader gets (placeholders aside).
+
+    Raises ``RenderError`` naming the template when a template or its MJML is broken.
+    """
+    from newsletter.plaintext import render_text
+
+    mjml_source = render_mjml(edition, config)
+    html = inline_css(mjml_to_html(mjml_source, config))
+    return RenderedEmail(
+        slug=edition.slug, subject=edition.subject, preheader=edition.preheader, lang=edition.lang,
+        html=html, text=render_text(edition, config), web_url=web_url(edition, config),
+    )
+
+
+def render_mjml(edition: Edition, config: Config) -> str:
+    """The MJML document for ``edition`` (the Jinja stage)."""
+    import jinja2
+
+    env = environment(str(config.templates_path))
+    try:
+        return env.get_template(BASE_TEMPLATE).render(view(edition, config))
+    except jinja2.TemplateSyntaxError as err:
+        raise RenderError(f"template error: {err.message}", file=err.filename or err.name, line=err.lineno) from None
+    except jinja2.TemplateNotFound as err:
+        raise RenderError(f"template not found: {err.name}") from None
+    except jinja2.UndefinedError as err:
+        raise RenderError(f"template error: {err.message}", file=_template_file(env, BASE_TEMPLATE)) from None
+
+
+def mjml_to_html(source: str, config: Config) -> str:
+    """Compile MJML with mjml-python; broken MJML becomes a ``RenderError`` naming the template."""
+    import mjml
+
+    try:
+        return mjml.mjml2html(source, disable_comments=True)
+    except ValueError as err:
+        env = environment(str(config.templates_path))
+        raise RenderError(f"invalid MJML after rendering the templates: {err}",
+                          file=_template_file(env, BASE_TEMPLATE)) from None
+
+
+def inline_css(html: str) -> str:
+    """Inline the CSS with premailer, keeping ``!important`` and the ``<style>`` blocks (media
+    queries, dark mode), then put back the doctype premailer drops."""
+    from premailer import Premailer
+
+    inliner = Premailer(
+        html, strip_important=False, keep_style_tags=True, allow_network=False,
+        disable_validation=True, cssutils_logging_level=logging.CRITICAL, remove_classes=False,
+    )
+    out = inliner.transform(pretty_print=False)
+    return "<!doctype html>\n" + re.sub(r"^\s*<!doctype[^>]*>\s*", "", out, flags=re.I)
+
+
+@functools.lru_cache(maxsize=8)
+def environment(project_templates: str):
+    """The Jinja environment: the project's templates folder ahead of the built-in one."""
+    import jinja2
+
+    from newsletter.markdown import parser  # noqa: F401  (warm the Markdown parser with the env)
+
+    folders = [Path(project_templates)]
+    if BUILTIN_TEMPLATES.resolve() != Path(project_templates).resolve():
+        folders.append(BUILTIN_TEMPLATES)
+    loader = jinja2.ChoiceLoader([jinja2.FileSystemLoader(str(f)) for f in folders])
+    env = jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined,
+                             keep_trailing_newline=True, auto_reload=True)
+    env.globals["placeholder"] = placeholder
+    env.filters["placeholder"] = placeholder
+    return env
+
+
+def _template_file(env, name: str) -> str:
+    for loader in env.loader.loaders:
+        for folder in loader.searchpath:
+            if (Path(folder) / name).is_file():
+                return str(Path(folder) / name)
+    return name
+
+
+def view(edition: Edition, config: Config) -> dict[str, Any]:
+    """Everything the templates show, computed and escaped/sanitised here."""
+    from markupsafe import Markup, escape
+
+    lab = labels(edition.lang)
+    zh = language(edition.lang) == "zh"
+    why = Markup(escape(lab["why"])).format(name=config.name, email=Markup(placeholder("email")))
+    return {
+        "newsletter": {"name": config.name, "postal_address": config.postal_address, "base_url": config.base_url},
+        # A namespace, not a dict: `edition.items` must not find dict.items.
+        "edition": SimpleNamespace(
+            lang=edition.lang, dir="auto", subject=edition.subject, title=edition.title,
+            preheader=edition.preheader, categories=edition.categories,
+            date_label=date_label(edition),
+            number_label=lab["number"].format(n=edition.number) if edition.number else "",
+            lede=[block_html(b) for b in edition.lede_blocks],
+            items=[_item_view(i) for i in edition.items],
+            essay=_essay_view(edition),
+        ),
+        "typography": {"font_stack": FONT_STACK, "font_size": "17px" if zh else "16px",
+                       "line_height": "1.7" if zh else "1.5"},
+        "labels": lab,
+        "footer": {"why": why, "unsubscribe_url": placeholder("unsubscribe_url"),
+                   "preferences_url": placeholder("preferences_url"), "web_url": web_url(edition, config)},
+        "preheader_padding": Markup(PREHEADER_PADDING),
+    }
+
+
+def _item_view(item) -> dict[str, Any]:
+    from markupsafe import Markup
+
+    href = item.url if Link(item.url, item.title).scheme in SAFE_SCHEMES else ""
+    summary = [Markup(inline_html(p)) for p in item.summary.split("\n\n") if p.strip()]
+    return {"number": item.number, "title": item.title, "href": href, "domain": item.domain, "summary": summary}
+
+
+def _essay_view(edition: Edition) -> dict[str, Any] | None:
+    if edition.essay is None:
+        return None
+    return {"heading": edition.essay.heading, "blocks": [block_html(b) for b in edition.essay.blocks]}
+
+
+def block_html(block: Block) -> Markup:
+    """One lede/essay block as sanitised HTML."""
+    from markupsafe import Markup, escape
+
+    if block.kind is BlockKind.PARAGRAPH:
+        return Markup(f"<p>{inline_html(block.text)}</p>")
+    if block.kind is BlockKind.HEADING:
+        return Markup(f"<h3>{inline_html(block.text)}</h3>")
+    if block.kind is BlockKind.QUOTE:
+        inner = "".join(f"<p>{inline_html(p)}</p>" for p in block.text.split("\n\n") if p.strip())
+        return Markup(f"<blockquote>{inner}</blockquote>")
+    if block.kind in (BlockKind.LIST, BlockKind.ORDERED_LIST):
+        tag = "ul" if block.kind is BlockKind.LIST else "ol"
+        entries = "".join(f"<li>{inline_html(e)}</li>" for e in block.entries)
+        return Markup(f"<{tag}>{entries}</{tag}>")
+    return Markup(f"<pre>{escape(block.text)}</pre>")
