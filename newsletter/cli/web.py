@@ -1,7 +1,52 @@
-"""Commands of this group register themselves on the root app (filled in by its issue)."""
+"""`newsletter serve` (the readers' web endpoints) and `newsletter archive build`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
+from newsletter.cli.common import get_config, notice
+
+archive_app = typer.Typer(help="The public archive of sent editions.", no_args_is_help=True)
+
+
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Address to listen on (put a reverse proxy in front for the public).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8000,
+    access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="Log every request.")] = True,
+) -> None:
+    """Serve the readers' pages: subscribe, confirm, unsubscribe, preferences, archive, feed."""
+    import uvicorn
+
+    from newsletter.web import create_app
+
+    config = get_config(ctx)
+    app = create_app(config)
+    notice(f"serving {config.name} on http://{host}:{port} (public URL: {config.base_url})")
+    # Client addresses from proxy headers are handled by the app itself (web.trust_proxy_headers),
+    # so uvicorn must not rewrite them on its own.
+    uvicorn.run(app, host=host, port=port, proxy_headers=False, access_log=access_log,
+                log_level="info", server_header=False)
+
+
+@archive_app.command("build")
+def archive_build(
+    ctx: typer.Context,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder to write the static archive into.",
+                                         file_okay=False)],
+) -> None:
+    """Write the archive pages and the Atom feed as static files for any static host."""
+    from newsletter.archive import build_archive
+
+    config = get_config(ctx)
+    written = build_archive(config, output, progress=lambda slug: notice(f"archived {slug}"))
+    editions = sum(1 for p in written if p.name == "index.html" and p.parent.parent.name == "archive")
+    notice(f"wrote {len(written)} files ({editions} editions) to {output}")
+
 
 def register(app: typer.Typer) -> None:
-    return None
+    app.command("serve")(serve)
+    app.add_typer(archive_app, name="archive")

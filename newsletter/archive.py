@@ -1,0 +1,206 @@
+"""The public archive: the web version of each sent edition, the index page and the Atom feed,
+served by ``newsletter serve`` or written as static files by ``archive build``.
+
+An edition is listed once the delivery ledger says it was sent. Its web version is the rendered
+email with every per-reader placeholder replaced by a neutral value: no address, no name, no live
+token (the unsubscribe and preferences links lead to a page explaining to use the email's link).
+"""
+
+from __future__ import annotations
+
+import html as html_lib
+import re
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from newsletter.config import Config
+from newsletter.i18n import translator
+from newsletter.rendered import PLACEHOLDER_RE, RenderedEmail, parse_placeholder
+from newsletter.web.templating import base_path, base_url, page_values, template_env
+
+_BODY_RE = re.compile(r"<body[^>]*>(.*)</body>", re.S | re.I)
+_SLUG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$")
+
+
+@dataclass(frozen=True)
+class ArchiveEntry:
+    slug: str
+    subject: str
+    sent_at: str  # ISO 8601 UTC
+
+    @property
+    def date(self) -> str:
+        return self.sent_at[:10]
+
+
+def valid_slug(slug: str) -> bool:
+    """Slugs come from URLs; only plain file-name characters may reach the file system."""
+    return bool(_SLUG_RE.match(slug)) and ".." not in slug
+
+
+def sent_entries(config: Config) -> list[ArchiveEntry]:
+    """Editions the ledger has sent, newest first."""
+    from newsletter.ledger import sent_editions
+
+    return [ArchiveEntry(slug=e.slug, subject=e.subject, sent_at=_iso(e.sent_at)) for e in sent_editions(config)]
+
+
+def _iso(value: object) -> str:
+    if isinstance(value, datetime):
+        value = value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return str(value)
+
+
+def neutral_values(config: Config, lang: str) -> dict[str, str]:
+    """Placeholder values for a reader nobody knows."""
+    t = translator(lang)
+    root = base_url(config)
+    return {
+        "email": t("web.email_neutral"),
+        "name": t("web.name_fallback"),
+        "unsubscribe_url": f"{root}/unsubscribe",
+        "preferences_url": f"{root}/preferences",
+    }
+
+
+def depersonalize(text: str, values: dict[str, str], *, html: bool) -> str:
+    """``text`` with every placeholder replaced: the template's fallback when it has one, else the
+    neutral value (attributes without a fallback become empty)."""
+    def repl(match: re.Match[str]) -> str:
+        key, fallback = parse_placeholder(match)
+        value = fallback or values.get(key, "")
+        return html_lib.escape(value) if html else value
+    return PLACEHOLDER_RE.sub(repl, text)
+
+
+def find_source(config: Config, slug: str) -> Path | None:
+    """The edition file for ``slug``: ``editions/<slug>.md``, else the file whose edition has that
+    slug."""
+    if not valid_slug(slug):
+        return None
+    direct = config.editions_path / f"{slug}.md"
+    if direct.is_file():
+        return direct
+    from newsletter.edition import load_edition
+    from newsletter.errors import NewsletterError
+
+    for path in sorted(config.editions_path.glob("*.md")):
+        try:
+            if load_edition(path, config=config).slug == slug:
+                return path
+        except NewsletterError:
+            continue
+    return None
+
+
+class EditionCache:
+    """Rendered editions by slug, re-rendered when the source file changes (rendering is the
+    expensive part of serving an archive page)."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[Path, float, RenderedEmail]] = {}
+
+    def get(self, slug: str) -> RenderedEmail | None:
+        path = find_source(self.config, slug)
+        if path is None:
+            return None
+        mtime = path.stat().st_mtime
+        with self._lock:
+            cached = self._cache.get(slug)
+        if cached and cached[0] == path and cached[1] == mtime:
+            return cached[2]
+        rendered = render_source(self.config, path)
+        with self._lock:
+            self._cache[slug] = (path, mtime, rendered)
+        return rendered
+
+
+def render_source(config: Config, path: Path) -> RenderedEmail:
+    from newsletter.edition import load_edition
+    from newsletter.render import render_edition
+
+    return render_edition(load_edition(path, config=config), config)
+
+
+def web_version(config: Config, rendered: RenderedEmail) -> str:
+    """The complete HTML page of an edition for the web."""
+    return depersonalize(rendered.html, neutral_values(config, rendered.lang or config.lang), html=True)
+
+
+def feed_content(config: Config, rendered: RenderedEmail) -> str:
+    """The body of the web version, for a feed entry's content."""
+    page = web_version(config, rendered)
+    found = _BODY_RE.search(page)
+    return (found.group(1) if found else page).strip()
+
+
+def index_page(config: Config, entries: list[ArchiveEntry], lang: str) -> str:
+    t = translator(lang)
+    return template_env(config).get_template("web/archive.html").render(page_values(
+        config, lang, title=t("archive.title", name=config.name), entries=entries,
+        subscribe_url=f"{base_path(config)}/subscribe"))
+
+
+def use_email_page(config: Config, lang: str) -> str:
+    """What the web version's unsubscribe and preferences links show."""
+    t = translator(lang)
+    return template_env(config).get_template("web/message.html").render(page_values(
+        config, lang, title=t("use_email.title"), paragraphs=[t("use_email.body")], link=None))
+
+
+def feed_xml(config: Config, entries: list[ArchiveEntry], rendered: dict[str, RenderedEmail | None]) -> str:
+    """The Atom feed (RFC 4287) of ``entries``; ``rendered`` gives summaries and content."""
+    root = base_url(config)
+    items = []
+    for e in entries:
+        r = rendered.get(e.slug)
+        items.append({"slug": e.slug, "subject": e.subject, "sent_at": e.sent_at,
+                      "url": f"{root}/archive/{e.slug}",
+                      "summary": r.preheader if r else "",
+                      "content": feed_content(config, r) if r else ""})
+    updated = entries[0].sent_at if entries else "1970-01-01T00:00:00Z"
+    return template_env(config).get_template("web/feed.xml").render(
+        lang=config.lang, newsletter=config.name, feed_id=f"{root}/feed.xml", feed_url=f"{root}/feed.xml",
+        archive_url=f"{root}/archive", updated=updated, entries=items)
+
+
+def build_archive(config: Config, out: Path, *, progress=None) -> list[Path]:
+    """Write the archive as static files under ``out``; return the files written.
+
+    ``archive/index.html``, ``archive/<slug>/index.html`` (and ``archive/<slug>.html`` for hosts
+    that map extension-less URLs to ``.html``), ``feed.xml``, and the pages the web version's
+    unsubscribe/preferences links lead to. ``progress(slug)`` is called per edition.
+    """
+    entries = sent_entries(config)
+    rendered: dict[str, RenderedEmail | None] = {}
+    written: list[Path] = []
+    for e in entries:
+        if not valid_slug(e.slug):
+            continue
+        path = find_source(config, e.slug)
+        rendered[e.slug] = render_source(config, path) if path else None
+        if rendered[e.slug] is None:
+            continue
+        page = web_version(config, rendered[e.slug])
+        for target in (out / "archive" / e.slug / "index.html", out / "archive" / f"{e.slug}.html"):
+            written.append(_write(target, page))
+        if progress:
+            progress(e.slug)
+    listed = [e for e in entries if rendered.get(e.slug) is not None]
+    written.append(_write(out / "archive" / "index.html", index_page(config, listed, config.lang)))
+    written.append(_write(out / "feed.xml", feed_xml(config, listed, rendered)))
+    for name in ("unsubscribe", "preferences"):
+        written.append(_write(out / name / "index.html", use_email_page(config, config.lang)))
+    return written
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    return path

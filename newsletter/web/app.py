@@ -1,0 +1,125 @@
+"""The Starlette application: routes, error pages and the archive endpoints."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from newsletter import archive
+from newsletter.config import Config
+from newsletter.web import readers, signup
+from newsletter.web.context import SECURITY_HEADERS, WebContext
+
+log = logging.getLogger("newsletter.web")
+
+# The web version is the email's HTML: inline styles and remote images, no scripts, no forms.
+EDITION_CSP = ("default-src 'none'; img-src https: http: data:; style-src 'unsafe-inline'; "
+               "base-uri 'none'; form-action 'none'; frame-ancestors 'self'")
+PUBLIC = {**SECURITY_HEADERS, "Cache-Control": "public, max-age=300"}
+
+
+async def home(request: Request) -> Response:
+    return RedirectResponse(f"{request.app.state.ctx.base_url}/subscribe", status_code=302)
+
+
+async def health(request: Request) -> Response:
+    """Liveness for load balancers (and the benchmark's baseline endpoint)."""
+    return PlainTextResponse("ok\n", headers={"Cache-Control": "no-store"})
+
+
+async def archive_index(request: Request) -> Response:
+    ctx: WebContext = request.app.state.ctx
+    lang = ctx.lang(request)
+    entries = await run_in_threadpool(archive.sent_entries, ctx.config)
+    html = archive.index_page(ctx.config, entries, lang)
+    return HTMLResponse(html, headers={**PUBLIC, "Content-Language": lang, "Vary": "Accept-Language"})
+
+
+async def archive_edition(request: Request) -> Response:
+    ctx: WebContext = request.app.state.ctx
+    slug = request.path_params["slug"]
+    rendered = await run_in_threadpool(_sent_edition, request.app.state.editions, ctx.config, slug)
+    if rendered is None:
+        raise HTTPException(404)
+    html = archive.web_version(ctx.config, rendered)
+    return HTMLResponse(html, headers={**PUBLIC, "Content-Security-Policy": EDITION_CSP})
+
+
+def _sent_edition(cache: archive.EditionCache, config: Config, slug: str):
+    if not archive.valid_slug(slug):
+        return None
+    if slug not in {e.slug for e in archive.sent_entries(config)}:  # unsent editions stay private
+        return None
+    return cache.get(slug)
+
+
+async def feed(request: Request) -> Response:
+    ctx: WebContext = request.app.state.ctx
+    xml = await run_in_threadpool(_feed, request.app.state.editions, ctx.config)
+    return Response(xml, media_type="application/atom+xml; charset=utf-8", headers=PUBLIC)
+
+
+def _feed(cache: archive.EditionCache, config: Config) -> str:
+    entries = archive.sent_entries(config)[:50]
+    rendered = {e.slug: cache.get(e.slug) for e in entries if archive.valid_slug(e.slug)}
+    return archive.feed_xml(config, [e for e in entries if rendered.get(e.slug)], rendered)
+
+
+async def http_error(request: Request, exc: HTTPException) -> Response:
+    ctx: WebContext = request.app.state.ctx
+    lang = ctx.lang(request)
+    t = ctx.t(lang)
+    if exc.status_code == 404:
+        return ctx.message(lang, "not_found.title", t("not_found.body"), status=404)
+    headers = dict(exc.headers or {})
+    return ctx.message(lang, "bad_request.title", str(exc.detail), status=exc.status_code, headers=headers)
+
+
+async def server_error(request: Request, exc: Exception) -> Response:
+    log.exception("error serving %s", request.url.path)
+    return PlainTextResponse("Internal Server Error\n", status_code=500)
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/", home),
+        Route("/healthz", health),
+        Route("/subscribe", signup.subscribe_page, methods=["GET"]),
+        Route("/subscribe", signup.subscribe_post, methods=["POST"]),
+        Route("/confirm/{token}", signup.confirm, methods=["GET"]),
+        Route("/unsubscribe", readers.use_email_link, methods=["GET"]),
+        Route("/unsubscribe/{token}", readers.unsubscribe_page, methods=["GET"]),
+        Route("/unsubscribe/{token}", readers.unsubscribe_post, methods=["POST"]),
+        Route("/preferences", readers.use_email_link, methods=["GET"]),
+        Route("/preferences/{token}", readers.preferences_page, methods=["GET"]),
+        Route("/preferences/{token}", readers.preferences_post, methods=["POST"]),
+        Route("/preferences/{token}/data.json", readers.my_data, methods=["GET"]),
+        Route("/archive", archive_index, methods=["GET"]),
+        Route("/archive/{slug}", archive_edition, methods=["GET"]),
+        Route("/feed.xml", feed, methods=["GET"]),
+    ]
+
+
+def build_app(config: Config) -> Starlette:
+    """The application for ``config``. Raises ``ConfigError`` when there is no signing secret."""
+    ctx = WebContext.from_config(config)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        try:
+            yield
+        finally:
+            ctx.close()
+
+    app = Starlette(routes=routes(), lifespan=lifespan,
+                    exception_handlers={HTTPException: http_error, Exception: server_error})
+    app.state.ctx = ctx
+    app.state.editions = archive.EditionCache(config)
+    return app

@@ -1,0 +1,129 @@
+"""What every request handler shares: configuration, secret, templates, a store per thread,
+the rate limiter, and the small helpers that turn a template into a safe response."""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from jinja2 import Environment
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+
+from newsletter.config import Config, load_secret
+from newsletter.i18n import pick_lang, translator
+from newsletter.ratelimit import RateLimiter
+from newsletter.store.db import sqlite_path
+from newsletter.web.templating import base_url, page_values, template_env
+
+# Token pages must not leak their URL (Referer), be framed, or be cached by a shared proxy.
+PAGE_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
+            "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": PAGE_CSP,
+}
+LIST_CACHE_SECONDS = 30
+PRIVATE = {"Cache-Control": "no-store", **SECURITY_HEADERS}
+
+
+@dataclass
+class WebContext:
+    config: Config
+    secret: bytes
+    env: Environment
+    limiter: RateLimiter
+    _local: threading.local = field(default_factory=threading.local)
+    _stores: list = field(default_factory=list)
+    _stores_lock: threading.Lock = field(default_factory=threading.Lock)
+    _list_cache: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, config: Config) -> "WebContext":
+        secret = load_secret(config, create=False)
+        limiter = RateLimiter(sqlite_path(config.database_url))
+        return cls(config=config, secret=secret, env=template_env(config), limiter=limiter)
+
+    @property
+    def base_url(self) -> str:
+        return base_url(self.config)
+
+    def store(self) -> Any:
+        """This thread's store (SQLite connections must not be shared across threads)."""
+        store = getattr(self._local, "store", None)
+        if store is None:
+            from newsletter.store import open_store
+
+            store = open_store(self.config)
+            self._local.store = store
+            with self._stores_lock:
+                self._stores.append(store)
+        return store
+
+    def list_by_id(self, list_id: int) -> Any:
+        """A list by id, cached briefly: list names change rarely and the one-click
+        unsubscribe path should not pay a query for them."""
+        now = time.monotonic()
+        cached = self._list_cache.get(list_id)
+        if cached is not None and now - cached[0] < LIST_CACHE_SECONDS:
+            return cached[1]
+        found = self.store().get_list_by_id(list_id)
+        self._list_cache[list_id] = (now, found)
+        return found
+
+    def close(self) -> None:
+        with self._stores_lock:
+            for store in self._stores:
+                try:
+                    store.close()
+                except Exception:  # a store closed from another thread may complain; we are exiting
+                    pass
+            self._stores.clear()
+        self._local = threading.local()
+        self.limiter.close()
+
+    # -- request helpers -------------------------------------------------------------------
+    def lang(self, request: Request) -> str:
+        return pick_lang(self.config.lang, request.headers.get("accept-language"))
+
+    def t(self, lang: str):
+        return translator(lang)
+
+    def client_ip(self, request: Request) -> str:
+        """The visitor's address: the socket peer, or the nearest X-Forwarded-For hop when the
+        configuration says a trusted reverse proxy sits in front (never trust it otherwise)."""
+        peer = request.client.host if request.client else "unknown"
+        if self.config.web.trust_proxy_headers:
+            forwarded = request.headers.get("x-forwarded-for", "")
+            hops = [h.strip() for h in forwarded.split(",") if h.strip()]
+            if hops:
+                try:
+                    return str(ipaddress.ip_address(hops[-1]))
+                except ValueError:
+                    pass
+        return peer
+
+    def page(self, lang: str, template: str, status: int = 200, *, headers: dict | None = None,
+             background: Any = None, **values: Any) -> HTMLResponse:
+        """Render ``template`` into an HTML response with the security headers."""
+        html = self.env.get_template(template).render(page_values(self.config, lang, **values))
+        all_headers = {**PRIVATE, "Content-Language": lang, "Vary": "Accept-Language", **(headers or {})}
+        return HTMLResponse(html, status_code=status, headers=all_headers, background=background)
+
+    def message(self, lang: str, title_key: str, *paragraphs: str, status: int = 200,
+                link: dict | None = None, headers: dict | None = None, background: Any = None) -> HTMLResponse:
+        """A page with a title and a few paragraphs (answers, errors)."""
+        t = translator(lang)
+        return self.page(lang, "web/message.html", status, headers=headers, background=background,
+                         title=t(title_key), paragraphs=list(paragraphs), link=link)
+
+    def bad_link(self, lang: str) -> HTMLResponse:
+        """The one answer to every forged, tampered, expired or wrong-purpose token."""
+        t = translator(lang)
+        return self.message(lang, "bad_link.title", t("bad_link.body"), status=400,
+                            link={"href": f"{self.base_url}/subscribe", "text": t("archive.subscribe")})

@@ -1,0 +1,203 @@
+"""The links in every email: unsubscribe (RFC 8058 one-click) and preferences.
+
+A GET never changes anything (mail scanners prefetch links); a POST to the unsubscribe URL
+unsubscribes at once, whatever its body (the page's button, or ``List-Unsubscribe=One-Click``),
+and answers 200 without a redirect. A token that fails verification gets the same 400 page
+whatever was wrong with it, and nothing is looked up.
+"""
+
+from __future__ import annotations
+
+import json
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from newsletter.errors import NewsletterError, TokenError, ValidationError
+from newsletter.i18n import quote_list_names
+from newsletter.store.models import MembershipStatus, SubscriberStatus
+from newsletter.tokens import TokenClaims, make_token, verify_token
+from newsletter.web.context import PRIVATE, WebContext
+from newsletter.web.signup import MAX_NAME, FormTooLarge, read_form
+
+
+def mask_email(email: str) -> str:
+    """``a•••@example.com``: enough for the reader to recognise, little for anyone else."""
+    local, _, domain = email.rpartition("@")
+    if not local:
+        return "•••"
+    return f"{local[0]}•••@{domain}"
+
+
+def _claims(ctx: WebContext, purpose: str, request: Request) -> TokenClaims | None:
+    try:
+        return verify_token(ctx.secret, purpose, request.path_params["token"])
+    except TokenError:
+        return None
+
+
+# -- unsubscribe ---------------------------------------------------------------------------
+
+async def unsubscribe_page(request: Request) -> Response:
+    ctx: WebContext = request.app.state.ctx
+    lang = ctx.lang(request)
+    claims = _claims(ctx, "unsubscribe", request)
+    if claims is None:
+        return ctx.bad_link(lang)
+    return await run_in_threadpool(_unsubscribe_page, ctx, lang, claims, str(request.url.path))
+
+
+def _unsubscribe_page(ctx: WebContext, lang: str, claims: TokenClaims, path: str) -> Response:
+    t = ctx.t(lang)
+    store = ctx.store()
+    sub = store.get_subscriber_by_id(claims.subscriber_id)
+    lst = store.get_list_by_id(claims.list_id) if claims.list_id else None
+    if sub is None or (claims.list_id and lst is None):  # erased, or the list is gone: nothing to stop
+        return _unsubscribed(ctx, lang, None, lst)
+    email = mask_email(sub.email)
+    question = (t("unsubscribe.question_list", list=quote_list_names([lst.name], lang), email=email) if lst
+                else t("unsubscribe.question_all", name=ctx.config.name, email=email))
+    prefs = make_token(ctx.secret, "preferences", sub.id, 0)
+    return ctx.page(lang, "web/unsubscribe.html", title=t("unsubscribe.title"), question=question,
+                    action=f"{ctx.base_url}/unsubscribe/{_token_of(path)}",
+                    preferences_url=f"{ctx.base_url}/preferences/{prefs}")
+
+
+def _token_of(path: str) -> str:
+    return path.rstrip("/").rpartition("/")[2]
+
+
+async def unsubscribe_post(request: Request) -> Response:
+    """One short transaction; idempotent; 200 with a small page (never a redirect)."""
+    ctx: WebContext = request.app.state.ctx
+    lang = ctx.lang(request)
+    claims = _claims(ctx, "unsubscribe", request)
+    if claims is None:
+        return ctx.bad_link(lang)
+    async for _ in request.stream():  # the body says nothing we need; drain it
+        pass
+    lst = await run_in_threadpool(_unsubscribe, ctx, claims)
+    return _unsubscribed(ctx, lang, None, lst)
+
+
+def _unsubscribe(ctx: WebContext, claims: TokenClaims):
+    store = ctx.store()
+    try:
+        store.unsubscribe(claims.subscriber_id, claims.list_id or None)
+    except NewsletterError:  # the subscriber or list no longer exists: nothing left to stop
+        return None
+    return ctx.list_by_id(claims.list_id) if claims.list_id else None
+
+
+def _unsubscribed(ctx: WebContext, lang: str, email: str | None, lst) -> Response:
+    t = ctx.t(lang)
+    who = email or t("web.email_neutral")
+    body = (t("unsubscribed.body_list", email=who, list=quote_list_names([lst.name], lang)) if lst
+            else t("unsubscribed.body_all", email=who, name=ctx.config.name))
+    return ctx.message(lang, "unsubscribed.title", body, t("unsubscribed.again"),
+                       link={"href": f"{ctx.base_url}/subscribe", "text": t("archive.subscribe")})
+
+
+# -- preferences ---------------------------------------------------------------------------
+
+async def preferences_page(request: Request) -> Response:
+    ctx: WebContext = request.app.state.ctx
+    lang = ctx.lang(request)
+    claims = _claims(ctx, "preferences", request)
+    if claims is None:
+        return ctx.bad_link(lang)
+    saved = request.query_params.get("saved") == "1"
+    return await run_in_threadpool(_preferences, ctx, lang, claims, saved, "")
+
+
+def _choices(ctx: WebContext, subscriber_id: int) -> tuple[list[dict], dict[str, int]]:
+    """Public lists plus any list the reader is on, each with whether it is checked."""
+    store = ctx.store()
+    members = {m.list_id: m for m in store.memberships(subscriber_id)}
+    lists = {l.id: l for l in store.lists(public_only=True)}
+    for list_id in members:
+        if list_id not in lists:
+            found = store.get_list_by_id(list_id)
+            if found is not None:
+                lists[list_id] = found
+    choices = []
+    for l in sorted(lists.values(), key=lambda l: l.name):
+        m = members.get(l.id)
+        checked = m is not None and m.status in (MembershipStatus.ACTIVE, MembershipStatus.UNCONFIRMED)
+        choices.append({"name": l.name, "description": l.description, "checked": checked})
+    return choices, {l.name: l.id for l in lists.values()}
+
+
+def _preferences(ctx: WebContext, lang: str, claims: TokenClaims, saved: bool, error: str,
+                 status: int = 200) -> Response:
+    t = ctx.t(lang)
+    sub = ctx.store().get_subscriber_by_id(claims.subscriber_id)
+    if sub is None:
+        return ctx.bad_link(lang)
+    choices, _ = _choices(ctx, sub.id)
+    token = make_token(ctx.secret, "preferences", sub.id, 0)
+    return ctx.page(lang, "web/preferences.html", status, title=t("prefs.title"), email=sub.email, name=sub.name,
+                    choices=choices, saved=saved, error=error,
+                    unsubscribed=sub.status == SubscriberStatus.UNSUBSCRIBED,
+                    action=f"{ctx.base_url}/preferences/{token}",
+                    data_url=f"{ctx.base_url}/preferences/{token}/data.json")
+
+
+async def preferences_post(request: Request) -> Response:
+    ctx: WebContext = request.app.state.ctx
+    lang = ctx.lang(request)
+    claims = _claims(ctx, "preferences", request)
+    if claims is None:
+        return ctx.bad_link(lang)
+    try:
+        fields = await read_form(request)
+    except FormTooLarge:
+        return ctx.message(lang, "bad_request.title", status=413)
+    return await run_in_threadpool(_save_preferences, ctx, lang, claims, fields)
+
+
+def _save_preferences(ctx: WebContext, lang: str, claims: TokenClaims, fields: list[tuple[str, str]]) -> Response:
+    t = ctx.t(lang)
+    store = ctx.store()
+    sub = store.get_subscriber_by_id(claims.subscriber_id)
+    if sub is None:
+        return ctx.bad_link(lang)
+    values = dict(fields)
+    if values.get("action") == "unsubscribe-all":
+        store.unsubscribe(sub.id, None)
+        return _unsubscribed(ctx, lang, sub.email, None)
+    _, ids_by_name = _choices(ctx, sub.id)
+    chosen = [ids_by_name[v] for k, v in fields if k == "list" and v in ids_by_name]
+    name = values.get("name", sub.name).strip()
+    if len(name) > MAX_NAME:
+        return _preferences(ctx, lang, claims, False, t("subscribe.err_name"), 400)
+    try:
+        store.update_subscriber(sub.id, name=name, list_ids=chosen)
+    except ValidationError as err:
+        return _preferences(ctx, lang, claims, False, err.message, 400)
+    token = make_token(ctx.secret, "preferences", sub.id, 0)
+    # Post/redirect/get: reloading the page afterwards does not post the form again.
+    return RedirectResponse(f"{ctx.base_url}/preferences/{token}?saved=1", status_code=303, headers=PRIVATE)
+
+
+async def my_data(request: Request) -> Response:
+    ctx: WebContext = request.app.state.ctx
+    claims = _claims(ctx, "preferences", request)
+    if claims is None:
+        return ctx.bad_link(ctx.lang(request))
+    data = await run_in_threadpool(lambda: ctx.store().export_subscriber(claims.subscriber_id)
+                                   if ctx.store().get_subscriber_by_id(claims.subscriber_id) else None)
+    if data is None:
+        return ctx.bad_link(ctx.lang(request))
+    body = json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n"
+    return Response(body, media_type="application/json", headers={
+        **PRIVATE, "Content-Disposition": 'attachment; filename="my-newsletter-data.json"'})
+
+
+async def use_email_link(request: Request) -> Response:
+    """Where the web version's unsubscribe/preferences links lead: no token, an explanation."""
+    ctx: WebContext = request.app.state.ctx
+    lang = ctx.lang(request)
+    t = ctx.t(lang)
+    return ctx.message(lang, "use_email.title", t("use_email.body"))
