@@ -109,3 +109,42 @@ def moto(moto_server):
     req = urllib.request.Request(moto_server + "/moto-api/reset", method="POST")
     urllib.request.urlopen(req, timeout=5).read()
     return moto_server
+
+
+@pytest.fixture
+def web_server(project):
+    """The readers' web app on uvicorn on a free 127.0.0.1 port (a thread), for the ``project``
+    folder with ``base_url`` pointing at it. Call ``web_server(**web_settings)`` to start it
+    (``[web]`` keys may be overridden); returns ``(base_url, config)``. Stopped after the test."""
+    import re
+    import threading
+
+    import uvicorn
+
+    from newsletter.config import load_config
+    from newsletter.web import create_app
+
+    servers = []
+
+    def start(**web_settings):
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        toml = (project / "newsletter.toml").read_text(encoding="utf-8")
+        toml = re.sub(r'(?m)^base_url = .*$', f'base_url = "{url}"', toml)
+        if web_settings:
+            toml += "\n[web]\n" + "".join(f"{k} = {str(v).lower() if isinstance(v, bool) else v}\n"
+                                          for k, v in web_settings.items())
+        (project / "newsletter.toml").write_text(toml, encoding="utf-8")
+        config = load_config(project / "newsletter.toml")
+        server = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=port,
+                                               log_level="warning", access_log=False, proxy_headers=False))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        wait_for_http(url + "/healthz")
+        return url, config
+
+    yield start
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(timeout=10)
