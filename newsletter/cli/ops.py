@@ -1,7 +1,181 @@
-"""Commands of this group register themselves on the root app (filled in by its issue)."""
+"""Operations: ``events pull``, ``events dead-letters``, ``stats`` and ``doctor``."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from contextlib import contextmanager
+from typing import Annotated, Optional
 
 import typer
 
+from newsletter.cli.common import get_config, notice
+
+events_app = typer.Typer(help="SES notifications (bounces, complaints, deliveries, opens, clicks).",
+                         no_args_is_help=True)
+
+
+@events_app.command("pull")
+def pull(
+    ctx: typer.Context,
+    watch: Annotated[bool, typer.Option("--watch", help="Keep polling until Ctrl-C (or SIGTERM).")] = False,
+    wait: Annotated[Optional[int], typer.Option("--wait", min=0, max=20,
+                    help="Long-poll seconds per request (default 20 with --watch, else 2).")] = None,
+) -> None:
+    """Read SES notifications from the SQS queue (ses.queue_url), store each once, apply
+    suppressions, and delete each queue message after it is committed."""
+    from newsletter.event_pull import pull_events
+    from newsletter.event_store import open_recorder
+
+    config = get_config(ctx)
+    report = _reporter()
+    with open_recorder(config) as recorder, _sigterm_as_interrupt():
+        stopped = False
+        try:
+            summary = pull_events(config, recorder, watch=watch, wait_seconds=wait, report=report)
+        except KeyboardInterrupt:
+            stopped = True
+    if stopped:
+        notice("stopped; everything committed so far is kept, the rest stays in the queue")
+        raise typer.Exit(130)
+    notice(summary.line())
+    if summary.kept_aside:
+        notice("see them with `newsletter events dead-letters`")
+
+
+@events_app.command("dead-letters")
+def dead_letters_cmd(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (with each message body).")] = False,
+) -> None:
+    """List the queue messages that could not be understood and were kept aside."""
+    from newsletter.event_store import dead_letters
+    from newsletter.store.db import connect, sqlite_path
+
+    conn = connect(sqlite_path(get_config(ctx).database_url))
+    try:
+        kept = dead_letters(conn)
+    finally:
+        conn.close()
+    if as_json:
+        typer.echo(json.dumps([vars(d) for d in kept], indent=2, ensure_ascii=False))
+        return
+    for d in kept:
+        typer.echo(f"{d.received_at}  {d.message_id}  {d.reason}")
+    if not kept:
+        notice("no messages kept aside")
+
+
+def stats(
+    ctx: typer.Context,
+    slug: Annotated[Optional[str], typer.Argument(help="Edition slug (default: every edition sent).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Per-edition figures: recipients, sent, delivered, bounces, complaints, opens, clicks,
+    their rates and the top links. Warns at 2% bounces or 0.05% complaints."""
+    from newsletter.stats import all_stats, edition_stats
+    from newsletter.store.db import connect, sqlite_path
+
+    conn = connect(sqlite_path(get_config(ctx).database_url))
+    try:
+        found = [edition_stats(conn, slug)] if slug else all_stats(conn)
+    finally:
+        conn.close()
+    if as_json:
+        data = found[0].as_dict() if slug else [s.as_dict() for s in found]
+        typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+    else:
+        _render_stats(found, detailed=bool(slug))
+    for stat in found:
+        for warning in stat.warnings:
+            notice(f"warning: {warning}")
+
+
+def doctor(ctx: typer.Context) -> None:
+    """Check the configuration, secret, database, SES identity and DKIM, sandbox or production,
+    send rate and 24-hour quota, configuration set and event destination, and the SQS queue.
+    Exits 1 when a check fails."""
+    from newsletter.doctor import failed, run_checks
+
+    checks = run_checks(get_config(ctx))
+    for check in checks:
+        typer.echo(check.line())
+    if failed(checks):
+        raise typer.Exit(1)
+
+
+def _pct(value: float) -> str:
+    return f"{value:.1%}" if value >= 0.001 or value == 0 else f"{value:.2%}"
+
+
+def _stats_rows(found) -> list[list[str]]:
+    rows = []
+    for s in found:
+        r = s.rates
+        rows.append([s.slug, str(s.recipients), str(s.sent), f"{s.delivered} ({_pct(r['delivery'])})",
+                     f"{s.hard_bounces}+{s.soft_bounces} ({_pct(r['bounce'])})",
+                     f"{s.complaints} ({_pct(r['complaint'])})", f"{s.unique_opens} ({_pct(r['open'])})",
+                     f"{s.unique_clicks} ({_pct(r['click'])})"])
+    return rows
+
+
+_HEADERS = ["edition", "recipients", "sent", "delivered", "bounced hard+soft", "complaints",
+            "unique opens", "unique clicks"]
+
+
+def _render_stats(found, *, detailed: bool) -> None:
+    """A rich table on a terminal; plain aligned columns otherwise (pipes, cron mail)."""
+    if not found:
+        notice("no editions sent yet")
+        return
+    rows = _stats_rows(found)
+    if sys.stdout.isatty():
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(*_HEADERS)
+        for row in rows:
+            table.add_row(*row)
+        Console().print(table)
+    else:
+        widths = [max(len(x) for x in col) for col in zip(_HEADERS, *rows)]
+        for row in [_HEADERS, *rows]:
+            typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    if detailed:
+        s = found[0]
+        typer.echo(f"subject: {s.subject}  list: {s.list_name}  failed: {s.failed}  pending: {s.pending}"
+                   f"  delayed: {s.delayed}")
+        for link in s.top_links:
+            typer.echo(f"  {link.unique_clicks:>5} readers {link.clicks:>5} clicks  {link.url}")
+
+
+def _reporter():
+    def report(level: str, message: str) -> None:
+        notice(f"warning: {message}" if level == "warning" else message)
+
+    return report
+
+
+@contextmanager
+def _sigterm_as_interrupt():
+    """``systemctl stop`` sends SIGTERM: stop the way Ctrl-C does, between two commits."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
 
 def register(app: typer.Typer) -> None:
-    return None
+    app.add_typer(events_app, name="events")
+    app.command("stats")(stats)
+    app.command("doctor")(doctor)
+

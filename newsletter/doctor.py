@@ -1,0 +1,278 @@
+"""``doctor``: is this project ready to send? One ``Check`` per question, each with a hint.
+
+Local checks (configuration, secret, database) always run; the SES and SQS checks run when the
+transport is ``ses`` or an SES setting is filled in. Every AWS call goes through boto3 with the
+configured region/profile/endpoint; a failure becomes a failed check, never a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.utils import parseaddr
+from enum import Enum
+from typing import Any
+
+from newsletter.aws import aws_client, error_code
+from newsletter.config import Config, load_secret
+from newsletter.errors import NewsletterError
+
+# A new SES account starts in the sandbox with exactly this quota.
+_SANDBOX_QUOTA = (200.0, 1.0)
+_FEEDBACK_TYPES = {"bounce", "complaint"}
+
+
+class Status(str, Enum):
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "fail"
+    SKIP = "skip"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: Status
+    detail: str
+    hint: str = ""
+
+    def line(self) -> str:
+        mark = {Status.OK: "ok  ", Status.WARN: "warn", Status.FAIL: "FAIL", Status.SKIP: "skip"}[self.status]
+        hint = f" — {self.hint}" if self.hint and self.status is not Status.OK else ""
+        return f"{mark}  {self.name:<20} {self.detail}{hint}"
+
+
+class _AwsFailed(Exception):
+    """An AWS call failed; carries the failed ``Check`` to report."""
+
+    def __init__(self, check: Check):
+        super().__init__(check.detail)
+        self.check = check
+
+
+def run_checks(config: Config, *, clients: Callable[[str], Any] | None = None) -> list[Check]:
+    """Every check, in order. ``clients(service)`` makes boto3 clients (default: from config)."""
+    checks = [check_config(config), check_secret(config), check_database(config)]
+    if not _uses_ses(config):
+        checks.append(Check("SES", Status.SKIP, f"transport is {config.transport}; SES checks skipped",
+                            'set transport = "ses" to send through Amazon SES'))
+        return checks
+    make = clients or (lambda service: aws_client(config, service))
+    try:
+        ses = make("ses")
+        checks += check_identity(config, ses)
+        checks += check_account(ses, make, _active_subscribers(config))
+        checks.append(check_configuration_set(config, ses))
+    except _AwsFailed as failed:
+        checks.append(failed.check)
+    checks.append(check_queue(config, make))
+    return checks
+
+
+def failed(checks: list[Check]) -> bool:
+    return any(c.status is Status.FAIL for c in checks)
+
+
+# -- local -------------------------------------------------------------------------------------
+
+def check_config(config: Config) -> Check:
+    where = str(config.file) if config.file else "no newsletter.toml (defaults)"
+    problems, notes = [], []
+    address = parseaddr(config.from_)[1]
+    if "@" not in address:
+        problems.append(f"from = {config.from_!r} has no email address")
+    if not config.base_url.startswith("https://"):
+        notes.append("base_url is not https (readers' links point at it)")
+    if not config.postal_address.strip():
+        notes.append("postal_address is empty (the law wants one in every email)")
+    if config.transport == "ses" and not config.ses.region:
+        problems.append("ses.region is empty")
+    if problems:
+        return Check("configuration", Status.FAIL, f"{where}: " + "; ".join(problems + notes),
+                     "edit newsletter.toml (`newsletter init` writes a complete one)")
+    if notes or config.file is None:
+        return Check("configuration", Status.WARN, f"{where}: " + ("; ".join(notes) or "using defaults"),
+                     "edit newsletter.toml")
+    return Check("configuration", Status.OK, f"{where} (transport {config.transport})")
+
+
+def check_secret(config: Config) -> Check:
+    try:
+        load_secret(config, create=False)
+    except NewsletterError as err:
+        return Check("secret", Status.FAIL, str(err).removeprefix("error: "),
+                     "run `newsletter init` or set NEWSLETTER_SECRET (16+ characters)")
+    import os
+
+    source = "NEWSLETTER_SECRET" if os.environ.get("NEWSLETTER_SECRET", "").strip() else str(config.secret_path)
+    return Check("secret", Status.OK, f"signing key present ({source})")
+
+
+def check_database(config: Config) -> Check:
+    from newsletter.store.db import connect, latest_version, schema_version, sqlite_path
+
+    try:
+        path = sqlite_path(config.database_url)
+        if not path.exists():
+            return Check("database", Status.WARN, f"{path} does not exist yet",
+                         "it is created by the first command that needs it (e.g. `newsletter lists create`)")
+        conn = connect(path, migrate=False)
+        try:
+            version, latest = schema_version(conn), latest_version()
+            subscribers = conn.execute("SELECT COUNT(*) FROM subscribers").fetchone()[0] if version else 0
+        finally:
+            conn.close()
+    except (NewsletterError, Exception) as err:  # sqlite3.DatabaseError: not a database, locked…
+        return Check("database", Status.FAIL, f"cannot open {config.database_url}: {err}",
+                     "check the database setting / NEWSLETTER_DATABASE_URL and file permissions")
+    if version < latest:
+        return Check("database", Status.FAIL, f"{path}: schema version {version}, this program needs {latest}",
+                     "back it up; the next command that opens it migrates it")
+    if version > latest:
+        return Check("database", Status.FAIL, f"{path}: schema version {version} is newer than this program",
+                     "upgrade newsletter")
+    return Check("database", Status.OK, f"{path}: schema version {version} (latest), {subscribers} subscribers")
+
+
+def _active_subscribers(config: Config) -> int | None:
+    from newsletter.store.db import connect, sqlite_path
+
+    try:
+        path = sqlite_path(config.database_url)
+        if not path.exists():
+            return None
+        conn = connect(path, migrate=False)
+        try:
+            return conn.execute("SELECT COUNT(*) FROM subscribers WHERE status = 'active'").fetchone()[0]
+        finally:
+            conn.close()
+    except Exception:  # reported by check_database already
+        return None
+
+
+# -- SES ---------------------------------------------------------------------------------------
+
+def _uses_ses(config: Config) -> bool:
+    return config.transport == "ses" or bool(config.ses.queue_url or config.ses.configuration_set)
+
+
+def _call(name: str, fn: Callable[..., Any], **kwargs: Any) -> Any:
+    """Call AWS; any failure ends the SES checks with one failed line that says why."""
+    from botocore.exceptions import EndpointConnectionError, NoCredentialsError, NoRegionError
+
+    try:
+        return fn(**kwargs)
+    except NoCredentialsError:
+        raise _AwsFailed(Check("AWS credentials", Status.FAIL, "none found",
+                               "configure boto3's chain (env vars, ~/.aws, instance role) or set ses.profile"))
+    except NoRegionError:
+        raise _AwsFailed(Check(name, Status.FAIL, "no AWS region", "set ses.region"))
+    except EndpointConnectionError as err:
+        raise _AwsFailed(Check(name, Status.FAIL, f"cannot reach SES: {err}",
+                               "check ses.region / ses.endpoint_url and the network"))
+    except Exception as err:
+        raise _AwsFailed(Check(name, Status.FAIL, f"{error_code(err)}: {err}",
+                               "check the IAM permissions for SES (ses:Get*, ses:Describe*)"))
+
+
+def check_identity(config: Config, ses: Any) -> list[Check]:
+    """The From address or its domain must be verified; DKIM should be on and verified."""
+    address = parseaddr(config.from_)[1].lower()
+    domain = address.rpartition("@")[2]
+    attrs = _call("sender identity", ses.get_identity_verification_attributes,
+                  Identities=[address, domain])["VerificationAttributes"]
+    verified = [i for i in (domain, address) if attrs.get(i, {}).get("VerificationStatus") == "Success"]
+    if not verified:
+        states = ", ".join(f"{i}: {attrs[i].get('VerificationStatus')}" for i in (domain, address) if i in attrs)
+        return [Check("sender identity", Status.FAIL, f"neither {domain} nor {address} is verified"
+                      + (f" ({states})" if states else ""),
+                      f"verify the domain: `aws sesv2 create-email-identity --email-identity {domain}` "
+                      "and publish the DKIM CNAME records it returns")]
+    identity = verified[0]
+    checks = [Check("sender identity", Status.OK, f"{identity} verified for sending")]
+    dkim = _call("DKIM", ses.get_identity_dkim_attributes, Identities=[domain])["DkimAttributes"].get(domain, {})
+    status = dkim.get("DkimVerificationStatus", "NotStarted")
+    if dkim.get("DkimEnabled") and status == "Success":
+        checks.append(Check("DKIM", Status.OK, f"{domain}: enabled, {status}"))
+    else:
+        checks.append(Check("DKIM", Status.WARN, f"{domain}: {'enabled' if dkim.get('DkimEnabled') else 'disabled'}, {status}",
+                            "publish the three DKIM CNAME records; Gmail and Yahoo require DKIM for bulk mail"))
+    return checks
+
+
+def check_account(ses: Any, make: Callable[[str], Any], active: int | None) -> list[Check]:
+    quota = _call("sending quota", ses.get_send_quota)
+    max24, rate, sent = quota.get("Max24HourSend", 0.0), quota.get("MaxSendRate", 0.0), quota.get("SentLast24Hours", 0.0)
+    left = max(max24 - sent, 0) if max24 >= 0 else float("inf")
+    checks = [_account_mode(make, (max24, rate))]
+    line = f"max {rate:g} messages/s; {left:,.0f} of {max24:,.0f} left in the last 24 h"
+    if left <= 0:
+        checks.append(Check("sending quota", Status.FAIL, line, "wait for the 24-hour window or ask AWS for a higher quota"))
+    elif active is not None and active > left:
+        checks.append(Check("sending quota", Status.WARN, f"{line}; {active:,} active subscribers",
+                            "a full send would stop at the quota: request a higher one in the SES console"))
+    else:
+        checks.append(Check("sending quota", Status.OK, line))
+    return checks
+
+
+def _account_mode(make: Callable[[str], Any], quota: tuple[float, float]) -> Check:
+    """SES v2 GetAccount says sandbox or production; an endpoint without it (moto) leaves us
+    the quota, which is exactly 200/day at 1/s in the sandbox."""
+    hint = "request production access in the SES console (the sandbox only sends to verified addresses)"
+    try:
+        account = make("sesv2").get_account()
+    except Exception:
+        if quota == _SANDBOX_QUOTA:
+            return Check("account", Status.WARN, "sandbox (inferred from the 200/day, 1/s quota)", hint)
+        return Check("account", Status.OK, "production (inferred from the quota)")
+    if not account.get("SendingEnabled", True):
+        return Check("account", Status.FAIL, f"sending is paused ({account.get('EnforcementStatus', 'unknown')})",
+                     "see the SES console's reputation dashboard and contact AWS")
+    if not account.get("ProductionAccessEnabled", False):
+        return Check("account", Status.WARN, "sandbox", hint)
+    return Check("account", Status.OK, f"production, enforcement {account.get('EnforcementStatus', 'HEALTHY')}")
+
+
+def check_configuration_set(config: Config, ses: Any) -> Check:
+    name = config.ses.configuration_set.strip()
+    if not name:
+        return Check("configuration set", Status.WARN, "none: opens, clicks and delays are not published",
+                     "create one with an SNS event destination and set ses.configuration_set")
+    try:
+        answer = ses.describe_configuration_set(ConfigurationSetName=name,
+                                                ConfigurationSetAttributeNames=["eventDestinations"])
+    except Exception as err:
+        code = error_code(err)
+        if "DoesNotExist" in code:
+            return Check("configuration set", Status.FAIL, f"{name!r} does not exist",
+                         f"`aws sesv2 create-configuration-set --configuration-set-name {name}`")
+        return Check("configuration set", Status.FAIL, f"{name!r}: {code}: {err}",
+                     "check the IAM permissions for SES (ses:DescribeConfigurationSet)")
+    destinations = [d for d in answer.get("EventDestinations") or [] if d and d.get("Enabled", True)]
+    to_sns = [d for d in destinations if d.get("SNSDestination")]
+    covered = {t.lower() for d in to_sns for t in d.get("MatchingEventTypes", [])}
+    if not to_sns or not _FEEDBACK_TYPES <= covered:
+        return Check("configuration set", Status.FAIL,
+                     f"{name!r} has no enabled SNS event destination for bounce and complaint",
+                     "add one: `aws sesv2 create-configuration-set-event-destination` with "
+                     "MatchingEventTypes BOUNCE, COMPLAINT, DELIVERY, OPEN, CLICK")
+    topic = to_sns[0]["SNSDestination"].get("TopicARN", "?")
+    return Check("configuration set", Status.OK, f"{name!r} → {topic} ({', '.join(sorted(covered))})")
+
+
+def check_queue(config: Config, make: Callable[[str], Any]) -> Check:
+    url = config.ses.queue_url.strip()
+    if not url:
+        return Check("SQS queue", Status.FAIL, "ses.queue_url is not set: nobody reads bounces and complaints",
+                     "create a queue, subscribe it to the SNS topic, set ses.queue_url, run `newsletter events pull`")
+    try:
+        attrs = make("sqs").get_queue_attributes(
+            QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+    except Exception as err:
+        return Check("SQS queue", Status.FAIL, f"{url}: {error_code(err)}",
+                     "check ses.queue_url, ses.region and the IAM permissions (sqs:ReceiveMessage, sqs:DeleteMessage)")
+    waiting = int(attrs.get("ApproximateNumberOfMessages", 0))
+    return Check("SQS queue", Status.OK, f"{url} reachable, {waiting} messages waiting"
+                 + (" (run `newsletter events pull`)" if waiting else ""))

@@ -1,0 +1,156 @@
+"""Per-edition figures from the delivery ledger and the SES events recorded against it.
+
+Counts are per reader (a delivery row), not per event: three opens by one reader are one
+unique open. A click counts as an open too, since a reader who clicked has opened the message
+even when their client blocked the tracking pixel. Bounce and complaint rates are over the
+messages sent; open and click rates over the messages delivered (or, when no Delivery events
+are published, over those sent that did not bounce).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import asdict, dataclass, field
+
+from newsletter.errors import ValidationError
+
+BOUNCE_WARN = 0.02  # SES reviews an account near 5% bounces; 2% leaves room to act
+COMPLAINT_WARN = 0.0005  # SES reviews near 0.1%; Gmail wants < 0.1% and never ≥ 0.3%
+COMPLAINT_ALARM = 0.003
+TOP_LINKS = 5
+
+
+@dataclass(frozen=True)
+class LinkStat:
+    url: str
+    clicks: int
+    unique_clicks: int
+
+
+@dataclass(frozen=True)
+class EditionStats:
+    slug: str
+    subject: str
+    list_name: str
+    created_at: str
+    finished_at: str | None
+    recipients: int
+    sent: int
+    failed: int
+    pending: int
+    delivered: int = 0
+    hard_bounces: int = 0
+    soft_bounces: int = 0
+    complaints: int = 0
+    unique_opens: int = 0
+    unique_clicks: int = 0
+    delayed: int = 0
+    top_links: list[LinkStat] = field(default_factory=list)
+
+    @property
+    def bounces(self) -> int:
+        return self.hard_bounces + self.soft_bounces
+
+    @property
+    def engaged_base(self) -> int:
+        return self.delivered or max(self.sent - self.bounces, 0)
+
+    @property
+    def rates(self) -> dict[str, float]:
+        return {
+            "delivery": _ratio(self.delivered, self.sent),
+            "bounce": _ratio(self.bounces, self.sent),
+            "hard_bounce": _ratio(self.hard_bounces, self.sent),
+            "complaint": _ratio(self.complaints, self.sent),
+            "open": _ratio(self.unique_opens, self.engaged_base),
+            "click": _ratio(self.unique_clicks, self.engaged_base),
+        }
+
+    @property
+    def warnings(self) -> list[str]:
+        """Reputation warnings: bounces at 2% or more, complaints at 0.05% or more."""
+        out, rates = [], self.rates
+        if self.sent and rates["bounce"] >= BOUNCE_WARN:
+            out.append(f"{self.slug}: bounce rate {rates['bounce']:.2%} ≥ {BOUNCE_WARN:.0%} — clean the list "
+                       "(SES reviews accounts at about 5%)")
+        if self.sent and rates["complaint"] >= COMPLAINT_WARN:
+            level = "far above" if rates["complaint"] >= COMPLAINT_ALARM else "≥"
+            out.append(f"{self.slug}: complaint rate {rates['complaint']:.2%} {level} {COMPLAINT_WARN:.2%} — "
+                       "Gmail wants under 0.1% and never 0.3%; SES reviews accounts at about 0.1%")
+        return out
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data["bounces"] = self.bounces
+        data["rates"] = {k: round(v, 6) for k, v in self.rates.items()}
+        data["warnings"] = self.warnings
+        return data
+
+
+def edition_stats(conn: sqlite3.Connection, slug: str) -> EditionStats:
+    """Figures for one edition's send. Raises ``ValidationError`` when it was never sent."""
+    row = conn.execute("SELECT * FROM sends WHERE slug = ?", (slug,)).fetchone()
+    if row is None:
+        raise ValidationError(f"no send for edition {slug!r} (see `newsletter sends ls`)")
+    return _stats(conn, row, with_links=True)
+
+
+def all_stats(conn: sqlite3.Connection) -> list[EditionStats]:
+    """Figures for every edition sent, newest first."""
+    rows = conn.execute("SELECT * FROM sends ORDER BY created_at DESC, id DESC").fetchall()
+    return [_stats(conn, row, with_links=False) for row in rows]
+
+
+def _stats(conn: sqlite3.Connection, send: sqlite3.Row, *, with_links: bool) -> EditionStats:
+    ledger = conn.execute(
+        "SELECT COALESCE(SUM(state = 'sent'), 0), COALESCE(SUM(state = 'failed'), 0), "
+        "COALESCE(SUM(state IN ('pending', 'sending')), 0) FROM deliveries WHERE send_id = ?",
+        (send["id"],),
+    ).fetchone()
+    events = conn.execute(_PER_READER, (send["id"],)).fetchone()
+    return EditionStats(
+        slug=send["slug"], subject=send["subject"], list_name=send["list_name"],
+        created_at=send["created_at"], finished_at=send["finished_at"],
+        recipients=send["recipients"], sent=ledger[0], failed=ledger[1], pending=ledger[2],
+        delivered=events["delivered"] or 0, hard_bounces=events["hard"] or 0,
+        soft_bounces=events["soft"] or 0, complaints=events["complained"] or 0,
+        unique_opens=events["opened"] or 0, unique_clicks=events["clicked"] or 0,
+        delayed=events["delayed"] or 0,
+        top_links=_top_links(conn, send["id"]) if with_links else [],
+    )
+
+
+# One row per reader (delivery) with a flag per kind of event, then summed.
+_PER_READER = """
+SELECT SUM(delivered) AS delivered, SUM(hard) AS hard, SUM(soft AND NOT hard) AS soft,
+       SUM(complained) AS complained, SUM(opened) AS opened, SUM(clicked) AS clicked,
+       SUM(delayed) AS delayed
+FROM (
+    SELECT e.delivery_id,
+           MAX(e.type = 'delivery') AS delivered,
+           MAX(e.type = 'bounce' AND e.subtype = 'Permanent') AS hard,
+           MAX(e.type = 'bounce' AND e.subtype != 'Permanent') AS soft,
+           MAX(e.type = 'complaint') AS complained,
+           MAX(e.type IN ('open', 'click')) AS opened,
+           MAX(e.type = 'click') AS clicked,
+           MAX(e.type = 'delivery_delay') AS delayed
+    FROM events e JOIN deliveries d ON d.id = e.delivery_id
+    WHERE d.send_id = ?
+    GROUP BY e.delivery_id
+)
+"""
+
+
+def _top_links(conn: sqlite3.Connection, send_id: int) -> list[LinkStat]:
+    rows = conn.execute(
+        "SELECT e.link, COUNT(*) AS clicks, COUNT(DISTINCT e.delivery_id) AS readers "
+        "FROM events e JOIN deliveries d ON d.id = e.delivery_id "
+        "WHERE d.send_id = ? AND e.type = 'click' AND e.link IS NOT NULL "
+        "GROUP BY e.link ORDER BY readers DESC, clicks DESC, e.link LIMIT ?",
+        (send_id, TOP_LINKS),
+    ).fetchall()
+    return [LinkStat(r["link"], r["clicks"], r["readers"]) for r in rows]
+
+
+def _ratio(part: int, whole: int) -> float:
+    return part / whole if whole else 0.0
