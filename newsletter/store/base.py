@@ -118,12 +118,13 @@ class Store(ABC):
     @abstractmethod
     def add_subscriber(self, email: str, *, name: str = "", lists: Iterable[str] = (),
                        attributes: dict[str, str] | None = None, source: str = "cli",
-                       resubscribe: bool = False) -> AddResult:
+                       resubscribe: bool = False, check_dns: bool = False) -> AddResult:
         """Add (or update) an active subscriber and make them active on ``lists``.
 
         Consent is never overridden silently: an unsubscribed, bounced, complained or
         suppressed address stays as it is (outcome ``kept-by-consent``) unless ``resubscribe``,
-        which never applies to complained or suppressed addresses."""
+        which never applies to complained or suppressed addresses. ``check_dns`` also asks DNS
+        whether the domain receives mail."""
 
     @abstractmethod
     def import_rows(self, rows: Iterable[ImportRow], *, list_name: str, dry_run: bool = False,
