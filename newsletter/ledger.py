@@ -1,0 +1,379 @@
+"""The delivery ledger: which reader got which edition, in the subscriber database.
+
+One ``sends`` row per edition, one ``deliveries`` row per (edition, reader), created in one
+transaction when the send starts (the recipients are frozen then). A delivery moves
+pending → sending → sent | failed (or skipped, when the reader left the list meanwhile).
+
+Claims are atomic (``BEGIN IMMEDIATE``), so several processes can work on one send and no reader
+is claimed twice. Each process registers in ``send_workers`` and keeps a heartbeat; a row left in
+``sending`` by a process that died is *unknown* — the message may or may not have left — and is
+sent again only when the user asks (``retry_unknown``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from enum import Enum
+from typing import NamedTuple
+
+from newsletter.config import Config
+from newsletter.errors import StoreError, ValidationError
+from newsletter.store.models import Recipient
+
+STALE_AFTER = 30.0  # seconds without a heartbeat after which a worker counts as dead
+_INSERT_BATCH = 2000
+
+
+class DeliveryState(str, Enum):
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True)
+class SendRecord:
+    id: int
+    slug: str
+    list_name: str
+    list_id: int | None
+    subject: str
+    transport: str
+    recipients: int
+    created_at: str
+    first_sent_at: str | None
+    finished_at: str | None
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Counts per state of one send; ``unknown`` of the ``sending`` ones belong to dead workers."""
+
+    total: int
+    counts: dict[str, int] = field(default_factory=dict)
+    unknown: int = 0
+
+    def count(self, state: DeliveryState | str) -> int:
+        return self.counts.get(DeliveryState(state).value, 0)
+
+    @property
+    def sent(self) -> int:
+        return self.count("sent")
+
+    @property
+    def failed(self) -> int:
+        return self.count("failed")
+
+    @property
+    def skipped(self) -> int:
+        return self.count("skipped")
+
+    @property
+    def pending(self) -> int:
+        return self.count("pending")
+
+    @property
+    def done(self) -> int:
+        return sum(self.counts.get(s, 0) for s in ("sent", "failed", "skipped"))
+
+    @property
+    def in_flight(self) -> int:
+        return self.counts.get("sending", 0) - self.unknown
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A delivery claimed by this process, with what is needed to make its message."""
+
+    delivery_id: int
+    recipient: Recipient
+
+
+@dataclass(frozen=True)
+class Outcome:
+    delivery_id: int
+    state: DeliveryState  # SENT, FAILED, or PENDING (released: not sent, someone may retry)
+    provider_message_id: str | None = None
+    error: str | None = None
+    attempts: int = 0
+
+
+class SentEdition(NamedTuple):
+    slug: str
+    subject: str
+    sent_at: str  # when its first message left (ISO 8601 UTC)
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def open_connection(config: Config) -> sqlite3.Connection:
+    from newsletter.store import db
+
+    return db.connect(db.sqlite_path(config.database_url))
+
+
+class Ledger:
+    """The ledger over one connection (use it from one thread)."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    @classmethod
+    def open(cls, config: Config) -> "Ledger":
+        return cls(open_connection(config))
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> "Ledger":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- sends ---------------------------------------------------------------------------------
+    def find_send(self, slug: str) -> SendRecord | None:
+        row = self.conn.execute("SELECT * FROM sends WHERE slug = ?", (slug,)).fetchone()
+        return _send_record(row) if row else None
+
+    def sends(self) -> list[SendRecord]:
+        rows = self.conn.execute("SELECT * FROM sends ORDER BY created_at DESC, id DESC").fetchall()
+        return [_send_record(r) for r in rows]
+
+    def create_send(self, *, slug: str, subject: str, list_name: str, list_id: int | None,
+                    transport: str, recipients: Iterable[Recipient]) -> SendRecord:
+        """Record the send and freeze its recipients, all in one transaction (streamed)."""
+        stamp = now_iso()
+        with self._write():
+            try:
+                cur = self.conn.execute(
+                    "INSERT INTO sends (slug, list_name, list_id, subject, transport, created_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?)", (slug, list_name, list_id, subject, transport, stamp))
+            except sqlite3.IntegrityError:
+                raise ValidationError(f"edition {slug!r} already has a send (see `newsletter sends show {slug}`)") from None
+            send_id = cur.lastrowid
+            batch: list[tuple] = []
+            for r in recipients:
+                batch.append((send_id, r.subscriber_id, r.email, stamp))
+                if len(batch) >= _INSERT_BATCH:
+                    self._insert_deliveries(batch)
+                    batch = []
+            self._insert_deliveries(batch)
+            count = self.conn.execute("SELECT COUNT(*) FROM deliveries WHERE send_id = ?", (send_id,)).fetchone()[0]
+            self.conn.execute("UPDATE sends SET recipients = ? WHERE id = ?", (count, send_id))
+        return self.find_send(slug)  # type: ignore[return-value]
+
+    def _insert_deliveries(self, batch: list[tuple]) -> None:
+        if batch:
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO deliveries (send_id, subscriber_id, email, state, updated_at) "
+                "VALUES (?, ?, ?, 'pending', ?)", batch)
+
+    def set_last_error(self, send_id: int, error: str | None) -> None:
+        with self._write():
+            self.conn.execute("UPDATE sends SET last_error = ? WHERE id = ?", (error, send_id))
+
+    def finish_if_done(self, send_id: int) -> bool:
+        """Mark the send finished when nothing is pending or in flight; return whether it is."""
+        with self._write():
+            left = self.conn.execute(
+                "SELECT COUNT(*) FROM deliveries WHERE send_id = ? AND state IN ('pending', 'sending')",
+                (send_id,)).fetchone()[0]
+            if left == 0:
+                self.conn.execute("UPDATE sends SET finished_at = COALESCE(finished_at, ?), last_error = NULL "
+                                  "WHERE id = ?", (now_iso(), send_id))
+        return left == 0
+
+    # -- workers ---------------------------------------------------------------------------------
+    def register_worker(self, send_id: int) -> str:
+        host, pid = socket.gethostname(), os.getpid()
+        worker = f"{host}:{pid}:{secrets.token_hex(4)}"
+        with self._write():
+            self.conn.execute("INSERT INTO send_workers (id, send_id, host, pid, started_at, heartbeat_at) "
+                              "VALUES (?, ?, ?, ?, ?, ?)", (worker, send_id, host, pid, now_iso(), time.time()))
+        return worker
+
+    def heartbeat(self, worker: str) -> None:
+        with self._write():
+            self.conn.execute("UPDATE send_workers SET heartbeat_at = ? WHERE id = ?", (time.time(), worker))
+
+    def stop_worker(self, worker: str) -> None:
+        with self._write():
+            self.conn.execute("UPDATE send_workers SET stopped_at = ? WHERE id = ?", (now_iso(), worker))
+
+    def _dead_workers(self, send_id: int) -> list[str]:
+        holders = [r[0] for r in self.conn.execute(
+            "SELECT DISTINCT claimed_by FROM deliveries WHERE send_id = ? AND state = 'sending'", (send_id,))]
+        return [h for h in holders if not self._alive(h)]
+
+    def _alive(self, worker: str | None) -> bool:
+        if worker is None:
+            return False
+        row = self.conn.execute("SELECT host, pid, heartbeat_at, stopped_at FROM send_workers WHERE id = ?",
+                                (worker,)).fetchone()
+        if row is None or row["stopped_at"] is not None or time.time() - row["heartbeat_at"] > STALE_AFTER:
+            return False
+        if row["host"] == socket.gethostname():
+            return _pid_alive(row["pid"])
+        return True
+
+    def unknown(self, send_id: int) -> int:
+        """Rows left in ``sending`` by processes that are gone."""
+        dead = self._dead_workers(send_id)
+        if not dead:
+            return 0
+        marks = ",".join("?" * len(dead))
+        return self.conn.execute(
+            f"SELECT COUNT(*) FROM deliveries WHERE send_id = ? AND state = 'sending' AND "
+            f"(claimed_by IN ({marks}) OR claimed_by IS NULL)", (send_id, *dead)).fetchone()[0]
+
+    def retry_unknown(self, send_id: int) -> int:
+        """Put the unknown rows back to pending; return how many."""
+        dead = self._dead_workers(send_id)
+        if not dead:
+            return 0
+        marks = ",".join("?" * len(dead))
+        with self._write():
+            cur = self.conn.execute(
+                f"UPDATE deliveries SET state = 'pending', claimed_by = NULL, claimed_at = NULL, "
+                f"updated_at = ? WHERE send_id = ? AND state = 'sending' AND "
+                f"(claimed_by IN ({marks}) OR claimed_by IS NULL)", (now_iso(), send_id, *dead))
+            return cur.rowcount
+
+    # -- deliveries ------------------------------------------------------------------------------
+    def claim(self, send: SendRecord, worker: str, limit: int) -> list[Claim]:
+        """Atomically take up to ``limit`` pending deliveries for this worker.
+
+        Readers who left the list, were unsubscribed, bounced, complained or erased since the
+        send started are marked skipped instead of being handed out.
+        """
+        stamp = now_iso()
+        with self._write():
+            rows = self.conn.execute(
+                "SELECT d.id, d.subscriber_id, d.email, s.name, s.attributes, s.status, m.status AS member "
+                "FROM deliveries d LEFT JOIN subscribers s ON s.id = d.subscriber_id "
+                "LEFT JOIN memberships m ON m.subscriber_id = d.subscriber_id AND m.list_id = ? "
+                "WHERE d.send_id = ? AND d.state = 'pending' ORDER BY d.id LIMIT ?",
+                (send.list_id, send.id, limit)).fetchall()
+            claims, skipped = [], []
+            for row in rows:
+                reason = _skip_reason(row, send.list_id)
+                if reason:
+                    skipped.append((reason, stamp, row["id"]))
+                    continue
+                claims.append(Claim(row["id"], Recipient(row["subscriber_id"], row["email"], row["name"] or "",
+                                                         json.loads(row["attributes"] or "{}"))))
+            self.conn.executemany("UPDATE deliveries SET state = 'skipped', last_error = ?, updated_at = ? "
+                                  "WHERE id = ?", skipped)
+            self.conn.executemany("UPDATE deliveries SET state = 'sending', claimed_by = ?, claimed_at = ?, "
+                                  "updated_at = ? WHERE id = ?",
+                                  [(worker, stamp, stamp, c.delivery_id) for c in claims])
+        return claims
+
+    def record(self, send_id: int, worker: str, outcomes: Iterable[Outcome]) -> None:
+        """Write what happened to claimed deliveries, in one transaction."""
+        stamp = now_iso()
+        rows = [(o.state.value, o.provider_message_id, o.error, o.attempts,
+                 stamp if o.state is DeliveryState.SENT else None, stamp, o.delivery_id, worker)
+                for o in outcomes]
+        if not rows:
+            return
+        any_sent = any(r[0] == "sent" for r in rows)
+        with self._write():
+            self.conn.executemany(
+                "UPDATE deliveries SET state = ?, provider_message_id = COALESCE(?, provider_message_id), "
+                "last_error = ?, attempts = attempts + ?, sent_at = COALESCE(?, sent_at), updated_at = ? "
+                "WHERE id = ? AND claimed_by = ? AND state = 'sending'", rows)
+            if any_sent:
+                self.conn.execute("UPDATE sends SET first_sent_at = COALESCE(first_sent_at, ?) WHERE id = ?",
+                                  (stamp, send_id))
+
+    def progress(self, send_id: int) -> Progress:
+        counts = {r[0]: r[1] for r in self.conn.execute(
+            "SELECT state, COUNT(*) FROM deliveries WHERE send_id = ? GROUP BY state", (send_id,))}
+        return Progress(total=sum(counts.values()), counts=counts, unknown=self.unknown(send_id))
+
+    def deliveries(self, send_id: int, *, states: Iterable[str] = (), limit: int = 50) -> list[sqlite3.Row]:
+        wanted = list(states)
+        where = f" AND state IN ({','.join('?' * len(wanted))})" if wanted else ""
+        return self.conn.execute(
+            f"SELECT id, subscriber_id, email, state, provider_message_id, attempts, last_error, sent_at, "
+            f"updated_at FROM deliveries WHERE send_id = ?{where} ORDER BY id LIMIT ?",
+            (send_id, *wanted, limit)).fetchall()
+
+    # -- plumbing ----------------------------------------------------------------------------------
+    def _write(self) -> "_Transaction":
+        return _Transaction(self.conn)
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (rollback on error): takes the write lock up front, so
+    a read-then-update (a claim) is atomic across processes."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def __enter__(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.conn.execute("COMMIT")
+        else:
+            self.conn.execute("ROLLBACK")
+
+
+def _skip_reason(row: sqlite3.Row, list_id: int | None) -> str | None:
+    if row["subscriber_id"] is None or row["email"] is None:
+        return "subscriber erased since the send started"
+    if row["status"] is None:
+        return "subscriber deleted since the send started"
+    if row["status"] != "active":
+        return f"subscriber {row['status']} since the send started"
+    if list_id is not None and row["member"] != "active":
+        return "left the list since the send started"
+    return None
+
+
+def _send_record(row: sqlite3.Row) -> SendRecord:
+    return SendRecord(id=row["id"], slug=row["slug"], list_name=row["list_name"], list_id=row["list_id"],
+                      subject=row["subject"], transport=row["transport"], recipients=row["recipients"],
+                      created_at=row["created_at"], first_sent_at=row["first_sent_at"],
+                      finished_at=row["finished_at"], last_error=row["last_error"])
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sent_editions(conn_or_config: sqlite3.Connection | Config) -> list[SentEdition]:
+    """Editions at least one reader was sent, newest first: (slug, subject, first sent time)."""
+    own = not isinstance(conn_or_config, sqlite3.Connection)
+    conn = open_connection(conn_or_config) if own else conn_or_config  # type: ignore[arg-type]
+    try:
+        rows = conn.execute("SELECT slug, subject, first_sent_at FROM sends WHERE first_sent_at IS NOT NULL "
+                            "ORDER BY first_sent_at DESC, id DESC").fetchall()
+    except sqlite3.Error as err:
+        raise StoreError(f"cannot read the delivery ledger: {err}") from None
+    finally:
+        if own:
+            conn.close()
+    return [SentEdition(r[0], r[1], r[2]) for r in rows]
