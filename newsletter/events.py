@@ -110,9 +110,13 @@ def parse_message(body: str) -> list[Event] | Ignored:
             return Ignored(f"SNS {kind}" + (f" (confirm it by opening {url})" if url else ""))
         if kind != "Notification":
             raise MalformedMessage(f"unknown SNS message Type {kind!r}")
-        if not isinstance(doc.get("Message"), str):
-            raise MalformedMessage("SNS notification without a Message string")
-        doc = _json_object(doc["Message"], "SNS Message")
+        message = doc.get("Message")
+        if isinstance(message, dict):  # real SNS sends a string; moto's SES an object
+            doc = message
+        elif isinstance(message, str):
+            doc = _json_object(message, "SNS Message")
+        else:
+            raise MalformedMessage("SNS notification without a Message")
     return parse_ses(doc)
 
 
