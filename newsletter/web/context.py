@@ -3,9 +3,11 @@ the rate limiter, and the small helpers that turn a template into a safe respons
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +44,10 @@ class WebContext:
     _stores: list = field(default_factory=list)
     _stores_lock: threading.Lock = field(default_factory=threading.Lock)
     _list_cache: dict = field(default_factory=dict)
+    # One thread for the hot write path (one-click unsubscribe): requests queue here instead of
+    # contending for SQLite's write lock, whose busy handler sleeps in steps of up to 100 ms.
+    _writer: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="newsletter-web-writer"))
 
     @classmethod
     def from_config(cls, config: Config) -> "WebContext":
@@ -65,6 +71,10 @@ class WebContext:
                 self._stores.append(store)
         return store
 
+    async def write(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn(*args)`` on the writer thread (with its own store) and await the result."""
+        return await asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)
+
     def list_by_id(self, list_id: int) -> Any:
         """A list by id, cached briefly: list names change rarely and the one-click
         unsubscribe path should not pay a query for them."""
@@ -77,6 +87,7 @@ class WebContext:
         return found
 
     def close(self) -> None:
+        self._writer.shutdown(wait=True)
         with self._stores_lock:
             for store in self._stores:
                 try:

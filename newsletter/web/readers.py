@@ -77,7 +77,7 @@ async def unsubscribe_post(request: Request) -> Response:
         return ctx.bad_link(lang)
     async for _ in request.stream():  # the body says nothing we need; drain it
         pass
-    lst = await run_in_threadpool(_unsubscribe, ctx, claims)
+    lst = await ctx.write(_unsubscribe, ctx, claims)
     return _unsubscribed(ctx, lang, None, lst)
 
 
