@@ -60,6 +60,7 @@ class Item:
     domain: str
     summary: str
     line: int = 0
+    end: int = 0  # the item's last source line (where `add` appends after)
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class Essay:
     heading: str = ""
     blocks: tuple[Block, ...] = ()
     source: Path | None = None  # the file it came from when not the edition itself
+    heading_line: int = 0
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,7 @@ class Edition:
     number: int | None = None
     preheader_given: bool = False
     lines: dict[str, int] = field(default_factory=dict)  # front-matter key -> line, for checks
+    separators: tuple[int, ...] = ()  # lines of the body's `---` separators
 
     @property
     def lede(self) -> str:
@@ -128,7 +131,8 @@ def parse_edition(text: str, *, path: Path, config: Config) -> Edition:
     fields_ = _front_matter_fields(meta, lines, path)
     sections = _sections(body, body_line, path)
     lede, items, essay = _classify(sections, path)
-    return _assemble(fields_, lines, lede, items, essay, path, config)
+    edition = _assemble(fields_, lines, lede, items, essay, path, config)
+    return replace(edition, separators=tuple(s.separator for s in sections if s.separator))
 
 
 def split_front_matter(text: str, path: Path) -> tuple[dict[str, Any], dict[str, int], str, int]:
@@ -146,7 +150,9 @@ def split_front_matter(text: str, path: Path) -> tuple[dict[str, Any], dict[str,
     try:
         meta = yaml.safe_load(yaml_text) or {}
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
+        # The context mark is where the broken construct starts (an unclosed `[` or quote);
+        # the problem mark is where the parser gave up, often a line later.
+        mark = getattr(err, "context_mark", None) or getattr(err, "problem_mark", None)
         line = mark.line + 2 if mark is not None else 1
         problem = getattr(err, "problem", None) or "invalid YAML"
         raise EditionError(f"bad YAML in front matter: {problem}", file=path, line=line) from None
@@ -220,6 +226,7 @@ def _categories(value: Any, fail) -> tuple[str, ...]:
 class _Section:
     nodes: list  # markdown-it SyntaxTreeNode children between two `---` lines
     line: int  # the line the section starts on
+    separator: int | None = None  # the `---` line that opens it
 
 
 def _sections(body: str, body_line: int, path: Path) -> list[_Section]:
@@ -231,12 +238,12 @@ def _sections(body: str, body_line: int, path: Path) -> list[_Section]:
     sections = [_Section([], body_line)]
     for node in root.children:
         if node.type == "hr":
-            sections.append(_Section([], body_line + node.map[1]))
+            sections.append(_Section([], body_line + node.map[1], body_line + node.map[0]))
         else:
             sections[-1].nodes.append(node)
-    for node_section in sections:
-        for node in node_section.nodes:
-            node.meta["line"] = body_line + node.map[0] if node.map else body_line
+    for node in root.walk(include_self=False):
+        if node.map:
+            node.meta["line"] = body_line + node.map[0]
     return sections
 
 
@@ -267,7 +274,8 @@ def _items(nodes: list, path: Path) -> tuple[Item, ...]:
         elif node.type == "paragraph" and items:
             # A summary paragraph that lost its indentation still belongs to the item above it.
             extra = _inline(node)
-            items[-1] = replace(items[-1], summary="\n\n".join(p for p in (items[-1].summary, extra) if p))
+            items[-1] = replace(items[-1], summary="\n\n".join(p for p in (items[-1].summary, extra) if p),
+                                end=node.meta["line"] + node.map[1] - node.map[0] - 1)
         else:
             raise EditionError("expected a numbered item `N. [title](url)` or its indented summary here",
                                file=path, line=node.meta.get("line"))
@@ -275,14 +283,16 @@ def _items(nodes: list, path: Path) -> tuple[Item, ...]:
 
 
 def _item(entry, number: int, path: Path) -> Item:
-    line = entry.meta.get("line") or (entry.map[0] + 1 if entry.map else None)
+    line = entry.meta["line"]
+    end = line + entry.map[1] - entry.map[0] - 1
     paragraphs = [c for c in entry.children if c.type == "paragraph"]
     if not paragraphs:
         raise EditionError(f"item {number} is empty: expected `[title](url)` and a summary", file=path, line=line)
     title, url, rest = _link_line(paragraphs[0], number, path, line)
     summary = [rest] if rest else []
     summary += [_inline(p) for p in paragraphs[1:]]
-    return Item(number=number, title=title, url=url, domain=domain_of(url), summary="\n\n".join(summary), line=line)
+    return Item(number=number, title=title, url=url, domain=domain_of(url), summary="\n\n".join(summary),
+                line=line, end=end)
 
 
 def _link_line(paragraph, number: int, path: Path, line: int | None) -> tuple[str, str, str]:
@@ -362,9 +372,10 @@ def _essay(nodes: list) -> Essay | None:
     if not blocks:
         return None
     heading = ""
+    heading_line = 0
     if blocks[0].kind is BlockKind.HEADING:
-        heading, blocks = blocks[0].text, blocks[1:]
-    return Essay(heading=heading, blocks=blocks)
+        heading, heading_line, blocks = blocks[0].text, blocks[0].line, blocks[1:]
+    return Essay(heading=heading, blocks=blocks, heading_line=heading_line)
 
 
 def _assemble(f: dict[str, Any], lines: dict[str, int], lede, items, essay, path: Path, config: Config) -> Edition:

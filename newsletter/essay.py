@@ -10,6 +10,7 @@ is dropped, the attribution is kept, and everything after it is dropped.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 from newsletter.edition import Block, BlockKind, Essay
@@ -46,7 +47,7 @@ def load_essay(path: str | Path) -> Essay:
     essay = markdown_essay(text) if path.suffix.lower() in (".md", ".markdown") else pasted_essay(text)
     if not essay.blocks and not essay.heading:
         raise EditionError("essay file is empty: expected a title line and paragraphs", file=path, line=1)
-    return Essay(heading=essay.heading, blocks=essay.blocks, source=path)
+    return replace(essay, source=path)
 
 
 def markdown_essay(text: str) -> Essay:
@@ -65,7 +66,7 @@ def pasted_essay(text: str) -> Essay:
     body = _drop_dateline(body)
     body = _cut_after_attribution(body)
     blocks = tuple(Block(BlockKind.PARAGRAPH, escape(_tidy(t)), line=n) for n, t in body)
-    return Essay(heading=_tidy(title), blocks=blocks)
+    return Essay(heading=_tidy(title), blocks=blocks, heading_line=lines[0][0])
 
 
 def _drop_dateline(body: list[tuple[int, str]]) -> list[tuple[int, str]]:

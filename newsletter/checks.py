@@ -1,0 +1,174 @@
+"""Pre-send checks on an edition and its rendered email: what would embarrass us in the inbox.
+
+Errors stop ``build`` and ``send`` (unless forced): HTML over Gmail's clipping size, an unsafe link,
+a missing required field, an image without alt text. Warnings are reported and let through:
+non-https links, a long subject, no preheader, large HTML, placeholder text left in.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+
+from newsletter.edition import BlockKind, Edition
+from newsletter.markdown import Link, links
+from newsletter.rendered import RenderedEmail
+
+if TYPE_CHECKING:
+    from newsletter.config import Config
+
+CLIP_BYTES = 102 * 1024  # Gmail clips a message body past this: the footer (unsubscribe!) disappears
+LARGE_BYTES = 80 * 1024
+SUBJECT_MAX = 78
+PREHEADER_MAX = 90
+_PLACEHOLDER_RE = re.compile(r"\b(TODO|TK|TBD|FIXME|XXX)\b|lorem ipsum|\blorem\b", re.IGNORECASE)
+_CASE_SENSITIVE = {"TODO", "TK", "TBD", "FIXME", "XXX"}
+_IMG_RE = re.compile(r"<img\b[^>]*>", re.IGNORECASE)
+_ALT_RE = re.compile(r"""\balt\s*=\s*(?:"\s*[^"\s][^"]*"|'\s*[^'\s][^']*'|[^\s"'>]+)""", re.IGNORECASE)
+
+
+class Level(str, Enum):
+    ERROR = "error"
+    WARNING = "warning"
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: Level
+    code: str
+    message: str
+    line: int | None = None
+    file: str | None = None
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data["level"] = self.level.value
+        return data
+
+    def format(self, default_file: str | Path | None = None) -> str:
+        """``FILE:LINE: level: message [code]`` (location parts left out when unknown)."""
+        where = self.file or (str(default_file) if default_file else "")
+        if where and self.line:
+            where = f"{where}:{self.line}"
+        prefix = f"{where}: " if where else ""
+        return f"{prefix}{self.level.value}: {self.message} [{self.code}]"
+
+
+def has_errors(findings: list[Finding]) -> bool:
+    return any(f.level is Level.ERROR for f in findings)
+
+
+def check_edition(edition: Edition, rendered: RenderedEmail, config: Config | None = None) -> list[Finding]:
+    """Every finding for ``edition`` as rendered, errors first, then in source order.
+
+    ``config`` adds the checks on configuration the email depends on (the footer's postal address).
+    """
+    findings = [
+        *_size(rendered),
+        *_links(edition),
+        *_images(edition, rendered),
+        *_fields(edition, rendered, config),
+        *_placeholders(edition),
+    ]
+    return sorted(findings, key=lambda f: (f.level is not Level.ERROR, f.file or "", f.line or 0))
+
+
+def _size(rendered: RenderedEmail) -> Iterator[Finding]:
+    size = len(rendered.html.encode("utf-8"))
+    if size > CLIP_BYTES:
+        yield Finding(Level.ERROR, "html-too-large",
+                      f"HTML is {size / 1024:.0f} KB after inlining: Gmail clips messages over 102 KB "
+                      "(the footer with the unsubscribe link would be hidden); cut items or text")
+    elif size > LARGE_BYTES:
+        yield Finding(Level.WARNING, "html-large", f"HTML is {size / 1024:.0f} KB: close to Gmail's 102 KB clip")
+
+
+def _sources(edition: Edition) -> Iterator[tuple[str, int | None, str | None]]:
+    """Every piece of editor-written inline Markdown: ``(text, line, file)``."""
+    for block in edition.lede_blocks:
+        yield from ((t, block.line, None) for t in (block.text, *block.entries))
+    for item in edition.items:
+        yield item.summary, item.line, None
+    if edition.essay is not None:
+        file = str(edition.essay.source) if edition.essay.source else None
+        for block in edition.essay.blocks:
+            if block.kind is not BlockKind.CODE:
+                yield from ((t, block.line, file) for t in (block.text, *block.entries))
+
+
+def _links(edition: Edition) -> Iterator[Finding]:
+    found = [(Link(item.url, item.title), item.line, None) for item in edition.items]
+    found += [(link, line, file) for text, line, file in _sources(edition) if text for link in links(text)]
+    for link, line, file in found:
+        kind = "image" if link.image else "link"
+        if link.scheme and not link.safe:
+            yield Finding(Level.ERROR, "unsafe-link",
+                          f"unsafe {kind} {link.url[:60]!r}: only http, https and mailto are allowed", line, file)
+        elif not link.scheme:
+            yield Finding(Level.ERROR, "unsafe-link",
+                          f"relative or empty {kind} target {link.url[:60]!r}: expected a full https:// URL",
+                          line, file)
+        elif link.scheme == "http":
+            yield Finding(Level.WARNING, "insecure-link", f"non-https {kind} {link.url[:80]}", line, file)
+
+
+def _images(edition: Edition, rendered: RenderedEmail) -> Iterator[Finding]:
+    """Markdown images without alt text (with their line), else any such ``<img>`` in the HTML."""
+    found = [Finding(Level.ERROR, "image-alt", f"image without alt text: {link.url[:80]} (write ![what it shows](url))",
+                     line, file)
+             for text, line, file in _sources(edition) if text
+             for link in links(text) if link.image and not link.text.strip()]
+    yield from found
+    if found:
+        return
+    for tag in _IMG_RE.findall(rendered.html):
+        if not _ALT_RE.search(tag):
+            yield Finding(Level.ERROR, "image-alt", f"image without alt text: {tag[:80]}")
+
+
+def _fields(edition: Edition, rendered: RenderedEmail, config: Config | None) -> Iterator[Finding]:
+    if not rendered.subject.strip():
+        yield Finding(Level.ERROR, "missing-field", "the subject is empty", edition.lines.get("subject"))
+    elif len(rendered.subject) > SUBJECT_MAX:
+        yield Finding(Level.WARNING, "subject-long",
+                      f"subject is {len(rendered.subject)} characters: phones cut it after {SUBJECT_MAX}",
+                      edition.lines.get("subject") or edition.lines.get("title"))
+    if not rendered.preheader.strip():
+        yield Finding(Level.WARNING, "no-preheader",
+                      "no preheader: add `preheader:` to the front matter or a lede (the inbox shows "
+                      "the body's first words instead)", edition.lines.get("preheader"))
+    elif len(rendered.preheader) > PREHEADER_MAX:
+        yield Finding(Level.WARNING, "preheader-long",
+                      f"preheader is {len(rendered.preheader)} characters: inboxes show about {PREHEADER_MAX}",
+                      edition.lines.get("preheader"))
+    if not edition.items and edition.essay is None and not edition.lede_blocks:
+        yield Finding(Level.ERROR, "missing-field", "the edition has no content: no lede, items or essay")
+    if config is not None and not config.postal_address.strip():
+        yield Finding(Level.ERROR, "missing-field",
+                      "postal_address is not set in newsletter.toml: the footer must carry a postal "
+                      "address (CAN-SPAM)", file=str(config.file) if config.file else "newsletter.toml")
+
+
+def _placeholders(edition: Edition) -> Iterator[Finding]:
+    texts = [(edition.title, edition.lines.get("title"), None)]
+    if "subject" in edition.lines:
+        texts.append((edition.subject, edition.lines["subject"], None))
+    if edition.preheader_given:  # a derived preheader is the lede's, checked with the lede
+        texts.append((edition.preheader, edition.lines.get("preheader"), None))
+    texts += list(_sources(edition))
+    if edition.essay is not None and edition.essay.heading:
+        file = str(edition.essay.source) if edition.essay.source else None
+        texts.append((edition.essay.heading, edition.essay.heading_line or None, file))
+    seen = set()
+    for text, line, file in texts:
+        for match in _PLACEHOLDER_RE.finditer(text or ""):
+            word = match.group(0)
+            if match.group(1) and word not in _CASE_SENSITIVE:
+                continue  # "todo" or "tk" in running text is a word, not a marker
+            if (word.lower(), line, file) in seen:
+                continue
+            seen.add((word.lower(), line, file))
+            yield Finding(Level.WARNING, "placeholder-text", f"placeholder text left in: {word!r}", line, file)
