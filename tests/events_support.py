@@ -66,3 +66,26 @@ def queue_depth(sqs, url: str) -> tuple[int, int]:
     attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
         "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
     return int(attrs["ApproximateNumberOfMessages"]), int(attrs["ApproximateNumberOfMessagesNotVisible"])
+
+
+def insert_send(config, slug: str, rows, *, created_at: str = "2026-11-24T07:00:00Z") -> None:
+    """A finished send with one 'sent' delivery per (email, provider message id), written with
+    SQL the way the send command leaves the ledger (for tests that need many rows quickly)."""
+    from newsletter.store.db import connect, sqlite_path
+
+    rows = list(rows)
+    conn = connect(sqlite_path(config.database_url))
+    try:
+        conn.execute("BEGIN")
+        cur = conn.execute(
+            "INSERT INTO sends (slug, list_name, subject, transport, recipients, created_at, finished_at) "
+            "VALUES (?, 'daily', ?, 'ses', ?, ?, ?)", (slug, f"Test Daily {slug}", len(rows), created_at, created_at))
+        for email, provider_id in rows:
+            sub = conn.execute("SELECT id FROM subscribers WHERE email = ?", (email,)).fetchone()
+            conn.execute(
+                "INSERT INTO deliveries (send_id, subscriber_id, email, state, provider_message_id, sent_at, "
+                "updated_at) VALUES (?, ?, ?, 'sent', ?, ?, ?)",
+                (cur.lastrowid, sub[0] if sub else None, email, provider_id, created_at, created_at))
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
