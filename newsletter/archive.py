@@ -21,6 +21,7 @@ from newsletter.rendered import PLACEHOLDER_RE, RenderedEmail, parse_placeholder
 from newsletter.web.templating import base_path, base_url, page_values, template_env
 
 _BODY_RE = re.compile(r"<body[^>]*>(.*)</body>", re.S | re.I)
+_HIDDEN_RE = re.compile(r'<div style="display:none[^"]*">.*?</div>', re.S)  # the inbox preheader
 _SLUG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$")
 
 
@@ -132,10 +133,18 @@ def web_version(config: Config, rendered: RenderedEmail) -> str:
 
 
 def feed_content(config: Config, rendered: RenderedEmail) -> str:
-    """The body of the web version, for a feed entry's content."""
+    """The body of the web version for a feed entry: without the hidden preheader, Outlook
+    comments and inline styles (feed readers apply their own), sanitized by nh3."""
+    import nh3
+
     page = web_version(config, rendered)
     found = _BODY_RE.search(page)
-    return (found.group(1) if found else page).strip()
+    body = _HIDDEN_RE.sub("", found.group(1) if found else page, count=1)
+    return nh3.clean(body, link_rel="noopener noreferrer").strip()
+
+
+def feed_summary(config: Config, rendered: RenderedEmail) -> str:
+    return depersonalize(rendered.preheader, neutral_values(config, rendered.lang or config.lang), html=False)
 
 
 def index_page(config: Config, entries: list[ArchiveEntry], lang: str) -> str:
@@ -160,7 +169,7 @@ def feed_xml(config: Config, entries: list[ArchiveEntry], rendered: dict[str, Re
         r = rendered.get(e.slug)
         items.append({"slug": e.slug, "subject": e.subject, "sent_at": e.sent_at,
                       "url": f"{root}/archive/{e.slug}",
-                      "summary": r.preheader if r else "",
+                      "summary": feed_summary(config, r) if r else "",
                       "content": feed_content(config, r) if r else ""})
     updated = entries[0].sent_at if entries else "1970-01-01T00:00:00Z"
     return template_env(config).get_template("web/feed.xml").render(
