@@ -253,11 +253,11 @@ class Ledger:
             return cur.rowcount
 
     # -- deliveries ------------------------------------------------------------------------------
-    def claim(self, send: SendRecord, worker: str, limit: int) -> list[Claim]:
-        """Atomically take up to ``limit`` pending deliveries for this worker.
+    def claim(self, send: SendRecord, worker: str, limit: int) -> tuple[list[Claim], int]:
+        """Atomically take up to ``limit`` pending deliveries for this worker: ``(claims, skipped)``.
 
         Readers who left the list, were unsubscribed, bounced, complained or erased since the
-        send started are marked skipped instead of being handed out.
+        send started are marked skipped (and counted) instead of being handed out.
         """
         stamp = now_iso()
         with self._write():
@@ -280,7 +280,7 @@ class Ledger:
             self.conn.executemany("UPDATE deliveries SET state = 'sending', claimed_by = ?, claimed_at = ?, "
                                   "updated_at = ? WHERE id = ?",
                                   [(worker, stamp, stamp, c.delivery_id) for c in claims])
-        return claims
+        return claims, len(skipped)
 
     def record(self, send_id: int, worker: str, outcomes: Iterable[Outcome]) -> None:
         """Write what happened to claimed deliveries, in one transaction."""

@@ -1,7 +1,341 @@
-"""Commands of this group register themselves on the root app (filled in by its issue)."""
+"""``send`` and ``sends ls|show``: a thin layer over ``newsletter.sender`` and ``newsletter.ledger``."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
+from newsletter.cli.common import get_config, notice, stderr_is_terminal
+from newsletter.cli.edition import EditionArgument, EssayOption
+
 
 def register(app: typer.Typer) -> None:
-    return None
+    app.command(name="send")(send)
+    sends_app = typer.Typer(name="sends", help="Delivery progress per edition.", no_args_is_help=True)
+    sends_app.command(name="ls")(sends_ls)
+    sends_app.command(name="show")(sends_show)
+    app.add_typer(sends_app, name="sends")
+
+
+def send(
+    ctx: typer.Context,
+    edition: EditionArgument,
+    list_name: Annotated[str, typer.Option("--list", "-l", metavar="LIST", help="The list to send to.")],
+    transport: Annotated[Optional[str], typer.Option(
+        "--transport", "-t", metavar="NAME", help="outbox, ses or smtp (default: the configured one).")] = None,
+    rate: Annotated[Optional[float], typer.Option(
+        "--rate", min=0, metavar="N", help="At most N messages/s (default: [send] rate; 0 = the SES account's max).")] = None,
+    concurrency: Annotated[Optional[int], typer.Option(
+        "--concurrency", min=1, max=64, metavar="N", help="Messages in flight at once (default: [send] concurrency).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would happen and one sample message; send and write nothing.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    test: Annotated[Optional[list[str]], typer.Option(
+        "--test", metavar="ADDR", help="Send only to this address (repeatable), subject prefixed [TEST]; not recorded.")] = None,
+    retry_unknown: Annotated[bool, typer.Option(
+        "--retry-unknown", help="Also re-send messages whose fate is unknown (a previous run died while sending them).")] = False,
+    at: Annotated[Optional[str], typer.Option(
+        "--at", metavar="WHEN", help="Wait until WHEN (e.g. 2026-11-23T07:00+08:00), counting down; Ctrl-C cancels.")] = None,
+    essay: EssayOption = None,
+) -> None:
+    """Send an edition to a list: checks, confirmation, then every reader exactly once (resumable)."""
+    from newsletter.schedule import parse_when
+    from newsletter.sender import SendJob, SendOptions
+
+    config = get_config(ctx)
+    when = parse_when(at) if at else None
+    rendered = _checked_render(config, edition, essay)
+    options = SendOptions(transport=transport, rate=rate, concurrency=concurrency, retry_unknown=retry_unknown)
+    job = SendJob(config, rendered, list_name, options, notify=notice)
+    try:
+        if test:
+            _send_test(job, test, dry_run=dry_run, yes=yes, when=when)
+            return
+        plan = job.plan()
+        _show_plan(plan)
+        if dry_run:
+            _show_sample(job.sample_message())
+            notice("dry run: nothing was sent or written")
+            return
+        if plan.to_send == 0:
+            _nothing_to_do(job, plan)
+            return
+        _confirm(yes, f"send {plan.slug} to {plan.to_send} reader(s)?")
+        if when is not None:
+            _wait(when)
+        _run(job, plan)
+    finally:
+        job.close()
+
+
+def _checked_render(config, edition: Path, essay: Path | None):
+    from newsletter.checks import check_edition, has_errors
+    from newsletter.edition import load_edition
+    from newsletter.render import render_edition
+
+    parsed = load_edition(edition, config=config, essay_path=essay)
+    rendered = render_edition(parsed, config)
+    findings = check_edition(parsed, rendered, config)
+    for finding in findings:
+        notice(finding.format(edition))
+    if has_errors(findings):
+        notice(f"refusing to send {edition}: fix the errors above (`newsletter check {edition}`)")
+        raise typer.Exit(1)
+    return rendered
+
+
+def _show_plan(plan) -> None:
+    rate = f"{plan.rate:g} messages/s" if plan.rate else "unpaced"
+    eta = plan.estimated_seconds
+    lines = [
+        f"edition:    {plan.slug}",
+        f"subject:    {plan.subject}",
+        f"list:       {plan.list_name}",
+        f"recipients: {plan.to_send}" + (f" left to send ({plan.already_done} done earlier)" if plan.resuming else ""),
+        f"transport:  {plan.transport_description}",
+        f"pacing:     {rate}" + (f", about {_duration(eta)}" if eta is not None else ""),
+    ]
+    if plan.limits and plan.limits.max_24h is not None:
+        lines.append(f"quota:      {plan.limits.remaining_24h} of {plan.limits.max_24h} left in the last 24 h")
+    if plan.unknown:
+        lines.append(f"unknown:    {plan.unknown} message(s) a previous run may or may not have sent"
+                     + (" — will be sent again (--retry-unknown)" if plan.retry_unknown else
+                        " — not sent again without --retry-unknown"))
+    for line in lines:
+        notice(line)
+
+
+def _show_sample(raw: bytes | None) -> None:
+    if raw is None:
+        notice("(the list has no recipients: no sample message)")
+        return
+    import email
+    from email import policy
+
+    msg = email.message_from_bytes(raw, policy=policy.default)
+    typer.echo("--- sample message (first recipient) ---")
+    for name, value in msg.items():
+        if name.lower() != "content-type":
+            typer.echo(f"{name}: {value}")
+    text = msg.get_body(preferencelist=("plain",))
+    typer.echo("")
+    typer.echo(text.get_content() if text is not None else "(no text part)")
+    typer.echo(f"--- {len(raw)} bytes, multipart/alternative (text + HTML) ---")
+
+
+def _nothing_to_do(job, plan) -> None:
+    if plan.unknown:
+        notice(f"nothing pending; {plan.unknown} message(s) unknown: run again with --retry-unknown to re-send them")
+        raise typer.Exit(1)
+    notice(f"nothing to send: every reader of {plan.slug} has been dealt with (see `newsletter sends show {plan.slug}`)")
+
+
+def _confirm(yes: bool, question: str) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        notice("error: refusing to send without confirmation (no terminal): pass --yes")
+        raise typer.Exit(2)
+    if not typer.confirm(question, default=False, err=True):
+        notice("not sent")
+        raise typer.Exit(1)
+
+
+def _wait(when) -> None:
+    from newsletter.schedule import format_remaining, wait_until
+
+    terminal = stderr_is_terminal()
+    shown = when.strftime("%Y-%m-%d %H:%M:%S %z")
+    last = [0.0]
+
+    def tick(left: float) -> None:
+        if terminal:
+            sys.stderr.write(f"\rsending at {shown}: in {format_remaining(left)} (Ctrl-C cancels)  ")
+            sys.stderr.flush()
+        elif last[0] == 0.0 or last[0] - left >= 60:
+            last[0] = left
+            notice(f"sending at {shown}: in {format_remaining(left)} (Ctrl-C cancels)")
+
+    try:
+        wait_until(when, tick=tick)
+    finally:
+        if terminal:
+            sys.stderr.write("\n")
+    notice(f"it is {shown}: sending")
+
+
+def _run(job, plan) -> None:
+    from newsletter.sender import SendReport
+
+    reporter = _progress_reporter(plan)
+    stop = threading.Event()
+    try:
+        report: SendReport = job.run(progress=reporter.update, stop=stop, plan=plan)
+    except KeyboardInterrupt:
+        reporter.close()
+        report = job.report
+        _summary(report, plan)
+        notice("interrupted: the ledger is consistent; run the same command again to resume")
+        raise typer.Exit(130) from None
+    reporter.close()
+    _summary(report, plan)
+    if report.stopped:
+        notice(f"error: {report.stopped}")
+    raise typer.Exit(report.exit_code)
+
+
+def _summary(report, plan) -> None:
+    p = report.progress
+    rate = f" ({p.rate:.1f}/s)" if p.elapsed > 0 and p.sent else ""
+    typer.echo(f"{report.slug}: sent {p.sent}, failed {p.failed}, skipped {p.skipped}"
+               f"{', retried ' + str(p.retries) if p.retries else ''} in {_duration(p.elapsed)}{rate}")
+    for address, error in report.failures[:10]:
+        notice(f"  failed: {address}: {error}")
+    if report.unknown:
+        notice(f"{report.unknown} message(s) unknown (a run died while sending them): "
+               "`--retry-unknown` re-sends them")
+    if plan.local and p.sent:
+        notice(f"written to the outbox: {job_outbox(plan)} (nothing left this machine)")
+
+
+def job_outbox(plan) -> str:
+    desc = plan.transport_description
+    start = desc.find("under ")
+    return f"{desc[start + 6:].split(';')[0]}/{plan.slug}" if start >= 0 else desc
+
+
+class _PlainProgress:
+    """Periodic plain lines (no terminal)."""
+
+    def __init__(self, total: int, every: float = 5.0):
+        self.total, self.every, self.last = total, every, -1.0
+
+    def update(self, info) -> None:
+        if self.last >= 0 and info.elapsed - self.last < self.every:
+            return
+        self.last = info.elapsed
+        eta = f", ETA {_duration(info.eta)}" if info.eta is not None and info.done < info.total else ""
+        notice(f"sent {info.sent}/{info.total}, failed {info.failed}, {info.rate:.1f}/s{eta}")
+
+    def close(self) -> None:
+        return None
+
+
+class _RichProgress:
+    """A rich progress bar on the terminal (rich imported only here)."""
+
+    def __init__(self, total: int):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(TextColumn("sending"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("failed {task.fields[failed]}"), TextColumn("{task.fields[rate]}/s"),
+                                 TimeRemainingColumn(), console=Console(stderr=True))
+        self.task = self.progress.add_task("send", total=total, failed=0, rate="0.0")
+        self.progress.start()
+
+    def update(self, info) -> None:
+        self.progress.update(self.task, completed=info.done, failed=info.failed, rate=f"{info.rate:.1f}")
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+def _progress_reporter(plan):
+    total = plan.to_send
+    return _RichProgress(total) if stderr_is_terminal() else _PlainProgress(total)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
+
+
+def _send_test(job, addresses: list[str], *, dry_run: bool, yes: bool, when) -> None:
+    from newsletter.sender import send_test
+
+    notice(f"test send of {job.rendered.slug} to {', '.join(addresses)} via {job.transport_name} "
+           "(subject prefixed [TEST]; not recorded as the edition's send)")
+    if dry_run:
+        notice("dry run: nothing was sent")
+        return
+    _confirm(yes, f"send a test of {job.rendered.slug} to {len(addresses)} address(es)?")
+    if when is not None:
+        _wait(when)
+    report = send_test(job, addresses)
+    p = report.progress
+    typer.echo(f"test: sent {p.sent}, failed {p.failed}")
+    for address, error in report.failures:
+        notice(f"  failed: {address}: {error}")
+    if report.stopped:
+        notice(f"error: {report.stopped}")
+    raise typer.Exit(report.exit_code)
+
+
+# -- sends ls / show ---------------------------------------------------------------------------------
+
+def sends_ls(ctx: typer.Context) -> None:
+    """Every send, newest first, with its progress."""
+    from newsletter.ledger import Ledger
+
+    config = get_config(ctx)
+    with Ledger.open(config) as ledger:
+        rows = [(s, ledger.progress(s.id)) for s in ledger.sends()]
+    if not rows:
+        notice("no sends yet")
+        return
+    header = ("EDITION", "LIST", "TRANSPORT", "READERS", "SENT", "FAILED", "SKIPPED", "PENDING", "UNKNOWN", "STATUS")
+    table = [header] + [(s.slug, s.list_name, s.transport, str(s.recipients), str(p.sent), str(p.failed),
+                         str(p.skipped), str(p.pending), str(p.unknown), _status(s, p)) for s, p in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    for r in table:
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
+
+
+def _status(send, progress) -> str:
+    if send.finished_at:
+        return f"finished {send.finished_at}"
+    if progress.in_flight:
+        return "sending now"
+    if send.last_error:
+        return "stopped (resumable)"
+    return "incomplete (resumable)"
+
+
+def sends_show(
+    ctx: typer.Context,
+    slug: Annotated[str, typer.Argument(metavar="SLUG", help="The edition's slug, e.g. 2025-10-14.")],
+    failures: Annotated[int, typer.Option("--failures", min=0, metavar="N", help="List up to N failed readers.")] = 20,
+) -> None:
+    """One send in detail: progress, timing, last error, failed readers."""
+    from newsletter.errors import ValidationError
+    from newsletter.ledger import Ledger
+
+    config = get_config(ctx)
+    with Ledger.open(config) as ledger:
+        send = ledger.find_send(slug)
+        if send is None:
+            raise ValidationError(f"no send for edition {slug!r} (see `newsletter sends ls`)")
+        p = ledger.progress(send.id)
+        failed = ledger.deliveries(send.id, states=["failed"], limit=failures) if failures else []
+    for label, value in (("edition", send.slug), ("subject", send.subject), ("list", send.list_name),
+                         ("transport", send.transport), ("readers", send.recipients), ("sent", p.sent),
+                         ("failed", p.failed), ("skipped", p.skipped), ("pending", p.pending),
+                         ("in flight", p.in_flight), ("unknown", p.unknown), ("started", send.created_at),
+                         ("first sent", send.first_sent_at or "-"), ("finished", send.finished_at or "-"),
+                         ("status", _status(send, p))):
+        typer.echo(f"{label + ':':<12}{value}")
+    if send.last_error:
+        typer.echo(f"{'last error:':<12}{send.last_error}")
+    if p.unknown:
+        typer.echo(f"{p.unknown} unknown: `newsletter send EDITION --list {send.list_name} --retry-unknown` re-sends them")
+    for row in failed:
+        typer.echo(f"failed: {row['email'] or '(erased)'}: {row['last_error']}")

@@ -1,0 +1,375 @@
+"""The send job: one rendered edition to every reader of a list, exactly once, resumably.
+
+``plan_send`` looks (store, ledger, transport limits) and writes nothing; ``SendJob.run`` freezes
+the recipients into the ledger on first run, then claims deliveries in small batches, makes each
+reader's message from the precomputed template, paces through a token bucket and sends from a
+thread pool. Results go back to the ledger in batches from the main thread. A crash leaves at most
+the in-flight window (``window`` rows) in ``sending``: reported as unknown afterwards.
+
+Retryable errors are retried with jittered exponential backoff (bounded); a permanent one marks
+that reader failed and the send goes on; a fatal one (or retries exhausted) stops the job with the
+ledger consistent. Ctrl-C (``KeyboardInterrupt`` in the main thread) stops claiming, lets in-flight
+messages finish, records them, and re-raises. Progress goes to a callback.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+
+from newsletter.config import Config, load_secret
+from newsletter.errors import NewsletterError, TransportError, ValidationError
+from newsletter.ledger import Claim, DeliveryState, Ledger, Outcome, SendRecord
+from newsletter.message import MessageTemplate, SendContext
+from newsletter.pacing import TokenBucket, backoff
+from newsletter.rendered import RenderedEmail
+from newsletter.store.models import Recipient
+from newsletter.transports import SendLimits, Transport, describe, open_transport, send_limits
+
+HEARTBEAT_EVERY = 5.0
+PROGRESS_EVERY = 0.5
+
+
+class FatalStop(NewsletterError):
+    """The job stopped on a fatal transport error; the ledger is consistent and resumable."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class SendOptions:
+    transport: str | None = None  # default: config.transport
+    rate: float | None = None  # messages/s; None/0: config [send] rate, then the provider's max
+    concurrency: int | None = None  # default: config [send] concurrency
+    retry_unknown: bool = False
+    max_attempts: int = 6  # per message, retryable errors included
+    window: int | None = None  # deliveries claimed ahead (default 4 × concurrency)
+    backoff_base: float = 0.5
+    backoff_cap: float = 20.0
+
+
+@dataclass(frozen=True)
+class SendPlan:
+    """What is about to happen (shown before confirmation; nothing written yet)."""
+
+    slug: str
+    subject: str
+    list_name: str
+    transport: str
+    transport_description: str
+    local: bool  # nothing leaves the machine
+    to_send: int  # pending deliveries (or recipients, for a new send)
+    already_done: int  # sent, failed or skipped by earlier runs
+    unknown: int  # left in flight by a process that died
+    resuming: bool
+    rate: float | None  # effective messages/s (None: unpaced)
+    limits: SendLimits | None
+    retry_unknown: bool = False
+
+    @property
+    def estimated_seconds(self) -> float | None:
+        return self.to_send / self.rate if self.rate else None
+
+
+@dataclass
+class ProgressInfo:
+    total: int  # deliveries this run set out to do
+    sent: int = 0
+    failed: int = 0
+    skipped: int = 0
+    retries: int = 0
+    elapsed: float = 0.0
+
+    @property
+    def done(self) -> int:
+        return self.sent + self.failed + self.skipped
+
+    @property
+    def rate(self) -> float:
+        return self.sent / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def eta(self) -> float | None:
+        left = self.total - self.done
+        return left / self.rate if self.rate > 0 else None
+
+
+@dataclass
+class SendReport:
+    slug: str
+    progress: ProgressInfo
+    unknown: int = 0
+    released: int = 0  # claimed but given back unsent (stop, Ctrl-C, fatal)
+    stopped: str | None = None  # the fatal reason, when the job stopped early
+    interrupted: bool = False
+    finished: bool = False  # every delivery of the send is settled
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (address, error), first few
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return 130
+        if self.stopped:
+            return 2
+        return 1 if (self.progress.failed or self.unknown) else 0
+
+
+@dataclass
+class _Result:
+    outcome: Outcome
+    retries: int = 0
+    fatal: TransportError | None = None
+    address: str = ""
+
+
+def effective_rate(config: Config, options: SendOptions, limits: SendLimits | None) -> float | None:
+    """min(--rate or [send] rate, the provider's max send rate); None means unpaced."""
+    wanted = options.rate or config.send.rate or None
+    cap = limits.max_rate if limits else None
+    rates = [r for r in (wanted, cap) if r]
+    return min(rates) if rates else None
+
+
+class SendJob:
+    """One edition to one list through one transport. Use ``plan`` then ``run``; ``close``."""
+
+    def __init__(self, config: Config, rendered: RenderedEmail, list_name: str,
+                 options: SendOptions = SendOptions(), *, notify: Callable[[str], None] | None = None):
+        from newsletter.store import open_store
+
+        self.config, self.rendered, self.list_name, self.options = config, rendered, list_name, options
+        self.concurrency = options.concurrency or config.send.concurrency
+        self.window = options.window or max(8, 4 * self.concurrency)
+        self.store = open_store(config)
+        self.ledger = Ledger.open(config)
+        self.transport: Transport | None = None
+        try:
+            self.mailing_list = self.store.get_list(list_name)
+            if self.mailing_list is None:
+                raise ValidationError(f"no list named {list_name!r} (see `newsletter lists ls`)")
+            self.secret = load_secret(config, notify=notify)
+            self.existing = self.ledger.find_send(rendered.slug)
+            if self.existing and self.existing.list_name != list_name:
+                raise ValidationError(f"edition {rendered.slug!r} was sent to list {self.existing.list_name!r}; "
+                                      "an edition has one send")
+            self.transport_name = options.transport or (self.existing.transport if self.existing else None) \
+                or config.transport
+            self.transport = open_transport(config, self.transport_name, concurrency=self.concurrency)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+        self.ledger.close()
+        self.store.close()
+
+    # -- looking before leaping ------------------------------------------------------------------
+    def plan(self) -> SendPlan:
+        """Counts and limits; refuses (``FatalStop``) a send larger than the 24-hour quota left."""
+        limits = send_limits(self.transport)  # type: ignore[arg-type]
+        if self.existing:
+            progress = self.ledger.progress(self.existing.id)
+            unknown = progress.unknown
+            to_send = progress.pending + (unknown if self.options.retry_unknown else 0)
+            done = progress.done
+        else:
+            to_send, done, unknown = sum(1 for _ in self.store.recipients(self.list_name)), 0, 0
+        remaining = limits.remaining_24h if limits else None
+        if remaining is not None and to_send > remaining:
+            raise FatalStop(f"this send needs {to_send} messages but only {remaining} of the 24-hour sending quota "
+                            f"are left ({limits.sent_24h} of {limits.max_24h} used): send later, or ask AWS "  # type: ignore[union-attr]
+                            "for a higher quota")
+        return SendPlan(slug=self.rendered.slug, subject=self.rendered.subject, list_name=self.list_name,
+                        transport=self.transport_name, transport_description=describe(self.transport),  # type: ignore[arg-type]
+                        local=self.transport_name == "outbox", to_send=to_send, already_done=done,
+                        unknown=unknown, resuming=self.existing is not None,
+                        rate=effective_rate(self.config, self.options, limits), limits=limits,
+                        retry_unknown=self.options.retry_unknown)
+
+    def context(self, *, subject_prefix: str = "") -> SendContext:
+        return SendContext(config=self.config, secret=self.secret, list_id=self.mailing_list.id,  # type: ignore[union-attr]
+                           list_name=self.list_name, subject_prefix=subject_prefix)
+
+    def sample_message(self) -> bytes | None:
+        """The first reader's message, for ``--dry-run`` (nothing sent or written)."""
+        first = next(iter(self.store.recipients(self.list_name)), None)
+        if first is None:
+            return None
+        return MessageTemplate(self.rendered, self.context()).render(first).raw
+
+    # -- the run ---------------------------------------------------------------------------------
+    def run(self, *, progress: Callable[[ProgressInfo], None] | None = None,
+            stop: threading.Event | None = None, plan: SendPlan | None = None) -> SendReport:
+        """Send to every pending reader. Raises ``KeyboardInterrupt`` after a clean stop on Ctrl-C
+        (the report is then on ``self.report``)."""
+        plan = plan or self.plan()
+        send = self.existing or self._create_send()
+        self.existing = send
+        if self.options.retry_unknown:
+            self.ledger.retry_unknown(send.id)
+        stop = stop or threading.Event()
+        info = ProgressInfo(total=self.ledger.progress(send.id).pending)
+        self.report = report = SendReport(slug=send.slug, progress=info)
+        worker = self.ledger.register_worker(send.id)
+        template = MessageTemplate(self.rendered, self.context())
+        bucket = TokenBucket(plan.rate)
+        try:
+            self._loop(send, worker, template, bucket, stop, report, progress)
+        except KeyboardInterrupt:
+            report.interrupted = True
+            raise
+        finally:
+            self.ledger.stop_worker(worker)
+            self._settle(send, report)
+            if progress:
+                progress(info)
+        return report
+
+    def _create_send(self) -> SendRecord:
+        return self.ledger.create_send(slug=self.rendered.slug, subject=self.rendered.subject,
+                                       list_name=self.list_name, list_id=self.mailing_list.id,  # type: ignore[union-attr]
+                                       transport=self.transport_name, recipients=self.store.recipients(self.list_name))
+
+    def _loop(self, send: SendRecord, worker: str, template: MessageTemplate, bucket: TokenBucket,
+              stop: threading.Event, report: SendReport, progress: Callable[[ProgressInfo], None] | None) -> None:
+        inflight: dict[Future, Claim] = {}
+        started = last_beat = last_progress = time.monotonic()
+        pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="send")
+        try:
+            while True:
+                if not stop.is_set() and len(inflight) <= self.window // 2:
+                    claims, skipped = self.ledger.claim(send, worker, self.window - len(inflight))
+                    report.progress.skipped += skipped
+                    for claim in claims:
+                        inflight[pool.submit(self._deliver, template, claim, bucket, stop)] = claim
+                if not inflight:
+                    break
+                done, _ = wait(inflight, timeout=0.25, return_when=FIRST_COMPLETED)
+                self._collect(send, worker, [f.result() for f in done], report, stop)
+                for f in done:
+                    del inflight[f]
+                now = time.monotonic()
+                report.progress.elapsed = now - started
+                if now - last_beat > HEARTBEAT_EVERY:
+                    self.ledger.heartbeat(worker)
+                    last_beat = now
+                if progress and now - last_progress > PROGRESS_EVERY:
+                    progress(report.progress)
+                    last_progress = now
+        except KeyboardInterrupt:
+            stop.set()  # in-flight messages finish (or are given back unsent); then record them
+            self._drain(send, worker, inflight, report, stop)
+            raise
+        finally:
+            pool.shutdown(wait=True)
+            report.progress.elapsed = time.monotonic() - started
+
+    def _drain(self, send: SendRecord, worker: str, inflight: dict[Future, Claim], report: SendReport,
+               stop: threading.Event) -> None:
+        wait(inflight)
+        self._collect(send, worker, [f.result() for f in inflight], report, stop)
+        inflight.clear()
+
+    def _collect(self, send: SendRecord, worker: str, results: list[_Result], report: SendReport,
+                 stop: threading.Event) -> None:
+        self.ledger.record(send.id, worker, [r.outcome for r in results])
+        info = report.progress
+        for r in results:
+            info.retries += r.retries
+            state = r.outcome.state
+            if state is DeliveryState.SENT:
+                info.sent += 1
+            elif state is DeliveryState.FAILED:
+                info.failed += 1
+                if len(report.failures) < 20:
+                    report.failures.append((r.address, r.outcome.error or ""))
+            else:
+                report.released += 1
+            if r.fatal is not None and report.stopped is None:
+                report.stopped = str(r.fatal.message)
+                stop.set()
+
+    def _settle(self, send: SendRecord, report: SendReport) -> None:
+        report.finished = self.ledger.finish_if_done(send.id)
+        report.unknown = self.ledger.unknown(send.id)
+        self.ledger.set_last_error(send.id, report.stopped if not report.finished else None)
+
+    def _deliver(self, template: MessageTemplate, claim: Claim, bucket: TokenBucket,
+                 stop: threading.Event) -> _Result:
+        """Runs in a pool thread: make the message, pace, send with bounded retries."""
+        address = claim.recipient.email
+        try:
+            message = template.render(claim.recipient)
+        except ValidationError as err:
+            return _Result(Outcome(claim.delivery_id, DeliveryState.FAILED, error=err.message), address=address)
+        return deliver_with_retries(self.transport, message, claim.delivery_id, bucket, stop,  # type: ignore[arg-type]
+                                    self.options, address)
+
+
+def deliver_with_retries(transport: Transport, message, delivery_id: int, bucket: TokenBucket,
+                         stop: threading.Event, options: SendOptions, address: str = "") -> _Result:
+    attempts = 0
+    while True:
+        if not bucket.acquire(stop):
+            return _Result(Outcome(delivery_id, DeliveryState.PENDING, error="stopped before sending",
+                                   attempts=attempts), retries=max(0, attempts - 1), address=address)
+        attempts += 1
+        try:
+            provider_id = transport.send(message)
+            return _Result(Outcome(delivery_id, DeliveryState.SENT, provider_message_id=provider_id,
+                                   attempts=attempts), retries=attempts - 1, address=address)
+        except TransportError as err:
+            if err.kind == TransportError.PERMANENT:
+                return _Result(Outcome(delivery_id, DeliveryState.FAILED, error=err.message, attempts=attempts),
+                               retries=attempts - 1, address=address)
+            if err.kind == TransportError.FATAL or attempts >= options.max_attempts:
+                fatal = err if err.kind == TransportError.FATAL else TransportError(
+                    f"gave up after {attempts} attempts ({err.message}); run the same command again to resume",
+                    kind=TransportError.FATAL, code=err.code)
+                return _Result(Outcome(delivery_id, DeliveryState.PENDING, error=err.message, attempts=attempts),
+                               retries=attempts - 1, fatal=fatal, address=address)
+            if stop.wait(backoff(attempts, base=options.backoff_base, cap=options.backoff_cap)):
+                return _Result(Outcome(delivery_id, DeliveryState.PENDING, error="stopped while retrying",
+                                       attempts=attempts), retries=attempts - 1, address=address)
+
+
+# -- test sends ------------------------------------------------------------------------------------
+
+def send_test(job: SendJob, addresses: Iterable[str]) -> SendReport:
+    """``--test``: the edition to these addresses only, subject prefixed ``[TEST]``; the ledger is
+    not touched. A subscriber's own name and attributes are used when the address is one."""
+    from newsletter.message import check_address
+
+    template = MessageTemplate(job.rendered, job.context(subject_prefix="[TEST] "))
+    info = ProgressInfo(total=0)
+    report = SendReport(slug=job.rendered.slug, progress=info)
+    stop, bucket = threading.Event(), TokenBucket(send_limits(job.transport).max_rate if send_limits(job.transport) else None)  # type: ignore[arg-type,union-attr]
+    started = time.monotonic()
+    for number, address in enumerate(addresses, start=1):
+        info.total += 1
+        recipient = _test_recipient(job, check_address(address.strip()), number)
+        result = deliver_with_retries(job.transport, template.render(recipient), 0, bucket, stop,  # type: ignore[arg-type]
+                                      job.options, address)
+        if result.outcome.state is DeliveryState.SENT:
+            info.sent += 1
+        else:
+            info.failed += 1
+            report.failures.append((address, result.outcome.error or ""))
+        if result.fatal is not None:
+            report.stopped = result.fatal.message
+            break
+    info.elapsed = time.monotonic() - started
+    return report
+
+
+def _test_recipient(job: SendJob, address: str, number: int) -> Recipient:
+    subscriber = job.store.get_subscriber(address)
+    if subscriber is None:
+        return Recipient(0, address, "", {})
+    return Recipient(subscriber.id, address, subscriber.name, dict(subscriber.attributes))
