@@ -29,6 +29,17 @@ lang = "en"
 """
 
 
+def pytest_addoption(parser):
+    parser.addoption("--update-golden", action="store_true", default=False,
+                     help="Rewrite tests/golden/ from the current output (also: UPDATE_GOLDEN=1).")
+
+
+@pytest.fixture
+def update_golden(request) -> bool:
+    """True when golden files should be rewritten rather than compared."""
+    return bool(request.config.getoption("--update-golden") or os.environ.get("UPDATE_GOLDEN") == "1")
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch):
     """No test reads the developer's real settings or credentials."""
