@@ -23,11 +23,11 @@ from newsletter.web.signup import MAX_NAME, FormTooLarge, read_form
 
 
 def mask_email(email: str) -> str:
-    """``a•••@example.com``: enough for the reader to recognise, little for anyone else."""
+    """``a***@example.com``: enough for the reader to recognise, little for anyone else."""
     local, _, domain = email.rpartition("@")
     if not local:
-        return "•••"
-    return f"{local[0]}•••@{domain}"
+        return "***"
+    return f"{local[0]}***@{domain}"
 
 
 def _claims(ctx: WebContext, purpose: str, request: Request) -> TokenClaims | None:
