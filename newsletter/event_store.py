@@ -140,7 +140,8 @@ class EventRecorder:
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (event.event_id, event.type.value, event.subtype, event.detail, event.email,
                  self._delivery_id(event), event.provider_message_id, event.link, effect,
-                 event.occurred_at, utc_now(), json.dumps(event.payload, ensure_ascii=False)),
+                 event.occurred_at, utc_now(),
+                 event.payload_json or json.dumps(event.payload, ensure_ascii=False)),
             )
             self.conn.execute("COMMIT")
         except sqlite3.Error as err:

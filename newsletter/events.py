@@ -83,6 +83,7 @@ class Event:
     detail: str | None = None  # diagnostic code, bounce sub type, reject reason, error message
     link: str | None = None  # the clicked URL
     payload: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    payload_json: str = field(default="", compare=False, repr=False)  # canonical JSON of payload
 
     @property
     def is_hard_bounce(self) -> bool:
@@ -135,15 +136,17 @@ def parse_ses(doc: dict[str, Any]) -> list[Event] | Ignored:
     details = doc.get(key)
     if not isinstance(details, dict):
         raise MalformedMessage(f"{name} notification without its {key!r} object")
+    canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     base = dict(
         provider_message_id=mail["messageId"],
         occurred_at=_timestamp(details.get("timestamp") or mail.get("timestamp"), name),
         payload=doc,
+        payload_json=canonical,
     )
     rows = _BUILDERS[etype](details, mail)
     if not rows:
         raise MalformedMessage(f"{name} notification names no recipient")
-    event_id = _fingerprint(doc)
+    event_id = hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:40]
     many = len(rows) > 1
     return [
         Event(event_id=f"{event_id}:{n}" if many else event_id, type=etype, **base, **row)
@@ -261,6 +264,8 @@ def _address(value: object) -> str:
 
     if not isinstance(value, str) or "@" not in value:
         raise MalformedMessage(f"recipient {value!r} is not an email address")
+    if "<" not in value and not any(c.isspace() for c in value.strip()):
+        return value.strip()  # the usual case, without the cost of a full header parse
     addr = parseaddr(value)[1] or value.strip()
     if "@" not in addr:
         raise MalformedMessage(f"recipient {value!r} is not an email address")
@@ -288,8 +293,3 @@ def _timestamp(value: object, name: object) -> str:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _fingerprint(doc: dict[str, Any]) -> str:
-    canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:40]
