@@ -26,7 +26,7 @@ PUBLIC = {**SECURITY_HEADERS, "Cache-Control": "public, max-age=300"}
 
 
 async def home(request: Request) -> Response:
-    return RedirectResponse(f"{request.app.state.ctx.base_url}/subscribe", status_code=302)
+    return RedirectResponse(f"{request.app.state.ctx.base_path}/subscribe", status_code=302)
 
 
 async def health(request: Request) -> Response:

@@ -19,7 +19,7 @@ from newsletter.config import Config, load_secret
 from newsletter.i18n import pick_lang, translator
 from newsletter.ratelimit import RateLimiter
 from newsletter.store.db import sqlite_path
-from newsletter.web.templating import base_url, page_values, template_env
+from newsletter.web.templating import base_path, base_url, page_values, template_env
 
 # Token pages must not leak their URL (Referer), be framed, or be cached by a shared proxy.
 PAGE_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
@@ -58,6 +58,12 @@ class WebContext:
     @property
     def base_url(self) -> str:
         return base_url(self.config)
+
+    @property
+    def base_path(self) -> str:
+        """Links and form targets on our own pages are absolute paths, so they work on whatever
+        host and port the pages are served from."""
+        return base_path(self.config)
 
     def store(self) -> Any:
         """This thread's store (SQLite connections must not be shared across threads)."""
@@ -137,4 +143,4 @@ class WebContext:
         """The one answer to every forged, tampered, expired or wrong-purpose token."""
         t = translator(lang)
         return self.message(lang, "bad_link.title", t("bad_link.body"), status=400,
-                            link={"href": f"{self.base_url}/subscribe", "text": t("archive.subscribe")})
+                            link={"href": f"{self.base_path}/subscribe", "text": t("archive.subscribe")})

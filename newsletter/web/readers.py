@@ -45,10 +45,10 @@ async def unsubscribe_page(request: Request) -> Response:
     claims = _claims(ctx, "unsubscribe", request)
     if claims is None:
         return ctx.bad_link(lang)
-    return await run_in_threadpool(_unsubscribe_page, ctx, lang, claims, str(request.url.path))
+    return await run_in_threadpool(_unsubscribe_page, ctx, lang, claims)
 
 
-def _unsubscribe_page(ctx: WebContext, lang: str, claims: TokenClaims, path: str) -> Response:
+def _unsubscribe_page(ctx: WebContext, lang: str, claims: TokenClaims) -> Response:
     t = ctx.t(lang)
     store = ctx.store()
     sub = store.get_subscriber_by_id(claims.subscriber_id)
@@ -60,12 +60,8 @@ def _unsubscribe_page(ctx: WebContext, lang: str, claims: TokenClaims, path: str
                 else t("unsubscribe.question_all", name=ctx.config.name, email=email))
     prefs = make_token(ctx.secret, "preferences", sub.id, 0)
     return ctx.page(lang, "web/unsubscribe.html", title=t("unsubscribe.title"), question=question,
-                    action=f"{ctx.base_url}/unsubscribe/{_token_of(path)}",
-                    preferences_url=f"{ctx.base_url}/preferences/{prefs}")
-
-
-def _token_of(path: str) -> str:
-    return path.rstrip("/").rpartition("/")[2]
+                    action="",  # the form posts to the page's own URL
+                    preferences_url=f"{ctx.base_path}/preferences/{prefs}")
 
 
 async def unsubscribe_post(request: Request) -> Response:
@@ -96,7 +92,7 @@ def _unsubscribed(ctx: WebContext, lang: str, email: str | None, lst) -> Respons
     body = (t("unsubscribed.body_list", email=who, list=quote_list_names([lst.name], lang)) if lst
             else t("unsubscribed.body_all", email=who, name=ctx.config.name))
     return ctx.message(lang, "unsubscribed.title", body, t("unsubscribed.again"),
-                       link={"href": f"{ctx.base_url}/subscribe", "text": t("archive.subscribe")})
+                       link={"href": f"{ctx.base_path}/subscribe", "text": t("archive.subscribe")})
 
 
 # -- preferences ---------------------------------------------------------------------------
@@ -140,8 +136,7 @@ def _preferences(ctx: WebContext, lang: str, claims: TokenClaims, saved: bool, e
     return ctx.page(lang, "web/preferences.html", status, title=t("prefs.title"), email=sub.email, name=sub.name,
                     choices=choices, saved=saved, error=error,
                     unsubscribed=sub.status == SubscriberStatus.UNSUBSCRIBED,
-                    action=f"{ctx.base_url}/preferences/{token}",
-                    data_url=f"{ctx.base_url}/preferences/{token}/data.json")
+                    action="", data_url=f"{ctx.base_path}/preferences/{token}/data.json")
 
 
 async def preferences_post(request: Request) -> Response:
@@ -178,7 +173,7 @@ def _save_preferences(ctx: WebContext, lang: str, claims: TokenClaims, fields: l
         return _preferences(ctx, lang, claims, False, err.message, 400)
     token = make_token(ctx.secret, "preferences", sub.id, 0)
     # Post/redirect/get: reloading the page afterwards does not post the form again.
-    return RedirectResponse(f"{ctx.base_url}/preferences/{token}?saved=1", status_code=303, headers=PRIVATE)
+    return RedirectResponse(f"{ctx.base_path}/preferences/{token}?saved=1", status_code=303, headers=PRIVATE)
 
 
 async def my_data(request: Request) -> Response:

@@ -186,5 +186,5 @@ def _confirm(ctx: WebContext, lang: str, subscriber_id: int, list_id: int) -> Re
                                        name=sub.name, list_names=active, lang=lang)
         task = BackgroundTask(mail.deliver, ctx.config, message)
     return ctx.message(lang, "confirmed.title", t("confirmed.body", email=sub.email, lists=quote_list_names(active, lang)),
-                       link={"href": f"{ctx.base_url}/archive", "text": t("mail.archive").rstrip(":：")},
+                       link={"href": f"{ctx.base_path}/archive", "text": t("mail.archive").rstrip(":：")},
                        background=task)
