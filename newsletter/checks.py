@@ -91,6 +91,7 @@ def _sources(edition: Edition) -> Iterator[tuple[str, int | None, str | None]]:
     for block in edition.lede_blocks:
         yield from ((t, block.line, None) for t in (block.text, *block.entries))
     for item in edition.items:
+        yield item.title, item.line, None
         yield item.summary, item.line, None
     if edition.essay is not None:
         file = str(edition.essay.source) if edition.essay.source else None
