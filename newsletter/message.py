@@ -229,7 +229,27 @@ def _lf(text: str) -> str:
 
 def _qp(data: str) -> bytes:
     """Quoted-printable body encoding with CRLF line ends (binascii: C speed)."""
-    return binascii.b2a_qp(data.encode("utf-8"), istext=True).replace(b"\n", b"\r\n")
+    out = binascii.b2a_qp(data.encode("utf-8"), istext=True)
+    if b"=20\n" in out or b"=09\n" in out or out.endswith((b"=20", b"=09")):
+        out = _rewrap(out)
+    return out.replace(b"\n", b"\r\n")
+
+
+def _rewrap(encoded: bytes) -> bytes:
+    """b2a_qp encodes a line's trailing space as =20 without checking the line's length: break
+    such a line once more so that every line stays within the 76 characters of RFC 2045."""
+    lines = []
+    for line in encoded.split(b"\n"):
+        while len(line) > 76:
+            cut = 75
+            if line[cut - 1:cut] == b"=":
+                cut -= 1
+            elif line[cut - 2:cut - 1] == b"=":
+                cut -= 2
+            lines.append(line[:cut] + b"=")
+            line = line[cut:]
+        lines.append(line)
+    return b"\n".join(lines)
 
 
 # A slot is a tuple (cheap to hash): (key, fallback, html). Keys are placeholder keys or the

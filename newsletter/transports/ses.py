@@ -20,10 +20,10 @@ from newsletter.transports.base import OutgoingMessage, Transport
 RETRYABLE_CODES = {
     "Throttling", "ThrottlingException", "TooManyRequestsException", "RequestTimeout",
     "RequestTimeoutException", "ServiceUnavailable", "ServiceUnavailableException",
-    "InternalFailure", "InternalServerError", "InternalError", "SlowDown",
+    "InternalFailure", "InternalServerError", "InternalError", "SlowDown", "LimitExceededException",
 }
 FATAL_CODES = {
-    "AccountSendingPausedException", "SendingPausedException", "ConfigurationSetSendingPausedException",
+    "AccountSendingPausedException", "AccountSuspendedException", "SendingPausedException", "ConfigurationSetSendingPausedException",
     "MailFromDomainNotVerifiedException", "MailFromDomainNotVerified",
     "UnrecognizedClientException", "InvalidClientTokenId", "SignatureDoesNotMatch",
     "AccessDenied", "AccessDeniedException", "ExpiredToken", "ExpiredTokenException",
