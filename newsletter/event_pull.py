@@ -68,12 +68,14 @@ class _CrashHook:
 
 def pull_events(config: Config, recorder: EventRecorder, *, watch: bool = False,
                 wait_seconds: int | None = None, report: Report = _quiet,
-                stop: Callable[[], bool] = lambda: False, sqs=None) -> PullSummary:
+                stop: Callable[[], bool] = lambda: False, sqs=None,
+                summary: PullSummary | None = None) -> PullSummary:
     """Drain the queue once (or, with ``watch``, until interrupted or ``stop()``).
 
     Raises ``ConfigError`` (no queue configured, no credentials, no such queue) and
     ``TransportError`` (the queue cannot be reached; with ``watch`` only after backing off
-    on network trouble did not help). KeyboardInterrupt passes through, state consistent.
+    on network trouble did not help). KeyboardInterrupt passes through, state consistent;
+    pass ``summary`` to keep the counts of an interrupted run.
     """
     queue_url = config.ses.queue_url.strip()
     if not queue_url:
@@ -81,7 +83,8 @@ def pull_events(config: Config, recorder: EventRecorder, *, watch: bool = False,
                           file=config.file)
     sqs = sqs or aws_client(config, "sqs")
     wait = wait_seconds if wait_seconds is not None else (WATCH_WAIT_SECONDS if watch else DRAIN_WAIT_SECONDS)
-    summary, hook, failures = PullSummary(), _CrashHook(), 0
+    summary = summary if summary is not None else PullSummary()
+    hook, failures = _CrashHook(), 0
     while not stop():
         try:
             messages = _receive(sqs, queue_url, wait)

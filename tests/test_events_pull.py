@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -195,16 +196,32 @@ def test_killed_between_commit_and_delete_loses_nothing_and_counts_nothing_twice
     assert queue_depth(sqs, url) == (0, 0)
 
 
-def test_watch_stops_cleanly_on_sigint_with_exit_130(project, moto):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "systemctl-stop"])
+def test_watch_stops_cleanly_with_exit_130(project, moto, signum):
     sqs, url = make_queue(moto)
     configure(project, moto, url)
+    sqs.send_message(QueueUrl=url, MessageBody=raw_body(notification("event-open")))
     proc = subprocess.Popen([sys.executable, "-m", "newsletter", "events", "pull", "--watch", "--wait", "1"],
                             cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(2.5)
-    proc.send_signal(2)
+    time.sleep(3)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "stopped" in err
+    assert "1 queue messages: 1 events recorded (1 open)" in err
+
+
+def test_network_trouble_backs_off_in_watch_mode_and_stops_a_one_shot_pull(project):
+    from conftest import free_port
+
+    from newsletter.errors import TransportError
+
+    config = configure(project, f"http://127.0.0.1:{free_port()}", "http://127.0.0.1:1/123456789012/q")
+    with pytest.raises(TransportError, match="cannot read the SQS queue"):
+        pull(config)
+    polls = []
+    summary, notes = pull(config, watch=True, stop=lambda: polls.append(1) or len(polls) > 1)
+    assert notes[0][0] == "warning" and "retrying in 2 s" in notes[0][1]
 
 
 def test_cli_pull_prints_effects_and_a_summary(project, moto, cli):

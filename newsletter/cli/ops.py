@@ -25,21 +25,20 @@ def pull(
 ) -> None:
     """Read SES notifications from the SQS queue (ses.queue_url), store each once, apply
     suppressions, and delete each queue message after it is committed."""
-    from newsletter.event_pull import pull_events
+    from newsletter.event_pull import PullSummary, pull_events
     from newsletter.event_store import open_recorder
 
     config = get_config(ctx)
-    report = _reporter()
+    summary, stopped = PullSummary(), False
     with open_recorder(config) as recorder, _sigterm_as_interrupt():
-        stopped = False
         try:
-            summary = pull_events(config, recorder, watch=watch, wait_seconds=wait, report=report)
+            pull_events(config, recorder, watch=watch, wait_seconds=wait, report=_reporter(), summary=summary)
         except KeyboardInterrupt:
             stopped = True
-    if stopped:
-        notice("stopped; everything committed so far is kept, the rest stays in the queue")
-        raise typer.Exit(130)
     notice(summary.line())
+    if stopped:
+        notice("stopped: everything recorded so far is kept; the rest stays in the queue")
+        raise typer.Exit(130)
     if summary.kept_aside:
         notice("see them with `newsletter events dead-letters`")
 
