@@ -44,6 +44,7 @@ class WebContext:
     _stores: list = field(default_factory=list)
     _stores_lock: threading.Lock = field(default_factory=threading.Lock)
     _list_cache: dict = field(default_factory=dict)
+    answers: dict = field(default_factory=dict)  # rendered pages that hold nothing personal
     # One thread for the hot write path (one-click unsubscribe): requests queue here instead of
     # contending for SQLite's write lock, whose busy handler sleeps in steps of up to 100 ms.
     _writer: ThreadPoolExecutor = field(

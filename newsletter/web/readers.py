@@ -12,7 +12,7 @@ import json
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from newsletter.errors import NewsletterError, TokenError, ValidationError
 from newsletter.i18n import quote_list_names
@@ -74,7 +74,21 @@ async def unsubscribe_post(request: Request) -> Response:
     async for _ in request.stream():  # the body says nothing we need; drain it
         pass
     lst = await ctx.write(_unsubscribe, ctx, claims)
-    return _unsubscribed(ctx, lang, None, lst)
+    return _unsubscribed_page(ctx, lang, lst)
+
+
+def _unsubscribed_page(ctx: WebContext, lang: str, lst) -> Response:
+    """The answer to an unsubscribe POST. It holds nothing personal, so it is rendered once per
+    (language, list) and reused: the burst after a big send should cost a database write each,
+    not a template rendering."""
+    key = ("unsubscribed", lang, lst.id if lst else 0, lst.name if lst else "")
+    body = ctx.answers.get(key)
+    if body is None:
+        body = _unsubscribed(ctx, lang, None, lst).body
+        if len(ctx.answers) > 1024:
+            ctx.answers.clear()
+        ctx.answers[key] = body
+    return HTMLResponse(body, headers={**PRIVATE, "Content-Language": lang, "Vary": "Accept-Language"})
 
 
 def _unsubscribe(ctx: WebContext, claims: TokenClaims):
