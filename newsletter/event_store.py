@@ -19,7 +19,7 @@ from enum import Enum
 
 from newsletter.config import Config, EventsConfig
 from newsletter.errors import StoreError, ValidationError
-from newsletter.events import Event, EventType
+from newsletter.events import Event, EventType, MalformedMessage, parse_message
 from newsletter.store.base import Store
 from newsletter.store.models import SubscriberStatus
 
@@ -169,6 +169,24 @@ def dead_letters(conn: sqlite3.Connection) -> list[DeadLetter]:
     """Every message kept aside, oldest first."""
     rows = conn.execute("SELECT message_id, reason, body, received_at FROM dead_letters ORDER BY id").fetchall()
     return [DeadLetter(r["message_id"], r["reason"], r["body"], r["received_at"]) for r in rows]
+
+
+def retry_dead_letters(recorder: EventRecorder) -> tuple[int, int]:
+    """Parse every kept-aside message again (say, after an upgrade that understands it).
+    Those that parse now are recorded (or found ignorable) and leave ``dead_letters``.
+    Returns (resolved, still kept)."""
+    resolved = kept = 0
+    for letter in dead_letters(recorder.conn):
+        try:
+            parsed = parse_message(letter.body)
+        except MalformedMessage:
+            kept += 1
+            continue
+        for event in parsed if isinstance(parsed, list) else []:
+            recorder.record(event)
+        recorder.conn.execute("DELETE FROM dead_letters WHERE message_id = ?", (letter.message_id,))
+        resolved += 1
+    return resolved, kept
 
 
 def _minus_days(timestamp: str, days: int) -> str:

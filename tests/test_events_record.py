@@ -131,3 +131,16 @@ def test_dead_letters_are_kept_once(readers):
         assert not recorder.keep_aside("sqs-1", "garbage again", "message body is not JSON")
         kept = dead_letters(recorder.conn)
     assert [(d.message_id, d.body) for d in kept] == [("sqs-1", "garbage")]
+
+
+def test_dead_letters_can_be_retried_once_understood(readers, cli):
+    good = raw_body(notification("event-bounce", email="mary@example.com"))
+    with open_recorder(readers) as recorder:
+        recorder.keep_aside("sqs-1", good, "unknown SES notification type (from an older version)")
+        recorder.keep_aside("sqs-2", "garbage", "message body is not JSON")
+    result = cli("events", "dead-letters", "--retry")
+    assert result.exit_code == 0
+    assert "1 recorded now, 1 still kept aside" in result.stderr
+    [line] = result.stdout.splitlines()
+    assert "sqs-2  message body is not JSON" in line
+    assert status_of(readers, "mary@example.com") == (SubscriberStatus.BOUNCED, True)

@@ -47,22 +47,22 @@ def pull(
 def dead_letters_cmd(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (with each message body).")] = False,
+    retry: Annotated[bool, typer.Option("--retry", help="Parse them again; record those understood now.")] = False,
 ) -> None:
     """List the queue messages that could not be understood and were kept aside."""
-    from newsletter.event_store import dead_letters
-    from newsletter.store.db import connect, sqlite_path
+    from newsletter.event_store import dead_letters, open_recorder, retry_dead_letters
 
-    conn = connect(sqlite_path(get_config(ctx).database_url))
-    try:
-        kept = dead_letters(conn)
-    finally:
-        conn.close()
+    with open_recorder(get_config(ctx)) as recorder:
+        if retry:
+            resolved, still = retry_dead_letters(recorder)
+            notice(f"{resolved} recorded now, {still} still kept aside")
+        kept = dead_letters(recorder.conn)
     if as_json:
         typer.echo(json.dumps([vars(d) for d in kept], indent=2, ensure_ascii=False))
         return
     for d in kept:
         typer.echo(f"{d.received_at}  {d.message_id}  {d.reason}")
-    if not kept:
+    if not kept and not retry:
         notice("no messages kept aside")
 
 
