@@ -7,6 +7,7 @@ configured region/profile/endpoint; a failure becomes a failed check, never a tr
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parseaddr
@@ -102,8 +103,6 @@ def check_secret(config: Config) -> Check:
     except NewsletterError as err:
         return Check("secret", Status.FAIL, str(err).removeprefix("error: "),
                      "run `newsletter init` or set NEWSLETTER_SECRET (16+ characters)")
-    import os
-
     source = "NEWSLETTER_SECRET" if os.environ.get("NEWSLETTER_SECRET", "").strip() else str(config.secret_path)
     return Check("secret", Status.OK, f"signing key present ({source})")
 
@@ -122,7 +121,7 @@ def check_database(config: Config) -> Check:
             subscribers = conn.execute("SELECT COUNT(*) FROM subscribers").fetchone()[0] if version else 0
         finally:
             conn.close()
-    except (NewsletterError, Exception) as err:  # sqlite3.DatabaseError: not a database, locked…
+    except Exception as err:  # StoreError, sqlite3.DatabaseError (not a database, locked…), OSError
         return Check("database", Status.FAIL, f"cannot open {config.database_url}: {err}",
                      "check the database setting / NEWSLETTER_DATABASE_URL and file permissions")
     if version < latest:
