@@ -105,8 +105,7 @@ def pull_events(config: Config, recorder: EventRecorder, *, watch: bool = False,
 
 def _receive(sqs, queue_url: str, wait: int) -> list[dict]:
     try:
-        answer = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=wait,
-                                     MessageSystemAttributeNames=["ApproximateReceiveCount"])
+        answer = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=wait)
     except Exception as err:  # botocore's errors have no common base worth naming here
         raise _queue_error(err, queue_url) from None
     return answer.get("Messages", [])
