@@ -247,6 +247,14 @@ def test_one_click_post_unsubscribes_idempotently_without_redirect(site):
         assert [r.email for r in store.recipients("weekly")] == [sub.email]
 
 
+def test_one_click_post_as_multipart_form_data(site):
+    _, config, client = site()
+    sub, lists = active_reader(config)
+    done = client.post(unsubscribe_url(config, sub.id, lists["daily"]), files={"List-Unsubscribe": (None, "One-Click")})
+    assert done.status_code == 200
+    assert membership(config, sub.email, "daily")[1] == MembershipStatus.UNSUBSCRIBED
+
+
 def test_page_button_post_and_all_lists_token(site):
     _, config, client = site()
     sub, _ = active_reader(config, lists=("daily", "weekly"))
