@@ -125,6 +125,15 @@ def test_subscribe_confirm_receive_unsubscribe(web_server, project, cli, chromiu
     shot(page, "5-unsubscribe-page")
     assert _status(config, reader) == MembershipStatus.ACTIVE
 
+    # the preferences page from there shows the list, ticked, and the name
+    page.get_by_role("link", name="Change your preferences instead").click()
+    page.wait_for_load_state()
+    assert page.get_by_role("checkbox", name=re.compile("daily")).is_checked()
+    assert page.get_by_label("Name").input_value() == "Brow Ser"
+    shot(page, "5b-preferences")
+    page.go_back()
+    page.wait_for_load_state()
+
     # 5. the button unsubscribes
     page.get_by_role("button", name="Unsubscribe").click()
     page.wait_for_load_state()
