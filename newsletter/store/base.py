@@ -43,7 +43,8 @@ class SubscribeResult:
 
 
 class ImportRow(NamedTuple):
-    """One validated, cleaned CSV row ready for ``Store.import_rows`` (a tuple, for speed).
+    """One validated, cleaned CSV row ready for ``Store.import_rows`` (a tuple, for speed:
+    the importer's hot loop yields plain tuples in this field order).
 
     ``status`` is ``active`` unless the file says ``unconfirmed``, ``unsubscribed``,
     ``bounced`` or ``complained`` (an exported file keeps opt-outs when imported back)."""
@@ -51,7 +52,6 @@ class ImportRow(NamedTuple):
     key: str          # case-insensitive uniqueness key (newsletter.addresses.Address.key)
     line: int         # line number in the file (for messages)
     email: str        # as entered, trimmed
-    hash: str         # SHA-256 of key (checked against the suppression list)
     name: str
     attributes: str   # JSON object of strings ("{}" when none)
     status: str

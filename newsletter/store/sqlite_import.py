@@ -1,19 +1,23 @@
 """Bulk import and erasure for the SQLite store.
 
-An import is one transaction: rows are staged in a temporary table (which merges duplicates by
-key and keeps memory flat however large the file), classified against the suppression list and
-the existing subscribers, then applied with set-based SQL. New subscribers, the common case,
-never make a round trip through Python; existing ones go through ``decide`` in batches.
+An import is one transaction. Every row is first appended to a temporary table (no index: an
+append is cheap, and memory stays flat however large the file). Rows are then checked against
+the suppression list and the existing subscribers with set-based SQL; new addresses go into
+``subscribers`` with one INSERT … SELECT sorted by address, so that the unique index on the
+address is built by appending instead of by random inserts (the difference between seconds
+and minutes for a million rows), merging duplicates as they meet; their memberships follow in
+one more statement. Rows naming an existing subscriber go through the consent rules in
+``decide``, grouped by address.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from newsletter.addresses import Address
+from newsletter.addresses import Address, address_hash
 from newsletter.store.base import ImportRow, ImportSummary
 from newsletter.store.models import MailingList
 
@@ -22,25 +26,34 @@ if TYPE_CHECKING:
 
 _BATCH = 5000
 OPTED_OUT = ("unsubscribed", "bounced", "complained")
+_OPTED_OUT_SQL = "('unsubscribed', 'bounced', 'complained')"
 
 _STAGE = """
 CREATE TEMP TABLE import_rows (
-    key TEXT NOT NULL UNIQUE, line INTEGER NOT NULL, email TEXT NOT NULL, hash TEXT NOT NULL,
-    name TEXT NOT NULL, attributes TEXT NOT NULL, status TEXT NOT NULL,
-    dups INTEGER NOT NULL DEFAULT 0, sub_id INTEGER, outcome TEXT
+    key TEXT NOT NULL, line INTEGER NOT NULL, email TEXT NOT NULL, name TEXT NOT NULL,
+    attributes TEXT NOT NULL, status TEXT NOT NULL, hash TEXT,
+    blocked INTEGER NOT NULL DEFAULT 0, sub_id INTEGER
 )"""
 
-# A duplicate merges into the first occurrence: later non-empty values win.
-_INSERT = """
-INSERT INTO temp.import_rows (key, line, email, hash, name, attributes, status)
-VALUES (?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (key) DO UPDATE SET
-    dups = dups + 1,
-    name = CASE WHEN excluded.name <> '' THEN excluded.name ELSE name END,
-    attributes = CASE WHEN excluded.attributes = '{}' THEN attributes
-                      ELSE json_patch(attributes, excluded.attributes) END,
-    status = CASE WHEN excluded.status <> 'active' THEN excluded.status ELSE status END
-"""
+# Merging a duplicate: later non-empty values win, an opt-out wins. In an upsert every
+# unqualified column is the stored row's value; excluded.* is the incoming one.
+_STATUS = ("CASE WHEN excluded.status <> 'active' THEN excluded.status "
+           "ELSE subscribers.status END")
+_NEW_INSERT = f"""
+INSERT INTO subscribers (email_key, email, name, attributes, status, source, created_at,
+                         confirmed_at, unsubscribed_at)
+SELECT key, email, name, attributes, status, ?1, ?2,
+       CASE WHEN status = 'active' THEN ?2 END,
+       CASE WHEN status IN {_OPTED_OUT_SQL} THEN ?2 END
+FROM temp.import_rows WHERE blocked = 0 AND sub_id IS NULL ORDER BY key, rowid
+ON CONFLICT (email_key) DO UPDATE SET
+    name = CASE WHEN excluded.name <> '' THEN excluded.name ELSE subscribers.name END,
+    attributes = CASE WHEN excluded.attributes = '{{}}' THEN subscribers.attributes
+                      ELSE json_patch(subscribers.attributes, excluded.attributes) END,
+    status = {_STATUS},
+    confirmed_at = CASE WHEN {_STATUS} = 'active' THEN subscribers.created_at END,
+    unsubscribed_at = CASE WHEN {_STATUS} IN {_OPTED_OUT_SQL} THEN subscribers.created_at END
+WHERE subscribers.id > ?3"""
 
 _MEMBERSHIP_STATUS = ("CASE status WHEN 'active' THEN 'active' WHEN 'unconfirmed' THEN "
                       "'unconfirmed' ELSE 'unsubscribed' END")
@@ -48,18 +61,25 @@ _MEMBERSHIP_STATUS = ("CASE status WHEN 'active' THEN 'active' WHEN 'unconfirmed
 
 def import_rows(store: "SqliteStore", rows: Iterable[ImportRow], target: MailingList, *,
                 dry_run: bool, source: str, summary: ImportSummary) -> ImportSummary:
-    """Stage, classify and apply ``rows`` in one transaction (rolled back for a dry run)."""
+    """Import ``rows`` in one transaction (rolled back for a dry run or on any exception)."""
+    from newsletter.store.sqlite import utc_now
+
+    now = utc_now()
     try:
         with store.transaction() as conn:
-            conn.execute("DROP TABLE IF EXISTS temp.import_rows")
-            conn.execute(_STAGE)
-            rows = iter(rows)
-            while batch := list(itertools.islice(rows, _BATCH)):
-                conn.executemany(_INSERT, batch)
-            _classify(conn)
-            _apply_new(conn, target, source)
-            _apply_existing(store, target)
-            _count(conn, summary)
+            first_new = conn.execute("SELECT coalesce(max(id), 0) FROM subscribers").fetchone()[0]
+            has_suppressions = conn.execute("SELECT 1 FROM suppressions LIMIT 1").fetchone()
+            _stage(conn, rows, with_hash=has_suppressions is not None)
+            if has_suppressions:
+                conn.execute("UPDATE temp.import_rows SET blocked = 1 "
+                             "WHERE hash IN (SELECT email_hash FROM suppressions)")
+            if first_new:
+                conn.execute("UPDATE temp.import_rows SET sub_id = (SELECT id FROM subscribers "
+                             "WHERE email_key = key) WHERE blocked = 0")
+            _insert_new(conn, target, source, first_new, now, summary)
+            _count_blocked(conn, summary)
+            if first_new:
+                _apply_existing(store, target, now, summary)
             conn.execute("DROP TABLE temp.import_rows")
             if dry_run:
                 raise _DryRun
@@ -72,75 +92,92 @@ class _DryRun(Exception):
     """Raised inside the transaction to roll a dry run back."""
 
 
-def _classify(conn) -> None:
-    if conn.execute("SELECT 1 FROM suppressions LIMIT 1").fetchone():
-        conn.execute("UPDATE temp.import_rows SET outcome = 'kept-by-consent' "
-                     "WHERE hash IN (SELECT email_hash FROM suppressions)")
-    if conn.execute("SELECT 1 FROM subscribers LIMIT 1").fetchone():
-        conn.execute("UPDATE temp.import_rows SET sub_id = (SELECT id FROM subscribers s "
-                     "WHERE s.email_key = import_rows.key) WHERE outcome IS NULL")
-    conn.execute("UPDATE temp.import_rows SET outcome = 'added' "
-                 "WHERE outcome IS NULL AND sub_id IS NULL")
+def _stage(conn, rows: Iterable[ImportRow], *, with_hash: bool) -> None:
+    conn.execute("DROP TABLE IF EXISTS temp.import_rows")
+    conn.execute(_STAGE)
+    rows = iter(rows)
+    if with_hash:  # only needed when there is a suppression list to check against
+        rows = (r + (address_hash(r[0]),) for r in rows)
+        sql = "INSERT INTO temp.import_rows VALUES (?, ?, ?, ?, ?, ?, ?, 0, NULL)"
+    else:
+        sql = "INSERT INTO temp.import_rows VALUES (?, ?, ?, ?, ?, ?, NULL, 0, NULL)"
+    while batch := list(itertools.islice(rows, _BATCH)):
+        conn.executemany(sql, batch)
 
 
-def _count(conn, summary: ImportSummary) -> None:
-    summary.duplicates += conn.execute(
-        "SELECT coalesce(sum(dups), 0) FROM temp.import_rows").fetchone()[0]
-    for outcome, n in conn.execute(
-            "SELECT outcome, count(*) FROM temp.import_rows WHERE outcome IS NOT NULL "
-            "GROUP BY outcome"):
-        field = outcome.replace("-", "_")
-        setattr(summary, field, getattr(summary, field) + n)
-
-
-def _apply_new(conn, target: MailingList, source: str) -> None:
-    from newsletter.store.sqlite import utc_now
-
-    now = utc_now()
-    first_new = conn.execute("SELECT coalesce(max(id), 0) FROM subscribers").fetchone()[0]
-    # One INSERT … SELECT in file order hands out consecutive ids, so the memberships of the
-    # new subscribers are exactly the id range above ``first_new``.
-    conn.execute(
-        "INSERT INTO subscribers (email, email_key, name, attributes, status, source, created_at, "
-        "confirmed_at, unsubscribed_at) "
-        "SELECT email, key, name, attributes, status, ?1, ?2, "
-        "CASE WHEN status = 'active' THEN ?2 END, "
-        "CASE WHEN status IN ('unsubscribed', 'bounced', 'complained') THEN ?2 END "
-        "FROM temp.import_rows WHERE outcome = 'added' ORDER BY rowid", (source, now))
+def _insert_new(conn, target: MailingList, source: str, first_new: int, now: str,
+                summary: ImportSummary) -> None:
+    """New addresses, their memberships and (for imported bounces/complaints) suppressions.
+    The subscribers added are exactly the id range above ``first_new``."""
+    conn.execute(_NEW_INSERT, (source, now, first_new))
+    sent = conn.execute("SELECT count(*) FROM temp.import_rows "
+                        "WHERE blocked = 0 AND sub_id IS NULL").fetchone()[0]
+    added = conn.execute("SELECT count(*) FROM subscribers WHERE id > ?", (first_new,)).fetchone()[0]
+    summary.added += added
+    summary.duplicates += sent - added
     conn.execute(
         "INSERT INTO memberships (subscriber_id, list_id, status, created_at, confirmed_at, "
         f"unsubscribed_at) SELECT id, ?1, {_MEMBERSHIP_STATUS}, ?2, confirmed_at, "
         "unsubscribed_at FROM subscribers WHERE id > ?3", (target.id, now, first_new))
-    conn.execute(
-        "INSERT INTO suppressions (email_hash, email, reason, created_at) "
-        "SELECT hash, key, status, ?1 FROM temp.import_rows "
-        "WHERE outcome = 'added' AND status IN ('bounced', 'complained') "
-        "ON CONFLICT (email_hash) DO NOTHING", (now,))
+    blocked = [(address_hash(k), k, status, now) for k, status in conn.execute(
+        "SELECT email_key, status FROM subscribers WHERE id > ? "
+        "AND status IN ('bounced', 'complained')", (first_new,))]
+    conn.executemany("INSERT INTO suppressions (email_hash, email, reason, created_at) "
+                     "VALUES (?, ?, ?, ?) ON CONFLICT (email_hash) DO NOTHING", blocked)
 
 
-def _apply_existing(store: "SqliteStore", target: MailingList) -> None:
-    """Rows naming a subscriber already in the database, in batches of ``_BATCH`` rows."""
-    conn, last = store.conn, 0
-    while True:
-        batch = conn.execute(
-            "SELECT r.rowid AS rid, r.key, r.name, r.attributes, r.status AS wanted, s.id, "
-            "s.name AS old_name, s.attributes AS old_attributes, s.status, m.status AS membership "
-            "FROM temp.import_rows r JOIN subscribers s ON s.id = r.sub_id "
-            "LEFT JOIN memberships m ON m.subscriber_id = s.id AND m.list_id = ? "
-            "WHERE r.rowid > ? AND r.outcome IS NULL ORDER BY r.rowid LIMIT ?",
-            (target.id, last, _BATCH)).fetchall()
-        if not batch:
-            return
-        last = batch[-1]["rid"]
-        for row in batch:
-            _apply_one(store, target, row, decide(row))
+def _count_blocked(conn, summary: ImportSummary) -> None:
+    distinct, total = conn.execute("SELECT count(DISTINCT key), count(*) FROM temp.import_rows "
+                                   "WHERE blocked = 1").fetchone()
+    summary.kept_by_consent += distinct
+    summary.duplicates += total - distinct
 
 
-def decide(row) -> str:
-    """The outcome for a row naming an existing subscriber (pure: consent rules live here).
+def _existing_groups(conn) -> Iterator[tuple[int, list]]:
+    """(subscriber id, that address's rows in file order), streamed."""
+    cur = conn.execute("SELECT key, sub_id, name, attributes, status, rowid FROM temp.import_rows "
+                       "WHERE sub_id IS NOT NULL ORDER BY key, rowid")
+    rows = itertools.chain.from_iterable(iter(lambda: cur.fetchmany(_BATCH), []))
+    for _, group in itertools.groupby(rows, key=lambda r: r[0]):
+        group = list(group)
+        yield group[0][1], group
 
-    An opt-out in the file is applied (honouring it never overrides consent); an opted-out
-    subscriber, or one who left this list, is never brought back by an import."""
+
+def merge_rows(group: list) -> dict:
+    """Duplicates of one address merged: later non-empty values win, an opt-out wins."""
+    name, attributes, status = "", {}, "active"
+    for _key, _id, row_name, row_attributes, row_status, _rowid in group:
+        name = row_name or name
+        attributes.update(json.loads(row_attributes))
+        status = row_status if row_status != "active" else status
+    return {"name": name, "attributes": attributes, "wanted": status}
+
+
+def _apply_existing(store: "SqliteStore", target: MailingList, now: str,
+                    summary: ImportSummary) -> None:
+    conn = store.conn
+    for sub_id, group in _existing_groups(conn):
+        current = conn.execute(
+            "SELECT s.id, s.email_key, s.name AS old_name, s.attributes AS old_attributes, "
+            "s.status, m.status AS membership FROM subscribers s LEFT JOIN memberships m "
+            "ON m.subscriber_id = s.id AND m.list_id = ? WHERE s.id = ?",
+            (target.id, sub_id)).fetchone()
+        row = {**dict(current), **merge_rows(group)}
+        row["old_attributes"] = json.loads(row["old_attributes"])
+        outcome = decide(row)
+        _apply_one(store, target, row, outcome, now)
+        field = {"opt-out": "updated"}.get(outcome, outcome).replace("-", "_")
+        setattr(summary, field, getattr(summary, field) + 1)
+        summary.duplicates += len(group) - 1
+
+
+def decide(row: dict) -> str:
+    """The outcome for an existing subscriber named in the file (pure: the consent rules).
+
+    ``row``: wanted (the file's status), name, attributes, and the stored status,
+    membership (on the target list, or None), old_name, old_attributes. An opt-out in the
+    file is applied (honouring it never overrides consent); an opted-out subscriber, or one
+    who left this list, is never brought back by an import."""
     wanted, status, membership = row["wanted"], row["status"], row["membership"]
     if wanted in OPTED_OUT:
         if status == wanted or status in ("bounced", "complained"):
@@ -148,19 +185,18 @@ def decide(row) -> str:
         return "opt-out"
     if status in OPTED_OUT or membership == "unsubscribed":
         return "kept-by-consent"
-    merged = {**json.loads(row["old_attributes"]), **json.loads(row["attributes"])}
+    merged = {**row["old_attributes"], **row["attributes"]}
     if ((row["name"] and row["name"] != row["old_name"])
-            or merged != json.loads(row["old_attributes"])
+            or merged != row["old_attributes"]
             or (wanted == "active" and (status != "active" or membership != "active"))
             or membership is None):
         return "updated"
     return "unchanged"
 
 
-def _apply_one(store: "SqliteStore", target: MailingList, row, outcome: str) -> None:
-    from newsletter.store.sqlite import utc_now
-
-    conn, now, sub_id = store.conn, utc_now(), row["id"]
+def _apply_one(store: "SqliteStore", target: MailingList, row: dict, outcome: str,
+               now: str) -> None:
+    conn, sub_id = store.conn, row["id"]
     if outcome == "opt-out":
         if row["status"] not in ("bounced", "complained"):
             conn.execute("UPDATE subscribers SET status = ?, unsubscribed_at = ? WHERE id = ?",
@@ -168,21 +204,19 @@ def _apply_one(store: "SqliteStore", target: MailingList, row, outcome: str) -> 
         store._set_membership(sub_id, target.id, "unsubscribed", now)
         if row["wanted"] != "unsubscribed":
             conn.execute("INSERT INTO suppressions (email_hash, email, reason, created_at) "
-                         "SELECT hash, key, status, ? FROM temp.import_rows WHERE rowid = ? "
-                         "ON CONFLICT (email_hash) DO NOTHING", (now, row["rid"]))
-        outcome = "updated"
+                         "VALUES (?, ?, ?, ?) ON CONFLICT (email_hash) DO NOTHING",
+                         (address_hash(row["email_key"]), row["email_key"], row["wanted"], now))
     elif outcome == "updated":
-        merged = {**json.loads(row["old_attributes"]), **json.loads(row["attributes"])}
+        merged = {**row["old_attributes"], **row["attributes"]}
         conn.execute("UPDATE subscribers SET name = ?, attributes = ? WHERE id = ?",
                      (row["name"] or row["old_name"], json.dumps(merged, ensure_ascii=False),
                       sub_id))
         if row["wanted"] == "active" and row["status"] != "active":
             conn.execute("UPDATE subscribers SET status = 'active', confirmed_at = ?, "
                          "unsubscribed_at = NULL WHERE id = ?", (now, sub_id))
-        membership = "unconfirmed" if row["wanted"] == "unconfirmed" else "active"
         if row["membership"] != "active":
+            membership = "unconfirmed" if row["wanted"] == "unconfirmed" else "active"
             store._set_membership(sub_id, target.id, membership, now)
-    conn.execute("UPDATE temp.import_rows SET outcome = ? WHERE rowid = ?", (outcome, row["rid"]))
 
 
 def erase(store: "SqliteStore", address: Address) -> bool:

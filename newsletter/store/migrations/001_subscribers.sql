@@ -32,7 +32,7 @@ CREATE TABLE memberships (
     confirmed_at    TEXT,
     unsubscribed_at TEXT,
     PRIMARY KEY (subscriber_id, list_id)
-);
+) WITHOUT ROWID;
 CREATE INDEX memberships_by_list ON memberships(list_id, status);
 
 CREATE TABLE suppressions (

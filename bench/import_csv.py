@@ -1,0 +1,116 @@
+"""Benchmark: `subscribers import` of a generated CSV against sqlite3's own `.import`.
+
+    .venv/bin/python bench/import_csv.py [--rows 1000000] [--small 100000]
+
+Generates an ``email,name`` CSV in a temporary folder, then in the same run:
+1. the baseline: the sqlite3 command-line shell's ``.import`` of the same file into a plain table;
+2. newsletter's real import code (``newsletter.importer.import_csv``) into an empty database,
+   in a child process that reports its wall time and peak RSS (``resource.getrusage``);
+3. the same import of a ``--small`` prefix of the file, to show memory stays flat.
+Prints both times, their ratio (goal ≤ 5×), and the peak memory of both import sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CHILD = r"""
+import json, resource, sys, time
+from newsletter.importer import import_csv
+from newsletter.store import open_store
+path, db = sys.argv[1], sys.argv[2]
+with open_store(db) as store:
+    store.create_list("bench")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    summary = import_csv(store, path, list_name="bench")
+    elapsed = time.perf_counter() - start
+    count = store.count_subscribers(list_name="bench")
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"seconds": elapsed, "peak_kib": peak, "before_kib": before,
+                  "summary": summary.as_dict(), "count": count}))
+"""
+
+WORDS = ["ada", "grace", "alan", "edsger", "barbara", "donald", "ken", "dennis", "margaret",
+         "linus", "guido", "bjarne", "frances", "john", "radia", "tim", "vint", "sophie"]
+
+
+def generate(path: Path, rows: int, seed: int = 7) -> None:
+    """``rows`` distinct plain addresses with names; a few mixed-case ones, like real lists."""
+    rnd = random.Random(seed)
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        fh.write("email,name\n")
+        for i in range(rows):
+            first, last = rnd.choice(WORDS), rnd.choice(WORDS)
+            local = f"{first}.{last}{i}"
+            if i % 50 == 0:
+                local = local.capitalize()
+            domain = f"mail{i % 997}.example.com"
+            fh.write(f"{local}@{domain},{first.title()} {last.title()}\n")
+
+
+def sqlite_import(sqlite3: str, csv_path: Path, db_path: Path) -> float:
+    start = time.perf_counter()
+    subprocess.run([sqlite3, str(db_path), ".mode csv", f".import {csv_path} plain"], check=True)
+    return time.perf_counter() - start
+
+
+def newsletter_import(csv_path: Path, db_path: Path) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    out = subprocess.run([sys.executable, "-c", CHILD, str(csv_path), str(db_path)],
+                         check=True, capture_output=True, text=True, env=env)
+    return json.loads(out.stdout)
+
+
+def head(src: Path, dst: Path, rows: int) -> None:
+    with open(src, encoding="utf-8") as fin, open(dst, "w", encoding="utf-8") as fout:
+        for i, line in enumerate(fin):
+            if i > rows:
+                break
+            fout.write(line)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--small", type=int, default=100_000)
+    args = parser.parse_args()
+    sqlite3 = shutil.which("sqlite3")
+    if sqlite3 is None:
+        print("sqlite3 command-line shell not found: install it (Debian: apt-get install sqlite3) "
+              "to run the baseline", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="nl-bench-") as tmp:
+        tmp = Path(tmp)
+        big, small = tmp / "big.csv", tmp / "small.csv"
+        generate(big, args.rows)
+        head(big, small, args.small)
+        size_mb = big.stat().st_size / 1e6
+        print(f"CSV: {args.rows:,} rows, {size_mb:.1f} MB ({big})")
+        base = sqlite_import(sqlite3, big, tmp / "plain.db")
+        print(f"baseline  sqlite3 .import (plain table, no checks): {base:7.2f} s")
+        result = newsletter_import(big, tmp / "big.db")
+        ratio = result["seconds"] / base
+        print(f"newsletter import_csv ({result['count']:,} subscribers): {result['seconds']:7.2f} s"
+              f"  = {ratio:.2f}x sqlite3 .import  (goal <= 5x)  "
+              f"[{args.rows / result['seconds']:,.0f} rows/s]")
+        small_result = newsletter_import(small, tmp / "small.db")
+        print(f"peak RSS  {args.rows:>9,} rows: {result['peak_kib'] / 1024:6.1f} MiB "
+              f"(after start-up {result['before_kib'] / 1024:.1f} MiB)")
+        print(f"peak RSS  {args.small:>9,} rows: {small_result['peak_kib'] / 1024:6.1f} MiB "
+              f"(after start-up {small_result['before_kib'] / 1024:.1f} MiB)")
+        print(f"summary: {json.dumps(result['summary'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
