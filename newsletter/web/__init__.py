@@ -39,6 +39,15 @@ class LazyApp:
         return self._app
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if self._app is None and scope["type"] == "lifespan":
+            from newsletter.errors import NewsletterError
+
+            try:
+                self._load()
+            except NewsletterError as err:  # e.g. no secret: refuse to start, in one line
+                await receive()  # lifespan.startup
+                await send({"type": "lifespan.startup.failed", "message": str(err)})
+                return
         app = self._app or self._load()
         await app(scope, receive, send)
 
