@@ -20,7 +20,7 @@ events_app = typer.Typer(help="SES notifications (bounces, complaints, deliverie
 def pull(
     ctx: typer.Context,
     watch: Annotated[bool, typer.Option("--watch", help="Keep polling until Ctrl-C (or SIGTERM).")] = False,
-    wait: Annotated[Optional[int], typer.Option("--wait", min=0, max=20,
+    wait: Annotated[Optional[int], typer.Option("--wait", min=0, max=20, metavar="SECONDS",
                     help="Long-poll seconds per request (default 20 with --watch, else 2).")] = None,
 ) -> None:
     """Read SES notifications from the SQS queue (ses.queue_url), store each once, apply
@@ -68,7 +68,7 @@ def dead_letters_cmd(
 
 def stats(
     ctx: typer.Context,
-    slug: Annotated[Optional[str], typer.Argument(help="Edition slug (default: every edition sent).")] = None,
+    slug: Annotated[Optional[str], typer.Argument(metavar="SLUG", help="Edition slug (default: every edition sent).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Per-edition figures: recipients, sent, delivered, bounces, complaints, opens, clicks,
