@@ -232,9 +232,17 @@ class SendJob:
         return report
 
     def _create_send(self) -> SendRecord:
-        return self.ledger.create_send(slug=self.rendered.slug, subject=self.rendered.subject,
-                                       list_name=self.list_name, list_id=self.mailing_list.id,  # type: ignore[union-attr]
-                                       transport=self.transport_name, recipients=self.store.recipients(self.list_name))
+        try:
+            return self.ledger.create_send(slug=self.rendered.slug, subject=self.rendered.subject,
+                                           list_name=self.list_name, list_id=self.mailing_list.id,  # type: ignore[union-attr]
+                                           transport=self.transport_name,
+                                           recipients=self.store.recipients(self.list_name))
+        except ValidationError:
+            # Another process started this send a moment ago: join it (claims keep us apart).
+            existing = self.ledger.find_send(self.rendered.slug)
+            if existing is None or existing.list_name != self.list_name:
+                raise
+            return existing
 
     def _loop(self, send: SendRecord, worker: str, template: MessageTemplate, bucket: TokenBucket,
               stop: threading.Event, report: SendReport, progress: Callable[[ProgressInfo], None] | None) -> None:

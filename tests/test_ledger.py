@@ -1,0 +1,177 @@
+"""The delivery ledger on a real SQLite file: frozen recipients, atomic claims across connections,
+unknown rows of dead workers, skipping readers who left, sent_editions."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from newsletter.config import Config
+from newsletter.errors import ValidationError
+from newsletter.ledger import DeliveryState, Ledger, Outcome, sent_editions
+from newsletter.store import open_store
+
+
+@pytest.fixture
+def config(tmp_path) -> Config:
+    config = Config(root=tmp_path)
+    with open_store(config) as store:
+        store.create_list("daily")
+        for i in range(1, 51):
+            store.add_subscriber(f"r{i}@example.com", name=f"Reader {i}", lists=["daily"], attributes={"n": str(i)})
+    return config
+
+
+def new_send(ledger: Ledger, config: Config, slug: str = "2025-10-14"):
+    with open_store(config) as store:
+        daily = store.get_list("daily")
+        return ledger.create_send(slug=slug, subject="Subject", list_name="daily", list_id=daily.id,
+                                  transport="outbox", recipients=list(store.recipients("daily")))
+
+
+def test_create_send_freezes_recipients_once(config):
+    with Ledger.open(config) as ledger:
+        send = new_send(ledger, config)
+        assert send.recipients == 50 and send.finished_at is None
+        assert ledger.progress(send.id).pending == 50
+        with pytest.raises(ValidationError, match="already has a send"):
+            new_send(ledger, config)
+        with open_store(config) as store:  # joining later does not join this send
+            store.add_subscriber("late@example.com", lists=["daily"])
+        assert ledger.progress(send.id).total == 50
+
+
+def test_claims_are_exclusive_across_connections_and_threads(config):
+    with Ledger.open(config) as first:
+        send = new_send(first, config)
+    claimed: list[int] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        with Ledger.open(config) as ledger:
+            me = ledger.register_worker(send.id)
+            while True:
+                claims, _ = ledger.claim(send, me, 3)
+                if not claims:
+                    return
+                with lock:
+                    claimed.extend(c.delivery_id for c in claims)
+                ledger.record(send.id, me, [Outcome(c.delivery_id, DeliveryState.SENT, f"id-{c.delivery_id}", attempts=1)
+                                            for c in claims])
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(claimed) == len(set(claimed)) == 50
+    with Ledger.open(config) as ledger:
+        assert ledger.progress(send.id).sent == 50
+        assert ledger.finish_if_done(send.id)
+        assert ledger.find_send("2025-10-14").finished_at
+
+
+def test_claim_hands_out_names_and_attributes(config):
+    with Ledger.open(config) as ledger:
+        send = new_send(ledger, config)
+        me = ledger.register_worker(send.id)
+        claims, skipped = ledger.claim(send, me, 2)
+        assert skipped == 0
+        assert [(c.recipient.email, c.recipient.name, c.recipient.attributes) for c in claims] == [
+            ("r1@example.com", "Reader 1", {"n": "1"}), ("r2@example.com", "Reader 2", {"n": "2"})]
+
+
+def test_readers_who_left_meanwhile_are_skipped(config):
+    with Ledger.open(config) as ledger:
+        send = new_send(ledger, config)
+        with open_store(config) as store:
+            store.unsubscribe(store.get_subscriber("r1@example.com").id)
+            store.erase("r2@example.com")
+            store.unsubscribe(store.get_subscriber("r3@example.com").id, store.get_list("daily").id)
+        me = ledger.register_worker(send.id)
+        claims, skipped = ledger.claim(send, me, 5)
+        assert skipped == 3
+        assert [c.recipient.email for c in claims] == ["r4@example.com", "r5@example.com"]
+        assert ledger.progress(send.id).skipped == 3
+
+
+def test_rows_of_a_dead_worker_are_unknown_until_retried(config):
+    with Ledger.open(config) as ledger:
+        send = new_send(ledger, config)
+    # a separate process claims 5 rows and dies without recording anything
+    code = ("import sys, os; from pathlib import Path; from newsletter.config import Config;"
+            "from newsletter.ledger import Ledger; l = Ledger.open(Config(root=Path(sys.argv[1])));"
+            "s = l.find_send('2025-10-14'); w = l.register_worker(s.id); l.claim(s, w, 5); os._exit(0)")
+    subprocess.run([sys.executable, "-c", code, str(config.root)], check=True)
+    with Ledger.open(config) as ledger:
+        progress = ledger.progress(send.id)
+        assert progress.unknown == 5 and progress.pending == 45 and progress.in_flight == 0
+        me = ledger.register_worker(send.id)
+        claims, _ = ledger.claim(send, me, 100)
+        assert len(claims) == 45  # unknown rows are not handed out
+        assert ledger.unknown(send.id) == 5  # a live worker's own rows are in flight, not unknown
+        ledger.record(send.id, me, [Outcome(c.delivery_id, DeliveryState.SENT, "x", attempts=1) for c in claims])
+        assert not ledger.finish_if_done(send.id)
+        assert ledger.retry_unknown(send.id) == 5
+        claims, _ = ledger.claim(send, me, 100)
+        assert len(claims) == 5
+
+
+def test_live_workers_rows_are_not_unknown(config):
+    with Ledger.open(config) as ledger:
+        send = new_send(ledger, config)
+        other = ledger.register_worker(send.id)  # this very process: alive, beating
+        ledger.claim(send, other, 4)
+    with Ledger.open(config) as ledger:
+        assert ledger.unknown(send.id) == 0
+        assert ledger.progress(send.id).in_flight == 4
+        assert ledger.retry_unknown(send.id) == 0
+        ledger.stop_worker(other)  # a worker that stopped with rows in 'sending' left them unknown
+        assert ledger.unknown(send.id) == 4
+
+
+def test_record_only_touches_rows_this_worker_holds(config):
+    with Ledger.open(config) as ledger:
+        send = new_send(ledger, config)
+        a, b = ledger.register_worker(send.id), ledger.register_worker(send.id)
+        claims, _ = ledger.claim(send, a, 1)
+        ledger.record(send.id, b, [Outcome(claims[0].delivery_id, DeliveryState.SENT, "stolen")])
+        assert ledger.progress(send.id).sent == 0
+        ledger.record(send.id, a, [Outcome(claims[0].delivery_id, DeliveryState.FAILED, error="rejected", attempts=1)])
+        row = ledger.deliveries(send.id, states=["failed"])[0]
+        assert (row["email"], row["last_error"], row["attempts"]) == ("r1@example.com", "rejected", 1)
+
+
+def test_sent_editions_newest_first(config):
+    with Ledger.open(config) as ledger:
+        first = new_send(ledger, config, "2025-10-14")
+        second = new_send(ledger, config, "2025-10-15")
+        never = new_send(ledger, config, "2025-10-16")
+        me = ledger.register_worker(first.id)
+        for send in (first, second):
+            claims, _ = ledger.claim(send, me, 1)
+            ledger.record(send.id, me, [Outcome(claims[0].delivery_id, DeliveryState.SENT, "p", attempts=1)])
+        ledger.conn.execute("UPDATE sends SET first_sent_at = '2025-10-14T07:00:00Z' WHERE id = ?", (first.id,))
+        assert never.id
+    editions = sent_editions(config)
+    assert [e.slug for e in editions] == ["2025-10-15", "2025-10-14"]
+    assert editions[1] == ("2025-10-14", "Subject", "2025-10-14T07:00:00Z")
+    with Ledger.open(config) as ledger:
+        assert sent_editions(ledger.conn) == editions
+
+
+def test_provider_message_id_finds_the_delivery(config):
+    with Ledger.open(config) as ledger:
+        send = new_send(ledger, config)
+        me = ledger.register_worker(send.id)
+        claims, _ = ledger.claim(send, me, 1)
+        ledger.record(send.id, me, [Outcome(claims[0].delivery_id, DeliveryState.SENT, "ses-123", attempts=1)])
+        row = ledger.conn.execute("SELECT email, state, sent_at FROM deliveries WHERE provider_message_id = ?",
+                                  ("ses-123",)).fetchone()
+        assert row["email"] == "r1@example.com" and row["state"] == "sent" and row["sent_at"]
+    assert os.path.exists(config.database_url)
