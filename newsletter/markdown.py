@@ -17,6 +17,7 @@ _CJK_RE = re.compile(
     r"[\u2e80-\u2fff\u3000-\u303f\u3040-\u30ff\u3100-\u312f\u3400-\u4dbf"
     r"\u4e00-\u9fff\uf900-\ufaff\ufe30-\ufe4f\uff00-\uffef]"
 )
+_LATIN_RE = re.compile(r"[A-Za-z]")
 ALLOWED_TAGS = {"a", "b", "strong", "i", "em", "code", "br", "sup", "sub", "s", "del", "mark", "img", "span"}
 ALLOWED_ATTRIBUTES = {
     "a": {"href", "title"},
@@ -51,7 +52,7 @@ def is_cjk(char: str) -> bool:
 def cjk_ratio(text: str) -> float:
     """Share of CJK characters among letters and CJK characters in ``text``."""
     cjk = len(_CJK_RE.findall(text))
-    latin = sum(1 for c in text if c.isalpha() and c.isascii())
+    latin = len(_LATIN_RE.findall(text))
     return cjk / (cjk + latin) if cjk + latin else 0.0
 
 
@@ -77,6 +78,18 @@ def parser():
     md.disable("lheading")
     # Accept every URL while parsing so `check` can see an unsafe one; nh3 drops it from HTML.
     md.validateLink = lambda url: True
+    return md
+
+
+@functools.lru_cache(maxsize=1)
+def block_parser():
+    """A parser for block structure only: the edition parser reads the inline content of the few
+    places it needs (an item's link line) itself, so inline parsing of everything is skipped."""
+    from markdown_it import MarkdownIt
+
+    md = MarkdownIt("commonmark", {"html": True})
+    md.disable("lheading")
+    md.core.ruler.disable("inline")
     return md
 
 

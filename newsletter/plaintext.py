@@ -12,7 +12,7 @@ import textwrap
 from typing import TYPE_CHECKING
 
 from newsletter.edition import Block, BlockKind, Edition
-from newsletter.markdown import cjk_ratio, plain_text
+from newsletter.markdown import cjk_ratio, is_cjk, plain_text
 from newsletter.rendered import placeholder
 
 if TYPE_CHECKING:
@@ -93,4 +93,4 @@ def wrap(text: str, initial_indent: str = "", subsequent_indent: str = "") -> st
 
 def _width(text: str) -> int:
     """Display width: CJK characters take two columns."""
-    return sum(2 if cjk_ratio(c) else 1 for c in text)
+    return sum(2 if is_cjk(c) else 1 for c in text)

@@ -127,15 +127,73 @@ def mjml_to_html(source: str, config: Config) -> str:
 
 def inline_css(html: str) -> str:
     """Inline the CSS with premailer, keeping ``!important`` and the ``<style>`` blocks (media
-    queries, dark mode), then put back the doctype premailer drops."""
-    from premailer import Premailer
+    queries, dark mode), then put back the doctype premailer drops.
 
-    inliner = Premailer(
-        html, strip_important=False, keep_style_tags=True, allow_network=False,
+    Only the block starting with ``/* nl:inline`` (templates/email/styles.css.j2) is inlined:
+    MJML's own resets and responsive rules, and ours, are meant for ``<head>`` and are marked
+    ``data-premailer="ignore"``, which also spares premailer matching them against every table.
+    """
+    inliner = _premailer_class()(
+        _mark_head_only_styles(html), strip_important=False, keep_style_tags=True, allow_network=False,
         disable_validation=True, cssutils_logging_level=logging.CRITICAL, remove_classes=False,
     )
     out = inliner.transform(pretty_print=False)
     return "<!doctype html>\n" + re.sub(r"^\s*<!doctype[^>]*>\s*", "", out, flags=re.I)
+
+
+_STYLE_RE = re.compile(r"<style\b([^>]*)>(.*?)</style>", re.S | re.I)
+INLINE_MARK = "/* nl:inline"
+
+
+def _mark_head_only_styles(html: str) -> str:
+    def mark(match: re.Match[str]) -> str:
+        attrs, body = match.groups()
+        if "data-premailer" in attrs or body.lstrip().startswith(INLINE_MARK):
+            return match.group(0)
+        return f'<style{attrs} data-premailer="ignore">{body}</style>'
+
+    return _STYLE_RE.sub(mark, html)
+
+
+@functools.lru_cache(maxsize=1)
+def _premailer_class():
+    """premailer's ``Premailer``, imported with two start-up costs avoided (CLI start-up is
+    measured): premailer imports ``requests`` only to fetch external stylesheets, which we never
+    allow, and importing requests builds an SSL context (~0.1 s); and cssutils validates every
+    inline style against its CSS profiles, compiling large regexes first (~0.1 s) for nothing,
+    since the output is the same either way (tests/golden holds us to that)."""
+    import sys
+    import types
+
+    import cssutils
+
+    cssutils.profile.removeProfile(all=True)
+    stubbed = "requests" not in sys.modules
+    if stubbed:
+        sys.modules["requests"] = types.ModuleType("requests")
+    try:
+        from premailer import Premailer
+    finally:
+        if stubbed:
+            del sys.modules["requests"]
+
+    class CachingPremailer(Premailer):
+        """premailer caches the parsed stylesheet but turns it back into rules on every call,
+        through cssutils' slow serializer: most of its time for an email this size. The rules
+        are a pure function of the CSS text and our fixed options, so they are kept per text."""
+
+        _rules_cache: dict = {}
+
+        def _parse_style_rules(self, css_body, ruleset_index):
+            key = (css_body, ruleset_index)
+            if key not in self._rules_cache:
+                if len(self._rules_cache) > 64:  # an editor changing templates in `preview`
+                    self._rules_cache.clear()
+                self._rules_cache[key] = super()._parse_style_rules(css_body, ruleset_index)
+            rules, leftover = self._rules_cache[key]
+            return list(rules), list(leftover)
+
+    return CachingPremailer
 
 
 @functools.lru_cache(maxsize=8)
