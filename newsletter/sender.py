@@ -142,7 +142,7 @@ class SendJob:
 
         self.config, self.rendered, self.list_name, self.options = config, rendered, list_name, options
         self.concurrency = options.concurrency or config.send.concurrency
-        self.window = options.window or max(8, 4 * self.concurrency)
+        self.window = options.window or max(4, 2 * self.concurrency)
         self.store = open_store(config)
         self.ledger = Ledger.open(config)
         self.transport: Transport | None = None
