@@ -67,6 +67,7 @@ def run_checks(config: Config, *, clients: Callable[[str], Any] | None = None) -
     except _AwsFailed as failed:
         checks.append(failed.check)
     checks.append(check_queue(config, make))
+    checks.append(check_events(config))
     return checks
 
 
@@ -131,6 +132,31 @@ def check_database(config: Config) -> Check:
         return Check("database", Status.FAIL, f"{path}: schema version {version} is newer than this program",
                      "upgrade newsletter")
     return Check("database", Status.OK, f"{path}: schema version {version} (latest), {subscribers} subscribers")
+
+
+def check_events(config: Config) -> Check:
+    """When the last SES event arrived, and whether any queue message was kept aside."""
+    from newsletter.store.db import connect, latest_version, schema_version, sqlite_path
+
+    try:
+        path = sqlite_path(config.database_url)
+        if not path.exists():
+            return Check("events", Status.SKIP, "no database yet")
+        conn = connect(path, migrate=False)
+        try:
+            if schema_version(conn) < latest_version():
+                return Check("events", Status.SKIP, "database not migrated yet")
+            last = conn.execute("SELECT MAX(received_at) FROM events").fetchone()[0]
+            kept = conn.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
+        finally:
+            conn.close()
+    except Exception as err:  # reported by check_database already
+        return Check("events", Status.SKIP, f"cannot read the database ({err})")
+    seen = f"last event received {last}" if last else "no event received yet"
+    if kept:
+        return Check("events", Status.WARN, f"{seen}; {kept} queue messages kept aside",
+                     "see `newsletter events dead-letters` (`--retry` after an upgrade)")
+    return Check("events", Status.OK, seen + " (run `newsletter events pull` from cron or systemd)")
 
 
 def _active_subscribers(config: Config) -> int | None:

@@ -60,6 +60,7 @@ def test_everything_in_place(project, moto, cli):
     assert checks["sending quota"].detail == "max 1 messages/s; 200 of 200 left in the last 24 h"
     assert "'newsletter' → arn:aws:sns:" in checks["configuration set"].detail
     assert checks["SQS queue"].status is Status.OK and "0 messages waiting" in checks["SQS queue"].detail
+    assert checks["events"].status is Status.OK and "no event received yet" in checks["events"].detail
 
     result = cli("doctor")
     assert result.exit_code == 0, result.stdout
@@ -125,3 +126,15 @@ def test_an_unreachable_endpoint_is_a_failed_check_not_a_traceback(project, cli)
     result = cli("doctor")
     assert result.exit_code == 1
     assert "cannot reach SES" in result.stdout and "Traceback" not in result.output
+
+
+def test_kept_aside_messages_are_reported(project, moto):
+    from newsletter.event_store import open_recorder
+
+    queue_url = everything_in_place(moto)
+    config = configure(project, moto, queue_url=queue_url, configuration_set="newsletter")
+    with open_recorder(config) as recorder:
+        recorder.keep_aside("sqs-1", "garbage", "message body is not JSON")
+    check = by_name(run_checks(config))["events"]
+    assert check.status is Status.WARN and "1 queue messages kept aside" in check.detail
+    assert "newsletter events dead-letters" in check.hint
