@@ -230,7 +230,7 @@ def check_account(ses: Any, make: Callable[[str], Any], active: int | None) -> l
     max24, rate, sent = quota.get("Max24HourSend", 0.0), quota.get("MaxSendRate", 0.0), quota.get("SentLast24Hours", 0.0)
     left = max(max24 - sent, 0) if max24 >= 0 else float("inf")
     checks = [_account_mode(make, (max24, rate))]
-    line = f"max {rate:g} messages/s; {left:,.0f} of {max24:,.0f} left in the last 24 h"
+    line = f"max send rate {rate:g}/s; {left:,.0f} of {max24:,.0f} left in the last 24 h"
     if left <= 0:
         checks.append(Check("sending quota", Status.FAIL, line, "wait for the 24-hour window or ask AWS for a higher quota"))
     elif active is not None and active > left:

@@ -57,7 +57,7 @@ def test_everything_in_place(project, moto, cli):
     assert checks["DKIM"].status is Status.OK
     # moto has no SES v2 GetAccount; its quota is the sandbox's 200/day at 1/s
     assert checks["account"].status is Status.WARN and "sandbox" in checks["account"].detail
-    assert checks["sending quota"].detail == "max 1 messages/s; 200 of 200 left in the last 24 h"
+    assert checks["sending quota"].detail == "max send rate 1/s; 200 of 200 left in the last 24 h"
     assert "'newsletter' → arn:aws:sns:" in checks["configuration set"].detail
     assert checks["SQS queue"].status is Status.OK and "0 messages waiting" in checks["SQS queue"].detail
     assert checks["events"].status is Status.OK and "no event received yet" in checks["events"].detail
