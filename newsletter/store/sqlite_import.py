@@ -30,7 +30,7 @@ _OPTED_OUT_SQL = "('unsubscribed', 'bounced', 'complained')"
 
 _STAGE = """
 CREATE TEMP TABLE import_rows (
-    key TEXT NOT NULL, line INTEGER NOT NULL, email TEXT NOT NULL, name TEXT NOT NULL,
+    key TEXT NOT NULL, email TEXT NOT NULL, name TEXT NOT NULL,
     attributes TEXT NOT NULL, status TEXT NOT NULL, hash TEXT,
     blocked INTEGER NOT NULL DEFAULT 0, sub_id INTEGER
 )"""
@@ -98,9 +98,9 @@ def _stage(conn, rows: Iterable[ImportRow], *, with_hash: bool) -> None:
     rows = iter(rows)
     if with_hash:  # only needed when there is a suppression list to check against
         rows = (r + (address_hash(r[0]),) for r in rows)
-        sql = "INSERT INTO temp.import_rows VALUES (?, ?, ?, ?, ?, ?, ?, 0, NULL)"
-    else:
-        sql = "INSERT INTO temp.import_rows VALUES (?, ?, ?, ?, ?, ?, NULL, 0, NULL)"
+    # ?2 (the line number) is not kept: it only matters for messages, given while parsing
+    sql = ("INSERT INTO temp.import_rows (key, email, name, attributes, status, hash) "
+           f"VALUES (?1, ?3, ?4, ?5, ?6, {'?7' if with_hash else 'NULL'})")
     while batch := list(itertools.islice(rows, _BATCH)):
         conn.executemany(sql, batch)
 
