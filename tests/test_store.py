@@ -226,6 +226,8 @@ def test_subscribe_single_and_double_opt_in_then_confirm(store):
     assert not store.confirm(sub_id, weekly.id)  # idempotent
     statuses = {m.list_name: m.status for m in store.memberships(sub_id)}
     assert statuses == {"news": MembershipStatus.ACTIVE, "weekly": MembershipStatus.ACTIVE}
+    again = store.subscribe("READER@example.com", list_ids=[news.id, weekly.id])
+    assert (again.activated, again.pending, again.refused) == ([], [], False)  # no mail again
 
 
 def test_double_opt_in_only_sign_up_stays_unconfirmed_until_confirmed(store):

@@ -33,7 +33,8 @@ class AddResult:
 @dataclass
 class SubscribeResult:
     """What ``subscribe`` did for a web sign-up. ``pending`` lists need a confirmation email;
-    ``activated`` were single opt-in and are active now; ``refused`` is set when consent rules
+    ``activated`` were single opt-in and are active now (lists the reader already receives are
+    in neither: nothing to confirm or welcome); ``refused`` is set when consent rules
     (unsubscribed-by-complaint, bounced, suppressed) forbid it — callers must not reveal that."""
 
     subscriber: Subscriber | None

@@ -57,8 +57,8 @@ def subscribe(store: "SqliteStore", address: Address, name: str, list_ids: list[
         for target in targets:
             status = memberships.get(target.id)
             if status == MembershipStatus.ACTIVE and proven:
-                result.activated.append(target)
-            elif (target.optin == OptIn.SINGLE and status is None
+                continue  # already receiving it: nothing to do, no mail to send
+            if (target.optin == OptIn.SINGLE and status is None
                   and current.status.value in ("active", "unconfirmed")):
                 store._set_membership(current.id, target.id, "active", now)
                 result.activated.append(target)
