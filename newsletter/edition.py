@@ -288,12 +288,14 @@ def _items(nodes: list, path: Path) -> tuple[Item, ...]:
 def _item(entry, number: int, path: Path) -> Item:
     line = entry.meta["line"]
     end = line + entry.map[1] - entry.map[0] - 1
-    paragraphs = [c for c in entry.children if c.type == "paragraph"]
-    if not paragraphs:
-        raise EditionError(f"item {number} is empty: expected `[title](url)` and a summary", file=path, line=line)
-    title, url, rest = _link_line(paragraphs[0], number, path, line)
+    children = list(entry.children)
+    if not children or children[0].type != "paragraph":
+        raise EditionError(f"item {number} has no link: expected its first line to be `[title](https://…)`",
+                           file=path, line=line)
+    title, url, rest = _link_line(children[0], number, path, line)
     summary = [rest] if rest else []
-    summary += [_inline(p) for p in paragraphs[1:]]
+    # A list or quote inside a summary is kept as running text: a summary is paragraphs.
+    summary += [p for p in (_flatten(c) for c in children[1:]) if p]
     return Item(number=number, title=title, url=url, domain=domain_of(url), summary="\n\n".join(summary),
                 line=line, end=end)
 

@@ -206,3 +206,8 @@ def test_pasted_essay_without_attribution_drops_trailing_furniture(project, conf
     assert edition.essay.heading == "A Title"
     assert [b.text for b in edition.essay.blocks] == ["First paragraph, a sentence.",
                                                       "Second paragraph \\*with\\* stars."]
+
+
+def test_a_list_inside_a_summary_stays_as_text(project, config):
+    path = write(project, HEAD + "\nL\n\n---\n\n1. [A](https://a.example/)\n\n   Sum.\n\n   - x\n   - y\n")
+    assert load_edition(path, config=config).items[0].summary == "Sum.\n\nx y"
