@@ -186,11 +186,13 @@ def _premailer_class():
 
         def _parse_style_rules(self, css_body, ruleset_index):
             key = (css_body, ruleset_index)
-            if key not in self._rules_cache:
+            cached = self._rules_cache.get(key)  # one lookup: safe with threads (preview, send)
+            if cached is None:
+                cached = super()._parse_style_rules(css_body, ruleset_index)
                 if len(self._rules_cache) > 64:  # an editor changing templates in `preview`
                     self._rules_cache.clear()
-                self._rules_cache[key] = super()._parse_style_rules(css_body, ruleset_index)
-            rules, leftover = self._rules_cache[key]
+                self._rules_cache[key] = cached
+            rules, leftover = cached
             return list(rules), list(leftover)
 
     return CachingPremailer
