@@ -203,8 +203,6 @@ def environment(project_templates: str):
     """The Jinja environment: the project's templates folder ahead of the built-in one."""
     import jinja2
 
-    from newsletter.markdown import parser  # noqa: F401  (warm the Markdown parser with the env)
-
     folders = [Path(project_templates)]
     if BUILTIN_TEMPLATES.resolve() != Path(project_templates).resolve():
         folders.append(BUILTIN_TEMPLATES)
