@@ -193,8 +193,10 @@ def test_erase_removes_personal_data_everywhere_and_blocks_reimport(store):
     conn.execute("INSERT INTO sends (slug, list_name, subject, transport, created_at) "
                  "VALUES ('2025-10-14', 'news', 'S', 'outbox', 'now')")
     for sid, email in ((sub.id, "Erase.Me@xn--bcher-kva.de"), (other.id, "keep@example.com")):
-        conn.execute("INSERT INTO deliveries (send_id, subscriber_id, email, updated_at) "
-                     "VALUES (1, ?, ?, 'now')", (sid, email))
+        conn.execute("INSERT INTO deliveries (send_id, subscriber_id, email, last_error, "
+                     "updated_at) VALUES (1, ?, ?, ?, 'now')", (sid, email, f"550 {email} unknown"))
+    conn.execute("INSERT INTO dead_letters (message_id, reason, body, received_at) VALUES "
+                 "('d1', 'unparsable', '{\"to\": \"ERASE.ME@xn--bcher-kva.de\"}', 'now')")
     conn.execute("INSERT INTO events (message_id, type, email, occurred_at, received_at, payload) "
                  "VALUES ('m1', 'bounce', 'erase.me@xn--bcher-kva.de', 'now', 'now', "
                  "'{\"mail\": \"erase.me@xn--bcher-kva.de\"}')")

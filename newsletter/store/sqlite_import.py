@@ -237,6 +237,12 @@ def erase(store: "SqliteStore", address: Address) -> bool:
         found |= conn.execute(
             f"UPDATE events SET email = NULL, payload = '{{\"erased\": true}}' "
             f"WHERE lower(email) IN ({marks})", forms).rowcount > 0
+        # Provider messages quote the address too (errors, undecodable notifications).
+        mentions = " OR ".join(["instr(lower({col}), ?) > 0"] * len(forms))
+        conn.execute(f"UPDATE deliveries SET last_error = 'erased' "
+                     f"WHERE {mentions.format(col='last_error')}", forms)
+        conn.execute(f"UPDATE dead_letters SET body = '{{\"erased\": true}}' "
+                     f"WHERE {mentions.format(col='body')}", forms)
         if sub_id is not None:
             conn.execute("DELETE FROM subscribers WHERE id = ?", (sub_id,))
         found |= conn.execute("SELECT 1 FROM suppressions WHERE email_hash = ?",
