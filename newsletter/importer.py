@@ -186,6 +186,9 @@ def _rows(reader, header: Header, summary: ImportSummary, check_dns: bool,
             row = _full_row(fields, header, line, email, key, name, summary, on_reject)
             if row is not None:
                 yield row
+        if on_progress is not None:  # everything read: what is left is the store's work
+            summary.rows = rows
+            on_progress()
     finally:
         summary.rows = rows
 

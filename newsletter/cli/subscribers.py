@@ -56,10 +56,16 @@ def _progress(label: str):
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TimeRemainingColumn
 
-    with Progress(f"[progress.description]{label}", BarColumn(), TaskProgressColumn(),
+    with Progress("[progress.description]{task.description}", BarColumn(), TaskProgressColumn(),
                   TimeRemainingColumn(), console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task(label, total=None)
-        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+        def update(done: int, total: int) -> None:
+            # the last part of an import (sorting, indexing, committing) has no steps to count
+            description = label if done < total else f"{label}: saving"
+            bar.update(task, completed=done, total=total, description=description)
+
+        yield update
 
 
 # -- lists --------------------------------------------------------------------------------------
