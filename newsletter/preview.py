@@ -73,7 +73,10 @@ class Preview:
     def watched_paths(self) -> list[Path]:
         from newsletter.render import BUILTIN_TEMPLATES
 
-        paths = {self.edition_path.parent, self.config.templates_path, BUILTIN_TEMPLATES.resolve()}
+        templates = self.config.templates_path
+        # Watch for the templates folder itself to appear: an editor may start overriding mid-session.
+        project_templates = templates if templates.exists() else templates.parent
+        paths = {self.edition_path.parent, project_templates, BUILTIN_TEMPLATES.resolve()}
         if self.essay_path:
             paths.add(self.essay_path.parent)
         return sorted(p for p in paths if p.exists())
@@ -92,9 +95,16 @@ class Preview:
         """Rebuild on every relevant change until ``stop_event`` is set (runs in a thread)."""
         from watchfiles import watch
 
+        from newsletter.render import environment
+
         for changes in watch(*self.watched_paths(), stop_event=self.stop_event, debounce=150,
                              step=50, rust_timeout=500, yield_on_timeout=False):
-            if any(self.relevant(p) for _, p in changes):
+            relevant = [p for _, p in changes if self.relevant(p)]
+            if any(Path(p).suffix == ".j2" for p in relevant):
+                # A new override file is only found by a fresh environment (Jinja's auto-reload
+                # watches the files it has already loaded).
+                environment.cache_clear()
+            if relevant:
                 self.rebuild()
 
     def wait_for_change(self, version: int, timeout: float) -> int:

@@ -108,3 +108,18 @@ def test_preview_command_serves_and_stops_on_ctrl_c(project):
             proc.wait()
     assert proc.returncode == 130
     assert f"http://127.0.0.1:{port}/" in err.decode() and "Traceback" not in err.decode()
+
+
+def test_a_new_template_override_is_picked_up(server, project):
+    srv, _ = server
+    version = json.loads(get(srv.url + "version"))["version"]
+    folder = project / "templates" / "email"
+    folder.mkdir(parents=True, exist_ok=True)
+    time.sleep(0.3)
+    (folder / "footer.mjml.j2").write_text(
+        "<mj-section><mj-column><mj-text>Overridden footer</mj-text></mj-column></mj-section>\n", encoding="utf-8")
+    wait_for_version(srv.url, version)
+    deadline = time.monotonic() + 10
+    while "Overridden footer" not in get(srv.url + "email.html") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "Overridden footer" in get(srv.url + "email.html")
