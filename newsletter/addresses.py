@@ -67,11 +67,6 @@ def parse_address(text: str, *, check_dns: bool = False) -> Address:
     return _slow_path(email, check_dns)
 
 
-def normalise_key(text: str) -> str:
-    """The uniqueness key of an address, validating it (``ValidationError`` if invalid)."""
-    return parse_address(text).key
-
-
 def fast_key(email: str) -> str | None:
     """The key of a trimmed, plain ASCII address, or None when it needs the full check.
 

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from newsletter.errors import ValidationError
 from newsletter.store.models import (
     MailingList,
     Membership,
@@ -105,6 +106,14 @@ class Store(ABC):
     @abstractmethod
     def get_list_by_id(self, list_id: int) -> MailingList | None: ...
 
+    def require_list(self, name: str) -> MailingList:
+        """The list called ``name``, or ``ValidationError`` saying how to create it."""
+        found = self.get_list(name)
+        if found is None:
+            raise ValidationError(f"no such list {name!r} (create it with `newsletter lists "
+                                  f"create {name}`)")
+        return found
+
     @abstractmethod
     def lists(self, *, public_only: bool = False) -> list[MailingList]: ...
 
@@ -140,6 +149,13 @@ class Store(ABC):
     @abstractmethod
     def get_subscriber(self, email: str) -> Subscriber | None:
         """Case-insensitive lookup by address."""
+
+    def require_subscriber(self, email: str) -> Subscriber:
+        """The subscriber with this address, or ``ValidationError``."""
+        found = self.get_subscriber(email)
+        if found is None:
+            raise ValidationError(f"no subscriber {email.strip()!r}")
+        return found
 
     @abstractmethod
     def get_subscriber_by_id(self, subscriber_id: int) -> Subscriber | None: ...

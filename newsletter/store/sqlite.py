@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from newsletter.addresses import Address, address_hash, clean_text, parse_address
+from newsletter.addresses import Address, clean_text, parse_address
 from newsletter.errors import StoreError, ValidationError
 from newsletter.store import db
 from newsletter.store.base import AddResult, ImportRow, ImportSummary, Store, SubscribeResult
@@ -122,13 +122,6 @@ class SqliteStore(Store):
     def get_list_by_id(self, list_id: int) -> MailingList | None:
         row = self.conn.execute("SELECT * FROM lists WHERE id = ?", (list_id,)).fetchone()
         return _mailing_list(row) if row else None
-
-    def require_list(self, name: str) -> MailingList:
-        found = self.get_list(name)
-        if found is None:
-            raise ValidationError(f"no such list {name!r} (create it with `newsletter lists "
-                                  f"create {name}`)")
-        return found
 
     def lists(self, *, public_only: bool = False) -> list[MailingList]:
         sql = "SELECT * FROM lists" + (" WHERE public = 1" if public_only else "") + " ORDER BY name"
@@ -244,12 +237,6 @@ class SqliteStore(Store):
         row = self.conn.execute(f"SELECT {_SUB_COLUMNS} FROM subscribers WHERE email_key = ?",
                                 (key,)).fetchone()
         return _subscriber(row) if row else None
-
-    def require_subscriber(self, email: str) -> Subscriber:
-        found = self.get_subscriber(email)
-        if found is None:
-            raise ValidationError(f"no subscriber {email.strip()!r}")
-        return found
 
     def get_subscriber_by_id(self, subscriber_id: int) -> Subscriber | None:
         row = self.conn.execute(f"SELECT {_SUB_COLUMNS} FROM subscribers WHERE id = ?",
@@ -402,7 +389,3 @@ def envelope_address(email: str) -> str:
     if email.isascii():
         return email
     return parse_address(email).ascii_email
-
-
-def hash_of(email: str) -> str:
-    return address_hash(parse_address(email).key)
