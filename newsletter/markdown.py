@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import re
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 SAFE_SCHEMES = frozenset({"http", "https", "mailto"})
@@ -95,7 +97,8 @@ def block_parser():
 
 def inline_html(source: str) -> str:
     """Inline Markdown to sanitised HTML (no surrounding ``<p>``)."""
-    return sanitizer().clean(parser().renderInline(source))
+    md = parser()
+    return sanitizer().clean(md.renderer.render(inline_tokens(source), md.options, {}))
 
 
 @functools.lru_cache(maxsize=1)
@@ -107,10 +110,30 @@ def sanitizer():
                        link_rel=None, strip_comments=True)
 
 
+_SHARED: ContextVar[dict | None] = ContextVar("newsletter_inline_tokens", default=None)
+
+
+@contextmanager
+def shared_inline_parse():
+    """Within this block each inline source is parsed once: rendering an edition needs the same
+    paragraph as HTML and as text. Scoped to one render, so nothing outlives it."""
+    token = _SHARED.set({})
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
+
+
 def inline_tokens(source: str):
-    """The inline children tokens of ``source``."""
+    """The inline children tokens of ``source`` (read-only: they may be shared)."""
+    memo = _SHARED.get()
+    if memo is not None and source in memo:
+        return memo[source]
     tokens = parser().parseInline(source)
-    return tokens[0].children or [] if tokens else []
+    children = tokens[0].children or [] if tokens else []
+    if memo is not None:
+        memo[source] = children
+    return children
 
 
 def links(source: str) -> list[Link]:

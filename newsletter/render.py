@@ -88,13 +88,16 @@ def render_edition(edition: Edition, config: Config) -> RenderedEmail:
 
     Raises ``RenderError`` naming the template when a template or its MJML is broken.
     """
+    from newsletter.markdown import shared_inline_parse
     from newsletter.plaintext import render_text
 
-    mjml_source = render_mjml(edition, config)
+    with shared_inline_parse():
+        mjml_source = render_mjml(edition, config)
+        text = render_text(edition, config)
     html = inline_css(mjml_to_html(mjml_source, config))
     return RenderedEmail(
         slug=edition.slug, subject=edition.subject, preheader=edition.preheader, lang=edition.lang,
-        html=html, text=render_text(edition, config), web_url=web_url(edition, config),
+        html=html, text=text, web_url=web_url(edition, config),
     )
 
 
