@@ -3,7 +3,8 @@
     .venv/bin/python bench/import_csv.py [--rows 1000000] [--small 100000]
 
 Generates an ``email,name`` CSV in a temporary folder, then in the same run:
-1. the baseline: the sqlite3 command-line shell's ``.import`` of the same file into a plain table;
+1. the baseline: the sqlite3 command-line shell's ``.import`` of the same file into a plain table
+   (best of three);
 2. newsletter's real import code (``newsletter.importer.import_csv``) into an empty database,
    in a child process that reports its wall time and peak RSS (``resource.getrusage``);
 3. the same import of a ``--small`` prefix of the file, to show memory stays flat.
@@ -25,9 +26,17 @@ from pathlib import Path
 
 CHILD = r"""
 import json, resource, sys, time
-from newsletter.importer import import_csv
+from pathlib import Path
+from newsletter.importer import import_csv, read_rows
 from newsletter.store import open_store
+from newsletter.store.base import ImportSummary
 path, db = sys.argv[1], sys.argv[2]
+# the Python half alone (read, parse, validate), streamed and discarded: where the time goes
+start = time.perf_counter()
+with open(path, "rb") as raw:
+    for _ in read_rows(raw, Path(path), ImportSummary()):
+        pass
+parse_seconds = time.perf_counter() - start
 with open_store(db) as store:
     store.create_list("bench")
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -37,6 +46,7 @@ with open_store(db) as store:
     count = store.count_subscribers(list_name="bench")
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"seconds": elapsed, "peak_kib": peak, "before_kib": before,
+                  "parse_seconds": parse_seconds,
                   "summary": summary.as_dict(), "count": count}))
 """
 
@@ -58,10 +68,16 @@ def generate(path: Path, rows: int, seed: int = 7) -> None:
             fh.write(f"{local}@{domain},{first.title()} {last.title()}\n")
 
 
-def sqlite_import(sqlite3: str, csv_path: Path, db_path: Path) -> float:
-    start = time.perf_counter()
-    subprocess.run([sqlite3, str(db_path), ".mode csv", f".import {csv_path} plain"], check=True)
-    return time.perf_counter() - start
+def sqlite_import(sqlite3: str, csv_path: Path, db_path: Path, runs: int = 3) -> float:
+    """The best of ``runs`` (the machine may be shared: the baseline gets the benefit)."""
+    best = float("inf")
+    for run in range(runs):
+        target = db_path.with_name(f"{db_path.stem}-{run}.db")
+        start = time.perf_counter()
+        subprocess.run([sqlite3, str(target), ".mode csv", f".import {csv_path} plain"],
+                       check=True)
+        best = min(best, time.perf_counter() - start)
+    return best
 
 
 def newsletter_import(csv_path: Path, db_path: Path) -> dict:
@@ -97,12 +113,15 @@ def main() -> int:
         size_mb = big.stat().st_size / 1e6
         print(f"CSV: {args.rows:,} rows, {size_mb:.1f} MB ({big})")
         base = sqlite_import(sqlite3, big, tmp / "plain.db")
-        print(f"baseline  sqlite3 .import (plain table, no checks): {base:7.2f} s")
+        print(f"baseline  sqlite3 .import (plain table, no checks, best of 3): {base:7.2f} s")
         result = newsletter_import(big, tmp / "big.db")
         ratio = result["seconds"] / base
         print(f"newsletter import_csv ({result['count']:,} subscribers): {result['seconds']:7.2f} s"
               f"  = {ratio:.2f}x sqlite3 .import  (goal <= 5x)  "
               f"[{args.rows / result['seconds']:,.0f} rows/s]")
+        print(f"  of which reading+parsing+validating in Python alone: {result['parse_seconds']:.2f} s"
+              f" ({result['parse_seconds'] / base:.2f}x .import); the rest is SQLite: staging, "
+              f"sorting, the unique index, memberships, WAL commit")
         small_result = newsletter_import(small, tmp / "small.db")
         print(f"peak RSS  {args.rows:>9,} rows: {result['peak_kib'] / 1024:6.1f} MiB "
               f"(after start-up {result['before_kib'] / 1024:.1f} MiB)")

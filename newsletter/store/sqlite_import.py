@@ -30,7 +30,7 @@ _OPTED_OUT_SQL = "('unsubscribed', 'bounced', 'complained')"
 
 _STAGE = """
 CREATE TEMP TABLE import_rows (
-    key TEXT NOT NULL, email TEXT NOT NULL, name TEXT NOT NULL,
+    key TEXT NOT NULL, email TEXT, name TEXT NOT NULL,  -- email NULL: the same as key
     attributes TEXT NOT NULL, status TEXT NOT NULL, hash TEXT,
     blocked INTEGER NOT NULL DEFAULT 0, sub_id INTEGER
 )"""
@@ -42,7 +42,7 @@ _STATUS = ("CASE WHEN excluded.status <> 'active' THEN excluded.status "
 _NEW_INSERT = f"""
 INSERT INTO subscribers (email_key, email, name, attributes, status, source, created_at,
                          confirmed_at, unsubscribed_at)
-SELECT key, email, name, attributes, status, ?1, ?2,
+SELECT key, coalesce(email, key), name, attributes, status, ?1, ?2,
        CASE WHEN status = 'active' THEN ?2 END,
        CASE WHEN status IN {_OPTED_OUT_SQL} THEN ?2 END
 FROM temp.import_rows WHERE blocked = 0 AND sub_id IS NULL ORDER BY key, rowid
@@ -100,7 +100,7 @@ def _stage(conn, rows: Iterable[ImportRow], *, with_hash: bool) -> None:
         rows = (r + (address_hash(r[0]),) for r in rows)
     # ?2 (the line number) is not kept: it only matters for messages, given while parsing
     sql = ("INSERT INTO temp.import_rows (key, email, name, attributes, status, hash) "
-           f"VALUES (?1, ?3, ?4, ?5, ?6, {'?7' if with_hash else 'NULL'})")
+           f"VALUES (?1, nullif(?3, ?1), ?4, ?5, ?6, {'?7' if with_hash else 'NULL'})")
     while batch := list(itertools.islice(rows, _BATCH)):
         conn.executemany(sql, batch)
 
