@@ -144,7 +144,10 @@ def subscribers_add(
     check_dns: Annotated[bool, typer.Option("--check-dns", help="Also check that the domain receives mail.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
 ) -> None:
-    """Add a subscriber (or update one), active on the given lists."""
+    """Add a subscriber (or update one), active on the given lists.
+
+    An address that unsubscribed, bounced, complained or is suppressed is kept as it is
+    (exit 1) unless --resubscribe, which never applies to complaints or suppressed addresses."""
     with _store(ctx) as store:
         result = store.add_subscriber(email, name=name, lists=list_ or [], attributes=_attributes(attr or []),
                                       resubscribe=resubscribe, check_dns=check_dns)
@@ -238,7 +241,13 @@ def subscribers_import(
     check_dns: Annotated[bool, typer.Option("--check-dns", help="Also check each domain in DNS (slow).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Import subscribers from CSV in one transaction; print a summary."""
+    """Import subscribers from CSV in one transaction; print a summary.
+
+    The header row needs an 'email' column (any case); 'name' and 'status' are optional and
+    every other column becomes an attribute. UTF-8 with or without BOM. Duplicates are merged;
+    unsubscribed, bounced, complained, suppressed or erased addresses are never reactivated
+    (counted as kept-by-consent). Rejected rows are listed on stderr with their line numbers;
+    the exit code is then 1. A bad file changes nothing (exit 2); so does Ctrl-C (exit 130)."""
     from newsletter.importer import import_csv, write_rejects
 
     sink, finish = write_rejects(rejects) if rejects else (None, None)
