@@ -129,6 +129,7 @@ class Ledger:
 
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
+        self._first_sent: set[int] = set()  # sends whose first_sent_at this ledger has set
 
     @classmethod
     def open(cls, config: Config) -> "Ledger":
@@ -256,49 +257,52 @@ class Ledger:
     def claim(self, send: SendRecord, worker: str, limit: int) -> tuple[list[Claim], int]:
         """Atomically take up to ``limit`` pending deliveries for this worker: ``(claims, skipped)``.
 
-        Readers who left the list, were unsubscribed, bounced, complained or erased since the
-        send started are marked skipped (and counted) instead of being handed out.
+        Only readers still active on the list are handed out. When fewer than ``limit`` are
+        left, the pending readers who left the list, were unsubscribed, bounced, complained or
+        erased since the send started are marked skipped (and counted).
         """
         stamp = now_iso()
         with self._write():
-            rows = self.conn.execute(
-                "SELECT d.id, d.subscriber_id, d.email, s.name, s.attributes, s.status, m.status AS member "
-                "FROM deliveries d LEFT JOIN subscribers s ON s.id = d.subscriber_id "
-                "LEFT JOIN memberships m ON m.subscriber_id = d.subscriber_id AND m.list_id = ? "
-                "WHERE d.send_id = ? AND d.state = 'pending' ORDER BY d.id LIMIT ?",
-                (send.list_id, send.id, limit)).fetchall()
-            claims, skipped = [], []
-            for row in rows:
-                reason = _skip_reason(row, send.list_id)
-                if reason:
-                    skipped.append((reason, stamp, row["id"]))
-                    continue
-                claims.append(Claim(row["id"], Recipient(row["subscriber_id"], row["email"], row["name"] or "",
-                                                         json.loads(row["attributes"] or "{}"))))
-            self.conn.executemany("UPDATE deliveries SET state = 'skipped', last_error = ?, updated_at = ? "
-                                  "WHERE id = ?", skipped)
-            self.conn.executemany("UPDATE deliveries SET state = 'sending', claimed_by = ?, claimed_at = ?, "
-                                  "updated_at = ? WHERE id = ?",
-                                  [(worker, stamp, stamp, c.delivery_id) for c in claims])
-        return claims, len(skipped)
+            rows = self.conn.execute(_CLAIM, {"worker": worker, "stamp": stamp, "send": send.id,
+                                              "list": send.list_id, "limit": limit}).fetchall()
+            skipped = self._skip_departed(send, stamp) if len(rows) < limit else 0
+        rows.sort(key=lambda r: r[0])
+        people = {r[0]: r for r in self.conn.execute(
+            "SELECT id, name, attributes FROM subscribers WHERE id IN (SELECT value FROM json_each(?))",
+            (json.dumps([r[1] for r in rows]),))}
+        claims = []
+        for delivery_id, subscriber_id, address in rows:
+            _, name, attributes = people.get(subscriber_id, (subscriber_id, "", "{}"))
+            claims.append(Claim(delivery_id, Recipient(subscriber_id, address, name or "", json.loads(attributes or "{}"))))
+        return claims, skipped
+
+    def _skip_departed(self, send: SendRecord, stamp: str) -> int:
+        """Mark skipped the pending rows whose reader is no longer sendable (one statement)."""
+        cur = self.conn.execute(
+            "UPDATE deliveries SET state = 'skipped', updated_at = :stamp, last_error = CASE "
+            "WHEN subscriber_id IS NULL OR email IS NULL THEN 'subscriber erased since the send started' "
+            "WHEN (SELECT status FROM subscribers s WHERE s.id = subscriber_id) IS NULL "
+            "THEN 'subscriber deleted since the send started' "
+            "WHEN (SELECT status FROM subscribers s WHERE s.id = subscriber_id) != 'active' "
+            "THEN 'subscriber ' || (SELECT status FROM subscribers s WHERE s.id = subscriber_id) || ' since the send started' "
+            "ELSE 'left the list since the send started' END "
+            f"WHERE send_id = :send AND state = 'pending' AND NOT ({_SENDABLE})",
+            {"stamp": stamp, "send": send.id, "list": send.list_id})
+        return cur.rowcount
 
     def record(self, send_id: int, worker: str, outcomes: Iterable[Outcome]) -> None:
-        """Write what happened to claimed deliveries, in one transaction."""
+        """Write what happened to claimed deliveries: one statement, one transaction."""
         stamp = now_iso()
-        rows = [(o.state.value, o.provider_message_id, o.error, o.attempts,
-                 stamp if o.state is DeliveryState.SENT else None, stamp, o.delivery_id, worker)
-                for o in outcomes]
+        rows = [[o.delivery_id, o.state.value, o.provider_message_id, o.error, o.attempts] for o in outcomes]
         if not rows:
             return
-        any_sent = any(r[0] == "sent" for r in rows)
+        any_sent = any(r[1] == "sent" for r in rows)
         with self._write():
-            self.conn.executemany(
-                "UPDATE deliveries SET state = ?, provider_message_id = COALESCE(?, provider_message_id), "
-                "last_error = ?, attempts = attempts + ?, sent_at = COALESCE(?, sent_at), updated_at = ? "
-                "WHERE id = ? AND claimed_by = ? AND state = 'sending'", rows)
-            if any_sent:
+            self.conn.execute(_RECORD, {"rows": json.dumps(rows), "stamp": stamp, "worker": worker})
+            if any_sent and send_id not in self._first_sent:
                 self.conn.execute("UPDATE sends SET first_sent_at = COALESCE(first_sent_at, ?) WHERE id = ?",
                                   (stamp, send_id))
+                self._first_sent.add(send_id)
 
     def progress(self, send_id: int) -> Progress:
         counts = {r[0]: r[1] for r in self.conn.execute(
@@ -324,6 +328,7 @@ class _Transaction:
 
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
+        self._first_sent: set[int] = set()  # sends whose first_sent_at this ledger has set
 
     def __enter__(self) -> None:
         self.conn.execute("BEGIN IMMEDIATE")
@@ -335,16 +340,27 @@ class _Transaction:
             self.conn.execute("ROLLBACK")
 
 
-def _skip_reason(row: sqlite3.Row, list_id: int | None) -> str | None:
-    if row["subscriber_id"] is None or row["email"] is None:
-        return "subscriber erased since the send started"
-    if row["status"] is None:
-        return "subscriber deleted since the send started"
-    if row["status"] != "active":
-        return f"subscriber {row['status']} since the send started"
-    if list_id is not None and row["member"] != "active":
-        return "left the list since the send started"
-    return None
+# A pending delivery may go out only while its reader is active and still on the list.
+_SENDABLE = (
+    "subscriber_id IS NOT NULL AND email IS NOT NULL "
+    "AND EXISTS (SELECT 1 FROM subscribers s WHERE s.id = deliveries.subscriber_id AND s.status = 'active') "
+    "AND (:list IS NULL OR EXISTS (SELECT 1 FROM memberships m WHERE m.subscriber_id = deliveries.subscriber_id "
+    "AND m.list_id = :list AND m.status = 'active'))"
+)
+_CLAIM = (
+    "UPDATE deliveries SET state = 'sending', claimed_by = :worker, claimed_at = :stamp, updated_at = :stamp "
+    "WHERE id IN (SELECT id FROM deliveries WHERE send_id = :send AND state = 'pending' AND "
+    f"{_SENDABLE} ORDER BY id LIMIT :limit) RETURNING id, subscriber_id, email"
+)
+# rows: JSON [[delivery_id, state, provider_message_id, error, attempts], ...]
+_RECORD = (
+    "UPDATE deliveries SET state = j.value ->> 1, "
+    "provider_message_id = COALESCE(j.value ->> 2, deliveries.provider_message_id), "
+    "last_error = j.value ->> 3, attempts = deliveries.attempts + (j.value ->> 4), "
+    "sent_at = CASE WHEN j.value ->> 1 = 'sent' THEN :stamp ELSE deliveries.sent_at END, updated_at = :stamp "
+    "FROM json_each(:rows) AS j "
+    "WHERE deliveries.id = j.value ->> 0 AND deliveries.claimed_by = :worker AND deliveries.state = 'sending'"
+)
 
 
 def _send_record(row: sqlite3.Row) -> SendRecord:

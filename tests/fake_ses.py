@@ -186,7 +186,7 @@ class FakeSes:
             asyncio.set_event_loop(self._loop)
 
             async def main() -> None:
-                self._server = await asyncio.start_server(self._handle, self.host, self.port, backlog=256)
+                self._server = await asyncio.start_server(self._handle, self.host, self.port, backlog=256, limit=1 << 20)
                 self.port = self._server.sockets[0].getsockname()[1]
                 ready.set()
                 async with self._server:
@@ -243,7 +243,7 @@ def main() -> None:
     fake.configure(mode=args.mode, max_send_rate=args.max_send_rate)
 
     async def run() -> None:
-        server = await asyncio.start_server(fake._handle, fake.host, fake.port, backlog=256)
+        server = await asyncio.start_server(fake._handle, fake.host, fake.port, backlog=256, limit=1 << 20)
         print(server.sockets[0].getsockname()[1], flush=True)  # the port, for whoever started us
         async with server:
             await server.serve_forever()
