@@ -297,7 +297,8 @@ class SqliteStore(Store):
             columns = columns.replace(
                 "s.status", "CASE WHEN s.status IN ('unsubscribed', 'bounced', 'complained') "
                 "THEN s.status ELSE m.status END AS status")
-        cur = self.conn.execute(f"SELECT {columns} FROM {source} {where} ORDER BY s.id", args)
+        order = "m.subscriber_id" if list_name is not None else "s.id"  # index order: no sort
+        cur = self.conn.execute(f"SELECT {columns} FROM {source} {where} ORDER BY {order}", args)
         while batch := cur.fetchmany(_FETCH):
             yield from map(_subscriber, batch)
 
@@ -338,7 +339,7 @@ class SqliteStore(Store):
             "JOIN subscribers s ON s.id = m.subscriber_id "
             "WHERE m.list_id = ? AND m.status = 'active' AND s.status = 'active' "
             "AND NOT EXISTS (SELECT 1 FROM suppressions x WHERE x.email = s.email_key) "
-            "ORDER BY s.id", (target.id,))
+            "ORDER BY m.subscriber_id", (target.id,))  # the index's order: no sort, no memory
         while batch := cur.fetchmany(_FETCH):
             for row in batch:
                 yield Recipient(subscriber_id=row["id"], email=envelope_address(row["email"]),

@@ -33,7 +33,7 @@ CREATE TABLE memberships (
     unsubscribed_at TEXT,
     PRIMARY KEY (subscriber_id, list_id)
 ) WITHOUT ROWID;
-CREATE INDEX memberships_by_list ON memberships(list_id, status);
+CREATE INDEX memberships_by_list ON memberships(list_id, subscriber_id, status);  -- streams a list in id order
 
 CREATE TABLE suppressions (
     email_hash TEXT PRIMARY KEY,  -- hex SHA-256 of the normalised address (subscribers.email_key)
