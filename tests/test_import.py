@@ -277,3 +277,17 @@ def test_export_jsonl_and_status_filter(store):
     assert records[0]["attributes"] == {"k": "v"} and progress[-1] == (1, 1)
     with pytest.raises(ValidationError):
         export_subscribers(store, io.StringIO(), fmt="xml")
+
+
+def test_an_opt_out_later_in_the_file_wins_over_an_earlier_duplicate(store, tmp_path):
+    path = write(tmp_path, "email,status\nnew@example.com,active\nNEW@example.com,unsubscribed\n"
+                           "other@example.com,complained\nOTHER@example.com,\n")
+    summary, _ = run(store, path)
+    assert (summary.added, summary.duplicates) == (2, 2)
+    new = store.get_subscriber("new@example.com")
+    assert new.status == SubscriberStatus.UNSUBSCRIBED
+    assert new.unsubscribed_at is not None and new.confirmed_at is None
+    assert [m.status.value for m in store.memberships(new.id)] == ["unsubscribed"]
+    assert store.get_subscriber("other@example.com").status == SubscriberStatus.COMPLAINED
+    assert store.is_suppressed("other@example.com")
+    assert list(store.recipients("news")) == []
