@@ -147,6 +147,7 @@ class SendJob:
         self.store = open_store(config)
         self.ledger = Ledger.open(config)
         self.transport: Transport | None = None
+        self.report: SendReport | None = None  # set by run(), also when it is interrupted
         try:
             self.mailing_list = self.store.get_list(list_name)
             if self.mailing_list is None:

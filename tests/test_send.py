@@ -386,3 +386,11 @@ def test_ctrl_c_stops_cleanly_and_resumes(project, edition, fake_ses, cli):
     result = cli("send", EDITION, "--list", "daily", "--transport", "ses", "--yes")
     assert result.exit_code == 0, result.output
     assert per_reader(fake_ses) == {r: 1 for r in readers}
+
+
+def test_empty_list_sends_nothing(project, edition, cli):
+    add_readers(0)
+    result = cli("send", EDITION, "--list", "daily", "--yes")
+    assert result.exit_code == 0
+    assert "list daily has no active readers: nothing to send" in result.output
+    assert ledger_counts() == {}

@@ -61,12 +61,12 @@ def send(
             notice("dry run: nothing was sent or written")
             return
         if plan.to_send == 0:
-            _nothing_to_do(job, plan)
+            _nothing_to_do(plan)
             return
         _confirm(yes, f"send {plan.slug} to {plan.to_send} reader(s)?")
         if when is not None:
             _wait(when)
-        _run(job, plan)
+        _run(job, plan, config.outbox_path / plan.slug)
     finally:
         job.close()
 
@@ -126,7 +126,10 @@ def _show_sample(raw: bytes | None) -> None:
     typer.echo(f"--- {len(raw)} bytes, multipart/alternative (text + HTML) ---")
 
 
-def _nothing_to_do(job, plan) -> None:
+def _nothing_to_do(plan) -> None:
+    if not plan.resuming:
+        notice(f"list {plan.list_name} has no active readers: nothing to send")
+        return
     if plan.unknown:
         notice(f"nothing pending; {plan.unknown} message(s) unknown: run again with --retry-unknown to re-send them")
         raise typer.Exit(1)
@@ -167,7 +170,7 @@ def _wait(when) -> None:
     notice(f"it is {shown}: sending")
 
 
-def _run(job, plan) -> None:
+def _run(job, plan, outbox: Path) -> None:
     from newsletter.sender import SendReport
 
     reporter = _progress_reporter(plan)
@@ -176,18 +179,18 @@ def _run(job, plan) -> None:
         report: SendReport = job.run(progress=reporter.update, stop=stop, plan=plan)
     except KeyboardInterrupt:
         reporter.close()
-        report = job.report
-        _summary(report, plan)
+        if job.report is not None:
+            _summary(job.report, plan, outbox)
         notice("interrupted: the ledger is consistent; run the same command again to resume")
         raise typer.Exit(130) from None
     reporter.close()
-    _summary(report, plan)
+    _summary(report, plan, outbox)
     if report.stopped:
         notice(f"error: {report.stopped}")
     raise typer.Exit(report.exit_code)
 
 
-def _summary(report, plan) -> None:
+def _summary(report, plan, outbox: Path) -> None:
     p = report.progress
     rate = f" ({p.rate:.1f}/s)" if p.elapsed > 0 and p.sent else ""
     typer.echo(f"{report.slug}: sent {p.sent}, failed {p.failed}, skipped {p.skipped}"
@@ -198,13 +201,7 @@ def _summary(report, plan) -> None:
         notice(f"{report.unknown} message(s) unknown (a run died while sending them): "
                "`--retry-unknown` re-sends them")
     if plan.local and p.sent:
-        notice(f"written to the outbox: {job_outbox(plan)} (nothing left this machine)")
-
-
-def job_outbox(plan) -> str:
-    desc = plan.transport_description
-    start = desc.find("under ")
-    return f"{desc[start + 6:].split(';')[0]}/{plan.slug}" if start >= 0 else desc
+        notice(f"written to the outbox: {outbox} (nothing left this machine)")
 
 
 class _PlainProgress:
