@@ -126,23 +126,25 @@ def _read_header(reader, path: Path) -> Header:
 
 
 def parse_header(fields: list[str], path: Path | None = None, line: int = 1) -> Header:
+    """Column positions. ``email``, ``name`` and ``status`` are matched in any case; other
+    columns are attributes named exactly as written (so ``City`` and ``city`` may coexist)."""
     names = [f.strip().lstrip("\ufeff") for f in fields]
     seen: dict[str, int] = {}
     for index, name in enumerate(names):
         if not name:
             continue  # e.g. a trailing comma: a column without a name is ignored
-        folded = name.lower()
-        if folded in seen:
+        key = name.lower() if name.lower() in RESERVED else name
+        if key in seen:
             raise ValidationError(f"column {name!r} appears twice in the header", file=path, line=line)
         if has_control_chars(name):
             raise ValidationError(f"column name {name!r} contains control characters", file=path,
                                   line=line)
-        seen[folded] = index
+        seen[key] = index
     if "email" not in seen:
         found = ", ".join(repr(n) for n in names if n) or "nothing"
         raise ValidationError(f"no 'email' column in the header (found {found})", file=path,
                               line=line)
-    attributes = tuple((i, names[i]) for f, i in seen.items() if f not in RESERVED)
+    attributes = tuple((i, names[i]) for key, i in seen.items() if key not in RESERVED)
     return Header(seen["email"], seen.get("name"), seen.get("status"), attributes, len(names))
 
 

@@ -103,6 +103,7 @@ def test_control_characters_in_names_and_attributes_are_stripped_and_counted(sto
     ("name,city\nAda,London\n", "no 'email' column"),
     ("", "is empty"),
     ("email,Email\na@example.com,b@example.com\n", "appears twice"),
+    ("email,city,city\na@example.com,x,y\n", "appears twice"),
     ('email,name\n"a@example.com,oops\n', "malformed CSV"),
 ])
 def test_bad_files_stop_with_one_line_and_write_nothing(store, tmp_path, content, message):
@@ -291,3 +292,14 @@ def test_an_opt_out_later_in_the_file_wins_over_an_earlier_duplicate(store, tmp_
     assert store.get_subscriber("other@example.com").status == SubscriberStatus.COMPLAINED
     assert store.is_suppressed("other@example.com")
     assert list(store.recipients("news")) == []
+
+
+def test_attribute_names_keep_their_case_and_survive_a_round_trip(store, tmp_path):
+    summary, _ = run(store, write(tmp_path, "EMAIL,City,city\na@example.com,Paris,paris\n"))
+    assert summary.added == 1
+    assert store.get_subscriber("a@example.com").attributes == {"City": "Paris", "city": "paris"}
+    out = io.StringIO()
+    export_subscribers(store, out)
+    assert out.getvalue().splitlines()[0] == "email,name,status,City,city"
+    assert import_csv(store, write(tmp_path, out.getvalue(), "again.csv"),
+                      list_name="news").unchanged == 1
