@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from newsletter.addresses import Address, address_hash
 from newsletter.store.base import ImportRow, ImportSummary
+from newsletter.store import sqlite_bulk
 from newsletter.store.models import MailingList
 
 if TYPE_CHECKING:
@@ -69,6 +70,11 @@ def import_rows(store: "SqliteStore", rows: Iterable[ImportRow], target: Mailing
         with store.transaction() as conn:
             first_new = conn.execute("SELECT coalesce(max(id), 0) FROM subscribers").fetchone()[0]
             has_suppressions = conn.execute("SELECT 1 FROM suppressions LIMIT 1").fetchone()
+            if not first_new and not has_suppressions and sqlite_bulk.can_bulk_load(conn):
+                sqlite_bulk.bulk_load(conn, rows, target, source, now, summary)
+                if dry_run:
+                    raise _DryRun
+                return summary
             _stage(conn, rows, with_hash=has_suppressions is not None)
             if has_suppressions:
                 conn.execute("UPDATE temp.import_rows SET blocked = 1 "
@@ -115,6 +121,12 @@ def _insert_new(conn, target: MailingList, source: str, first_new: int, now: str
     added = conn.execute("SELECT count(*) FROM subscribers WHERE id > ?", (first_new,)).fetchone()[0]
     summary.added += added
     summary.duplicates += sent - added
+    finish_new(conn, target, first_new, now)
+
+
+def finish_new(conn, target: MailingList, first_new: int, now: str) -> None:
+    """Memberships of the subscribers just added (ids above ``first_new``), and suppressions
+    for those imported as bounced or complained."""
     conn.execute(
         "INSERT INTO memberships (subscriber_id, list_id, status, created_at, confirmed_at, "
         f"unsubscribed_at) SELECT id, ?1, {_MEMBERSHIP_STATUS}, ?2, confirmed_at, "
