@@ -8,6 +8,9 @@ address is built by appending instead of by random inserts (the difference betwe
 and minutes for a million rows), merging duplicates as they meet; their memberships follow in
 one more statement. Rows naming an existing subscriber go through the consent rules in
 ``decide``, grouped by address.
+
+A first import into an empty database (no subscriber, no suppression: nothing to check) takes
+a shorter road: ``newsletter.store.sqlite_bulk``. Both give the same result (tested).
 """
 
 from __future__ import annotations
