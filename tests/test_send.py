@@ -21,6 +21,7 @@ import pytest
 
 from conftest import SAMPLES
 from fake_ses import FakeSes
+from test_transport import smtp_server  # noqa: F401  (the aiosmtpd fixture)
 from newsletter.config import load_config, load_secret
 from newsletter.ledger import Ledger
 from newsletter.rendered import RenderedEmail, placeholder
@@ -394,3 +395,31 @@ def test_empty_list_sends_nothing(project, edition, cli):
     assert result.exit_code == 0
     assert "list daily has no active readers: nothing to send" in result.output
     assert ledger_counts() == {}
+
+
+def test_fatal_stop_through_the_cli_exits_2_and_says_what_to_do(project, edition, fake_ses, cli):
+    readers = add_readers(6)
+    fake_ses.configure(pause_after=2)
+    result = cli("send", EDITION, "--list", "daily", "--transport", "ses", "--yes", "--concurrency", "1")
+    assert result.exit_code == 2, result.output
+    assert "AccountSendingPausedException" in result.output and "run the same command again" in result.output
+    shown = cli("sends", "show", SLUG)
+    assert "stopped (resumable)" in shown.output and "last error:" in shown.output
+    fake_ses.configure(pause_after=None)
+    resumed = cli("send", EDITION, "--list", "daily", "--transport", "ses", "--yes")
+    assert resumed.exit_code == 0, resumed.output
+    assert per_reader(fake_ses) == {r: 1 for r in readers}
+    assert "finished" in cli("sends", "show", SLUG).output
+
+
+def test_send_through_smtp(project, edition, cli, smtp_server):
+    controller, handler = smtp_server
+    with open(project / "newsletter.toml", "a", encoding="utf-8") as fh:
+        fh.write(f'\n[smtp]\nhost = "127.0.0.1"\nport = {controller.port}\nsecurity = "none"\n')
+    readers = add_readers(4)
+    result = cli("send", EDITION, "--list", "daily", "--transport", "smtp", "--yes")
+    assert result.exit_code == 0, result.output
+    assert sorted(r for e in handler.envelopes for r in e.rcpt_tos) == readers
+    with Ledger.open(load_config()) as ledger:
+        ids = sorted(r["provider_message_id"] for r in ledger.deliveries(ledger.find_send(SLUG).id))
+    assert ids == ["Q1", "Q2", "Q3", "Q4"]  # from the server's "queued as" replies
