@@ -83,8 +83,9 @@ def import_rows(store: "SqliteStore", rows: Iterable[ImportRow], target: Mailing
                 conn.execute("UPDATE temp.import_rows SET blocked = 1 "
                              "WHERE hash IN (SELECT email_hash FROM suppressions)")
             if first_new:
-                conn.execute("UPDATE temp.import_rows SET sub_id = (SELECT id FROM subscribers "
-                             "WHERE email_key = key) WHERE blocked = 0")
+                # UPDATE … FROM writes only the rows that match (not every staged row)
+                conn.execute("UPDATE temp.import_rows SET sub_id = s.id FROM subscribers s "
+                             "WHERE s.email_key = import_rows.key AND import_rows.blocked = 0")
             _insert_new(conn, target, source, first_new, now, summary)
             _count_blocked(conn, summary)
             if first_new:
