@@ -131,8 +131,8 @@ def main() -> int:
               f"  = {ratio:.2f}x sqlite3 .import  (goal <= 5x)  "
               f"[{args.rows / result['seconds']:,.0f} rows/s]")
         print(f"  of which reading+parsing+validating in Python alone: {result['parse_seconds']:.2f} s"
-              f" ({result['parse_seconds'] / base:.2f}x .import); the rest is SQLite: staging, "
-              f"sorting, the unique index, memberships, WAL commit")
+              f" ({result['parse_seconds'] / base:.2f}x .import); the rest is SQLite: rows, the "
+              f"address index, memberships, the WAL commit")
         small_result = newsletter_import(small, tmp / "small.db")
         print(f"peak RSS  {args.rows:>9,} rows: {result['peak_kib'] / 1024:6.1f} MiB "
               f"(after start-up {result['before_kib'] / 1024:.1f} MiB)")

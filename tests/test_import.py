@@ -362,3 +362,13 @@ def test_a_database_without_the_named_index_uses_the_staged_path(tmp_path):
         summary = import_csv(s, write(tmp_path, MIXED), list_name="news")
         assert (summary.added, summary.duplicates) == (5, 2)
         assert [r.email for r in s.recipients("news")] == ["A@example.com"]
+
+
+def test_import_rows_api_records_the_source_verbatim(store):
+    from newsletter.store.base import ImportRow
+
+    rows = [ImportRow("a@example.com", 2, "a@example.com", "A", "{}", "active")]
+    summary = store.import_rows(rows, list_name="news", source="crm'); DROP TABLE lists; --")
+    assert summary.added == 1
+    assert store.get_subscriber("a@example.com").source == "crm'); DROP TABLE lists; --"
+    assert store.get_list("news") is not None

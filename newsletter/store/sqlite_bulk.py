@@ -46,10 +46,11 @@ def bulk_load(conn: sqlite3.Connection, rows: Iterable[ImportRow], target: Maili
     from newsletter.store.sqlite_import import finish_new
 
     conn.execute(f"DROP INDEX {KEY_INDEX}")
-    extra = (source, now)
+    # the same two values on every row: written into the statement, not bound a million times
+    sql = _APPEND.replace("?7", _literal(source)).replace("?8", _literal(now))
     rows = iter(rows)
     while batch := list(itertools.islice(rows, _BATCH)):
-        conn.executemany(_APPEND, [row + extra for row in batch])
+        conn.executemany(sql, batch)
     sent = conn.execute("SELECT count(*) FROM subscribers").fetchone()[0]
     try:
         conn.execute(_CREATE_KEY_INDEX)
@@ -60,6 +61,11 @@ def bulk_load(conn: sqlite3.Connection, rows: Iterable[ImportRow], target: Maili
     summary.added += added
     summary.duplicates += sent - added
     finish_new(conn, target, 0, now)
+
+
+def _literal(text: str) -> str:
+    """A SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _merge_duplicates(conn: sqlite3.Connection) -> None:
