@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -22,7 +21,7 @@ from newsletter.errors import NewsletterError
 class NewsletterGroup(TyperGroup):
     """The root group: turns library errors into one line and an exit code."""
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except NewsletterError as err:
@@ -32,7 +31,7 @@ class NewsletterGroup(TyperGroup):
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
+    def list_commands(self, ctx) -> list[str]:
         return list(self.commands)  # in registration order, not alphabetical
 
 
