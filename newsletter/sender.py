@@ -141,6 +141,7 @@ class SendJob:
         from newsletter.store import open_store
 
         self.config, self.rendered, self.list_name, self.options = config, rendered, list_name, options
+        self.notify = notify
         self.concurrency = options.concurrency or config.send.concurrency
         self.window = options.window or max(8, 4 * self.concurrency)
         self.store = open_store(config)
@@ -173,7 +174,7 @@ class SendJob:
     # -- looking before leaping ------------------------------------------------------------------
     def plan(self) -> SendPlan:
         """Counts and limits; refuses (``FatalStop``) a send larger than the 24-hour quota left."""
-        limits = send_limits(self.transport)  # type: ignore[arg-type]
+        limits = self._limits()
         if self.existing:
             progress = self.ledger.progress(self.existing.id)
             unknown = progress.unknown
@@ -192,6 +193,18 @@ class SendJob:
                         unknown=unknown, resuming=self.existing is not None,
                         rate=effective_rate(self.config, self.options, limits), limits=limits,
                         retry_unknown=self.options.retry_unknown)
+
+    def _limits(self) -> SendLimits | None:
+        """The provider's limits; an IAM policy that allows sending but not reading the quota is
+        told to the user and the send is paced at --rate alone (any other refusal stops here)."""
+        try:
+            return send_limits(self.transport)  # type: ignore[arg-type]
+        except TransportError as err:
+            if err.code not in ("AccessDenied", "AccessDeniedException"):
+                raise
+            if self.notify:
+                self.notify(f"warning: cannot read the sending quota ({err.message}); pacing at --rate only")
+            return None
 
     def context(self, *, subject_prefix: str = "") -> SendContext:
         return SendContext(config=self.config, secret=self.secret, list_id=self.mailing_list.id,  # type: ignore[union-attr]

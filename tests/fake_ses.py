@@ -11,7 +11,8 @@ and SES v1 ``GetSendQuota`` (``POST /`` query protocol, XML). Faults on demand, 
     {"throttle_every": 3}              TooManyRequestsException for every 3rd call
     {"latency": 0.01}                  seconds to wait before answering a send
 
-``POST /_fake/config`` sets ``max_send_rate``/``max_24h``/``sent_24h`` and ``mode``: ``record``
+``POST /_fake/config`` sets ``max_send_rate``/``max_24h``/``sent_24h``, ``quota_denied`` (GetSendQuota
+answers AccessDenied, as for an IAM policy that allows only sending) and ``mode``: ``record``
 (keeps each accepted message's recipients and raw bytes) or ``null`` (answers success at once,
 keeps nothing — the benchmark's endpoint). ``GET /_fake/messages`` lists what was accepted;
 ``POST /_fake/reset`` forgets everything.
@@ -62,6 +63,7 @@ class FakeSes:
             self.pause_after: int | None = None
             self.throttle_every = 0
             self.latency = 0.0
+            self.quota_denied = False
             self.calls = 0
             self.accepted = 0
             self.faults_answered: dict[str, int] = {}
@@ -73,7 +75,8 @@ class FakeSes:
 
     def configure(self, **values) -> None:
         with self.lock:
-            for key in ("mode", "max_send_rate", "max_24h", "sent_24h", "latency", "throttle_every", "pause_after"):
+            for key in ("mode", "max_send_rate", "max_24h", "sent_24h", "latency", "throttle_every", "pause_after",
+                        "quota_denied"):
                 if key in values:
                     setattr(self, key, values[key])
             if "queue" in values:
@@ -120,6 +123,8 @@ class FakeSes:
     def query(self, body: bytes) -> tuple[int, dict, bytes]:
         form = {k: v[0] for k, v in parse_qs(body.decode()).items()}
         action = form.get("Action")
+        if self.quota_denied:
+            return _xml_error(403, "AccessDenied", "User is not authorized to perform ses:GetSendQuota")
         if action != "GetSendQuota":
             return _xml_error(400, "InvalidAction", f"{action} is not supported by the fake")
         xml = (f'<GetSendQuotaResponse xmlns="{_XMLNS}"><GetSendQuotaResult>'

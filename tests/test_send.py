@@ -423,3 +423,23 @@ def test_send_through_smtp(project, edition, cli, smtp_server):
     with Ledger.open(load_config()) as ledger:
         ids = sorted(r["provider_message_id"] for r in ledger.deliveries(ledger.find_send(SLUG).id))
     assert ids == ["Q1", "Q2", "Q3", "Q4"]  # from the server's "queued as" replies
+
+
+def test_quota_unreadable_for_iam_reasons_warns_and_sends(project, edition, fake_ses, cli):
+    readers = add_readers(3)
+    fake_ses.configure(quota_denied=True)
+    result = cli("send", EDITION, "--list", "daily", "--transport", "ses", "--yes", "--rate", "50")
+    assert result.exit_code == 0, result.output
+    assert "warning: cannot read the sending quota" in result.output and "pacing:     50 messages/s" in result.output
+    assert per_reader(fake_ses) == {r: 1 for r in readers}
+
+
+def test_bad_credentials_stop_before_anything_is_written(project, edition, fake_ses, cli, monkeypatch):
+    add_readers(2)
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance-metadata lookup either
+    result = cli("send", EDITION, "--list", "daily", "--transport", "ses", "--yes")
+    assert result.exit_code == 2
+    assert "no usable AWS credentials" in result.output and "Traceback" not in result.output
+    assert ledger_counts() == {}
