@@ -131,15 +131,25 @@ def _insert_new(conn, target: MailingList, source: str, first_new: int, now: str
 def finish_new(conn, target: MailingList, first_new: int, now: str) -> None:
     """Memberships of the subscribers just added (ids above ``first_new``), and suppressions
     for those imported as bounced or complained."""
+    add_memberships(conn, target, first_new, now)
+    add_suppressions(conn, first_new, now)
+
+
+def add_memberships(conn, target: MailingList, first_new: int, now: str) -> None:
+    """Memberships in ``target`` for the subscribers with ids above ``first_new``."""
     conn.execute(
         "INSERT INTO memberships (subscriber_id, list_id, status, created_at, confirmed_at, "
         f"unsubscribed_at) SELECT id, ?1, {_MEMBERSHIP_STATUS}, ?2, confirmed_at, "
         "unsubscribed_at FROM subscribers WHERE id > ?3", (target.id, now, first_new))
-    blocked = [(address_hash(k), k, status, now) for k, status in conn.execute(
-        "SELECT email_key, status FROM subscribers WHERE id > ? "
-        "AND status IN ('bounced', 'complained')", (first_new,))]
+
+
+def add_suppressions(conn, first_new: int, now: str) -> None:
+    """Subscribers above ``first_new`` imported as bounced or complained are suppressed."""
+    found = conn.execute("SELECT email_key, status FROM subscribers WHERE id > ? "
+                         "AND (status = 'bounced' OR status = 'complained')", (first_new,))
     conn.executemany("INSERT INTO suppressions (email_hash, email, reason, created_at) "
-                     "VALUES (?, ?, ?, ?) ON CONFLICT (email_hash) DO NOTHING", blocked)
+                     "VALUES (?, ?, ?, ?) ON CONFLICT (email_hash) DO NOTHING",
+                     [(address_hash(k), k, status, now) for k, status in found])
 
 
 def _count_blocked(conn, summary: ImportSummary) -> None:
