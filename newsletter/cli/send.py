@@ -66,6 +66,7 @@ def send(
         _confirm(yes, f"send {plan.slug} to {plan.to_send} reader(s)?")
         if when is not None:
             _wait(when)
+            plan = job.plan()  # hours may have passed: the quota and the readers are read again
         _run(job, plan, config.outbox_path / plan.slug)
     finally:
         job.close()
