@@ -23,7 +23,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 sys.path.insert(0, str(BENCH))
 
-from send import EDITION, child, project, start_null_endpoint  # noqa: E402  (bench/send.py helpers)
+from send import EDITION, project, start_null_endpoint  # noqa: E402  (bench/send.py helpers)
 
 
 def main() -> None:
