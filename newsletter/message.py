@@ -4,7 +4,7 @@ MJML and premailer ran once per edition (``RenderedEmail``); what differs per re
 placeholders. ``MessageTemplate`` compiles the edition once into precomputed byte chunks — the
 static parts already quoted-printable encoded, each placeholder on a line of its own between soft
 line breaks — so that a reader's message is a join of those chunks and a few freshly encoded
-values (~10 µs). ``build_message_slow`` builds the same message with Python's ``email`` package:
+values (~15 µs). ``build_message_slow`` builds the same message with Python's ``email`` package:
 the reference the fast path is tested against, and the baseline of ``bench/message.py``.
 
 Both produce, for each reader: multipart/alternative (text + HTML, UTF-8, quoted-printable), From,
@@ -81,7 +81,7 @@ def unsubscribe_token(ctx: SendContext, subscriber_id: int) -> str:
 
 
 class _Tokens:
-    """``tokens.make_token`` for one secret and list, with the HMAC keys set up once (the key
+    """``tokens.make_token`` for one secret, with the HMAC keys set up once (the key
     schedule is a third of the cost of a fresh ``hmac.new``). Same tokens, tested against it."""
 
     def __init__(self, secret: bytes):
