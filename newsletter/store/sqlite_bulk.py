@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import operator
 import sqlite3
 from collections.abc import Iterable
 
@@ -22,6 +23,7 @@ from newsletter.store.models import MailingList
 KEY_INDEX = "subscribers_by_key"
 _CREATE_KEY_INDEX = f"CREATE UNIQUE INDEX {KEY_INDEX} ON subscribers(email_key)"
 _BATCH = 5000
+_STATUS = operator.itemgetter(5)  # ImportRow.status
 _OPTED_OUT_SQL = "('unsubscribed', 'bounced', 'complained')"
 _APPEND = f"""
 INSERT INTO subscribers (email_key, email, name, attributes, status, source, created_at,
@@ -43,24 +45,28 @@ def bulk_load(conn: sqlite3.Connection, rows: Iterable[ImportRow], target: Maili
               source: str, now: str, summary: ImportSummary) -> None:
     """Append ``rows`` to the empty ``subscribers`` table, then index, merge duplicates and add
     the memberships. The caller holds the transaction."""
-    from newsletter.store.sqlite_import import finish_new
+    from newsletter.store.sqlite_import import add_memberships, add_suppressions
 
     conn.execute(f"DROP INDEX {KEY_INDEX}")
     # the same two values on every row: written into the statement, not bound a million times
     sql = _APPEND.replace("?7", _literal(source)).replace("?8", _literal(now))
-    rows = iter(rows)
+    rows, sent, statuses = iter(rows), 0, set()
     while batch := list(itertools.islice(rows, _BATCH)):
         conn.executemany(sql, batch)
-    sent = conn.execute("SELECT count(*) FROM subscribers").fetchone()[0]
+        sent += len(batch)
+        statuses.update(map(_STATUS, batch))  # cheaper than scanning the table afterwards
     try:
         conn.execute(_CREATE_KEY_INDEX)
+        added = sent
     except sqlite3.IntegrityError:  # duplicates within the file
         _merge_duplicates(conn)
         conn.execute(_CREATE_KEY_INDEX)
-    added = conn.execute("SELECT count(*) FROM subscribers").fetchone()[0]
+        added = conn.execute("SELECT count(*) FROM subscribers").fetchone()[0]
     summary.added += added
     summary.duplicates += sent - added
-    finish_new(conn, target, 0, now)
+    add_memberships(conn, target, 0, now)
+    if "bounced" in statuses or "complained" in statuses:
+        add_suppressions(conn, 0, now)
 
 
 def _literal(text: str) -> str:
