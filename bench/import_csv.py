@@ -42,18 +42,39 @@ with open(path, "rb") as raw:
     for _ in read_rows(raw, Path(path), ImportSummary()):
         pass
 parse_seconds = time.perf_counter() - start
+phases = {}  # SQL statement (shortened) -> seconds spent in execute/executemany
+
+class Timed:  # the store's connection, timing each statement (per call, not per row)
+    def __init__(self, conn):
+        self._conn = conn
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+    def _timed(self, method, sql, *args):
+        start = time.perf_counter()
+        try:
+            return getattr(self._conn, method)(sql, *args)
+        finally:
+            label = " ".join(sql.split())[:48]
+            phases[label] = phases.get(label, 0.0) + time.perf_counter() - start
+    def execute(self, sql, *args):
+        return self._timed("execute", sql, *args)
+    def executemany(self, sql, *args):
+        return self._timed("executemany", sql, *args)
+
 with open_store(db) as store:
     if store.get_list("bench") is None:
         store.create_list("bench")
     start_count = store.count_subscribers()
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    store.conn, conn = Timed(store.conn), store.conn
     start = time.perf_counter()
     summary = import_csv(store, path, list_name="bench")
     elapsed = time.perf_counter() - start
+    store.conn = conn
     count = store.count_subscribers(list_name="bench") - start_count
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"seconds": elapsed, "peak_kib": peak, "before_kib": before,
-                  "parse_seconds": parse_seconds,
+                  "parse_seconds": parse_seconds, "phases": phases,
                   "summary": summary.as_dict(), "count": count}))
 """
 
@@ -103,6 +124,18 @@ def head(src: Path, dst: Path, rows: int) -> None:
             fout.write(line)
 
 
+def print_phases(result: dict, top: int = 5) -> None:
+    """Where the import's time went: the slowest SQL statements (summed over calls; the WAL
+    checkpoint runs inside COMMIT), and the rest: Python reading, parsing, validating and
+    binding rows (the appends' executemany includes SQLite's side of the binding)."""
+    phases = sorted(result["phases"].items(), key=lambda kv: -kv[1])
+    print("  time in SQL statements (slowest first; the rest is Python):")
+    for sql, seconds in phases[:top]:
+        print(f"    {seconds:6.2f} s  {sql}")
+    rest = result["seconds"] - sum(result["phases"].values())
+    print(f"    {rest:6.2f} s  Python: reading, parsing, validating, batching rows")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -133,6 +166,7 @@ def main() -> int:
         print(f"  of which reading+parsing+validating in Python alone: {result['parse_seconds']:.2f} s"
               f" ({result['parse_seconds'] / base:.2f}x .import); the rest is SQLite: rows, the "
               f"address index, memberships, the WAL commit")
+        print_phases(result)
         small_result = newsletter_import(small, tmp / "small.db")
         print(f"peak RSS  {args.rows:>9,} rows: {result['peak_kib'] / 1024:6.1f} MiB "
               f"(after start-up {result['before_kib'] / 1024:.1f} MiB)")
@@ -147,6 +181,7 @@ def main() -> int:
                   f"{result['count']:,}: {again['seconds']:.2f} s = "
                   f"{again['seconds'] / base:.2f}x sqlite3 .import; peak RSS "
                   f"{again['peak_kib'] / 1024:.1f} MiB")
+            print_phases(again)
     return 0
 
 
