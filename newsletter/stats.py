@@ -38,6 +38,7 @@ class EditionStats:
     sent: int
     failed: int
     pending: int
+    skipped: int = 0  # readers who left (unsubscribed, bounced, erased) while the send ran
     delivered: int = 0
     hard_bounces: int = 0
     soft_bounces: int = 0
@@ -104,7 +105,8 @@ def all_stats(conn: sqlite3.Connection) -> list[EditionStats]:
 def _stats(conn: sqlite3.Connection, send: sqlite3.Row, *, with_links: bool) -> EditionStats:
     ledger = conn.execute(
         "SELECT COALESCE(SUM(state = 'sent'), 0), COALESCE(SUM(state = 'failed'), 0), "
-        "COALESCE(SUM(state IN ('pending', 'sending')), 0) FROM deliveries WHERE send_id = ?",
+        "COALESCE(SUM(state IN ('pending', 'sending')), 0), COALESCE(SUM(state = 'skipped'), 0) "
+        "FROM deliveries WHERE send_id = ?",
         (send["id"],),
     ).fetchone()
     events = conn.execute(_PER_READER, (send["id"],)).fetchone()
@@ -112,6 +114,7 @@ def _stats(conn: sqlite3.Connection, send: sqlite3.Row, *, with_links: bool) -> 
         slug=send["slug"], subject=send["subject"], list_name=send["list_name"],
         created_at=send["created_at"], finished_at=send["finished_at"],
         recipients=send["recipients"], sent=ledger[0], failed=ledger[1], pending=ledger[2],
+        skipped=ledger[3],
         delivered=events["delivered"] or 0, hard_bounces=events["hard"] or 0,
         soft_bounces=events["soft"] or 0, complaints=events["complained"] or 0,
         unique_opens=events["opened"] or 0, unique_clicks=events["clicked"] or 0,

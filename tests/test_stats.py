@@ -67,6 +67,17 @@ def test_edition_figures(sent):
     assert "complaint rate 1.00% far above 0.05%" in s.warnings[1]
 
 
+def test_readers_who_left_mid_send_are_counted_as_skipped(sent):
+    conn = connect(sqlite_path(sent.database_url))
+    send_id = conn.execute("SELECT id FROM sends WHERE slug = '2026-11-24'").fetchone()[0]
+    conn.execute("UPDATE deliveries SET state = 'skipped' WHERE send_id = ? AND email = 'reader199@example.com'",
+                 (send_id,))
+    s = edition_stats(conn, "2026-11-24")
+    conn.close()
+    assert (s.recipients, s.sent, s.skipped, s.failed, s.pending) == (200, 199, 1, 0, 0)
+    assert s.as_dict()["skipped"] == 1
+
+
 def test_a_clean_edition_has_no_warnings_and_editions_come_newest_first(sent):
     conn = connect(sqlite_path(sent.database_url))
     found = all_stats(conn)

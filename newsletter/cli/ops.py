@@ -144,6 +144,7 @@ def _render_stats(found, *, detailed: bool) -> None:
     if detailed:
         s = found[0]
         typer.echo(f"subject: {s.subject}  list: {s.list_name}  failed: {s.failed}  pending: {s.pending}"
+                   f"  skipped: {s.skipped}"
                    f"  delayed: {s.delayed}")
         for link in s.top_links:
             typer.echo(f"  {link.unique_clicks:>5} readers {link.clicks:>5} clicks  {link.url}")
