@@ -31,7 +31,8 @@ EN: dict[str, str] = {
                   "Open it within {hours} hours to start your subscription. "
                   "If you are already subscribed, nothing changes.",
     "subscribed.title": "Thank you for subscribing",
-    "subscribed.body": "If {email} can receive mail from us, the next edition of {name} will arrive there.",
+    "subscribed.body": "If {email} can receive mail from us, the next edition of {name} will arrive there. "
+                       "(An address that unsubscribed before gets a confirmation link first.)",
     "confirmed.title": "Subscription confirmed",
     "confirmed.body": "Thank you. {email} will receive {lists}.",
     "limited.title": "Too many requests",
@@ -103,7 +104,8 @@ ZH: dict[str, str] = {
     "check.body": "如果 {email} 能收到我们的邮件，确认链接已在路上。请在 {hours} 小时内打开它以开始订阅。"
                   "如果你已经订阅，则一切不变。",
     "subscribed.title": "感谢订阅",
-    "subscribed.body": "如果 {email} 能收到我们的邮件，下一期《{name}》将发送到这个地址。",
+    "subscribed.body": "如果 {email} 能收到我们的邮件，下一期《{name}》将发送到这个地址。"
+                       "（曾经退订的地址会先收到一封确认邮件。）",
     "confirmed.title": "订阅已确认",
     "confirmed.body": "谢谢！{email} 将收到{lists}。",
     "limited.title": "请求过于频繁",

@@ -127,6 +127,20 @@ def test_single_opt_in_list_is_active_at_once(site):
     assert "/preferences/" in text_of(welcome)
 
 
+def test_returning_reader_must_confirm_even_a_single_opt_in_list(site):
+    _, config, client = site()
+    sub, ids = active_reader(config, "back@example.org", lists=("weekly",))
+    with open_store(config) as store:
+        store.unsubscribe(sub.id, ids["weekly"])
+    answer = client.post("/subscribe", data={"email": "back@example.org", "list": "weekly"})
+    # the page is the same for every address (no enumeration) and says a confirmation may come
+    assert answer.status_code == 200 and "confirmation link first" in answer.text
+    [confirm] = mails_to(config, "back@example.org")
+    assert membership(config, "back@example.org", "weekly")[1] != MembershipStatus.ACTIVE
+    assert client.get(link_in(confirm, "confirm")).status_code == 200
+    assert membership(config, "back@example.org", "weekly")[1] == MembershipStatus.ACTIVE
+
+
 def test_plain_form_from_another_site_works_without_csrf_token(site):
     _, config, client = site()
     answer = client.post("/subscribe", content="email=ext%40example.org&list=daily&list=weekly",
