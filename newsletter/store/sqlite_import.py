@@ -126,7 +126,7 @@ def _stage(conn, rows: Iterable[ImportRow], *, with_hash: bool) -> None:
     # ?2 (the line number) is not kept: it only matters for messages, given while parsing
     sql = ("INSERT INTO temp.import_rows (key, email, name, attributes, status, hash) "
            f"VALUES (?1, nullif(?3, ?1), ?4, ?5, ?6, {'?7' if with_hash else 'NULL'})")
-    while batch := list(itertools.islice(rows, _BATCH)):
+    while batch := list(itertools.islice(rows, sqlite_bulk.ROWS_PER_CALL)):
         conn.executemany(sql, batch)
 
 
