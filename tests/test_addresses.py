@@ -19,6 +19,7 @@ AGREEMENT = [
     "a@" + "l" * 63 + ".com", "a@" + "l" * 64 + ".com",
     "a@" + ".".join(["abcdefghij"] * 24) + ".com",
     "{weird}|~!@example.com", "a/b=c?d^e`f@example.com",
+    "a@foo.-bar.com", "a@foo-.bar.com",  # label edges the old fast path let through
 ]
 
 
