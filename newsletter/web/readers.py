@@ -30,19 +30,21 @@ def mask_email(email: str) -> str:
     return f"{local[0]}***@{domain}"
 
 
-def _claims(ctx: WebContext, purpose: str, request: Request) -> TokenClaims | None:
+def _verified(request: Request, purpose: str) -> tuple[WebContext, str, TokenClaims | None]:
+    """The context, the reader's language and the token's claims (None when it fails
+    verification: the caller answers ``ctx.bad_link(lang)`` and looks nothing up)."""
+    ctx: WebContext = request.app.state.ctx
+    lang = ctx.lang(request)
     try:
-        return verify_token(ctx.secret, purpose, request.path_params["token"])
+        return ctx, lang, verify_token(ctx.secret, purpose, request.path_params["token"])
     except TokenError:
-        return None
+        return ctx, lang, None
 
 
 # -- unsubscribe ---------------------------------------------------------------------------
 
 async def unsubscribe_page(request: Request) -> Response:
-    ctx: WebContext = request.app.state.ctx
-    lang = ctx.lang(request)
-    claims = _claims(ctx, "unsubscribe", request)
+    ctx, lang, claims = _verified(request, "unsubscribe")
     if claims is None:
         return ctx.bad_link(lang)
     return await run_in_threadpool(_unsubscribe_page, ctx, lang, claims)
@@ -66,9 +68,7 @@ def _unsubscribe_page(ctx: WebContext, lang: str, claims: TokenClaims) -> Respon
 
 async def unsubscribe_post(request: Request) -> Response:
     """One short transaction; idempotent; 200 with a small page (never a redirect)."""
-    ctx: WebContext = request.app.state.ctx
-    lang = ctx.lang(request)
-    claims = _claims(ctx, "unsubscribe", request)
+    ctx, lang, claims = _verified(request, "unsubscribe")
     if claims is None:
         return ctx.bad_link(lang)
     async for _ in request.stream():  # the body says nothing we need; drain it
@@ -112,9 +112,7 @@ def _unsubscribed(ctx: WebContext, lang: str, email: str | None, lst) -> Respons
 # -- preferences ---------------------------------------------------------------------------
 
 async def preferences_page(request: Request) -> Response:
-    ctx: WebContext = request.app.state.ctx
-    lang = ctx.lang(request)
-    claims = _claims(ctx, "preferences", request)
+    ctx, lang, claims = _verified(request, "preferences")
     if claims is None:
         return ctx.bad_link(lang)
     saved = request.query_params.get("saved") == "1"
@@ -154,9 +152,7 @@ def _preferences(ctx: WebContext, lang: str, claims: TokenClaims, saved: bool, e
 
 
 async def preferences_post(request: Request) -> Response:
-    ctx: WebContext = request.app.state.ctx
-    lang = ctx.lang(request)
-    claims = _claims(ctx, "preferences", request)
+    ctx, lang, claims = _verified(request, "preferences")
     if claims is None:
         return ctx.bad_link(lang)
     try:
@@ -191,14 +187,13 @@ def _save_preferences(ctx: WebContext, lang: str, claims: TokenClaims, fields: l
 
 
 async def my_data(request: Request) -> Response:
-    ctx: WebContext = request.app.state.ctx
-    claims = _claims(ctx, "preferences", request)
+    ctx, lang, claims = _verified(request, "preferences")
     if claims is None:
-        return ctx.bad_link(ctx.lang(request))
+        return ctx.bad_link(lang)
     data = await run_in_threadpool(lambda: ctx.store().export_subscriber(claims.subscriber_id)
                                    if ctx.store().get_subscriber_by_id(claims.subscriber_id) else None)
     if data is None:
-        return ctx.bad_link(ctx.lang(request))
+        return ctx.bad_link(lang)
     body = json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n"
     return Response(body, media_type="application/json", headers={
         **PRIVATE, "Content-Disposition": 'attachment; filename="my-newsletter-data.json"'})
