@@ -33,51 +33,44 @@ def preferences_url(config: Config, secret: bytes, subscriber_id: int) -> str:
     return f"{base_url(config)}/preferences/{make_token(secret, 'preferences', subscriber_id, 0)}"
 
 
-def _render(env: Environment, config: Config, lang: str, name: str, values: dict) -> tuple[str, str]:
-    context = page_values(config, lang, **values)
-    text = env.get_template(f"transactional/{name}.txt").render(context)
-    html = env.get_template(f"transactional/{name}.html").render(context)
-    return text, html
-
-
 def _greeting(lang: str, name: str) -> str:
     t = translator(lang)
     return t("mail.hello", name=name) if name.strip() else t("mail.hello_anon")
+
+
+def _mail(config: Config, env: Environment, lang: str, kind: str, *, email: str, name: str,
+          list_names: Sequence[str], values: dict):
+    """One transactional message: ``transactional/{kind}.txt`` and ``.html`` rendered with the
+    subject ``mail.{kind}_subject``, the greeting, the quoted list names and ``values``."""
+    from newsletter.message import simple_message
+
+    subject = translator(lang)(f"mail.{kind}_subject", name=config.name)
+    context = page_values(config, lang, subject=subject, greeting=_greeting(lang, name),
+                          lists=quote_list_names(list(list_names), lang), **values)
+    text = env.get_template(f"transactional/{kind}.txt").render(context)
+    html = env.get_template(f"transactional/{kind}.html").render(context)
+    return simple_message(config, to_email=email, to_name=name, subject=subject, text=text, html=html,
+                          extra_headers={"Auto-Submitted": "auto-generated"})
 
 
 def confirmation_message(config: Config, secret: bytes, env: Environment, *, subscriber_id: int,
                          email: str, name: str, list_ids: Sequence[int], list_names: Sequence[str],
                          lang: str, now: float | None = None):
     """The double opt-in request: one link confirming the lists in ``list_ids``."""
-    from newsletter.message import simple_message
-
-    t = translator(lang)
     list_id = list_ids[0] if len(list_ids) == 1 else 0  # 0: every pending list of this reader
-    subject = t("mail.confirm_subject", name=config.name)
-    text, html = _render(env, config, lang, "confirm", {
-        "subject": subject, "greeting": _greeting(lang, name),
-        "lists": quote_list_names(list(list_names), lang), "hours": config.web.confirm_ttl_hours,
+    return _mail(config, env, lang, "confirm", email=email, name=name, list_names=list_names, values={
+        "hours": config.web.confirm_ttl_hours,
         "confirm_url": confirm_url(config, secret, subscriber_id, list_id, now=now),
     })
-    return simple_message(config, to_email=email, to_name=name, subject=subject, text=text, html=html,
-                          extra_headers={"Auto-Submitted": "auto-generated"})
 
 
 def welcome_message(config: Config, secret: bytes, env: Environment, *, subscriber_id: int,
                     email: str, name: str, list_names: Sequence[str], lang: str):
     """The note sent once a subscription is active."""
-    from newsletter.message import simple_message
-
-    t = translator(lang)
-    subject = t("mail.welcome_subject", name=config.name)
-    text, html = _render(env, config, lang, "welcome", {
-        "subject": subject, "greeting": _greeting(lang, name),
-        "lists": quote_list_names(list(list_names), lang),
+    return _mail(config, env, lang, "welcome", email=email, name=name, list_names=list_names, values={
         "archive_url": f"{base_url(config)}/archive",
         "preferences_url": preferences_url(config, secret, subscriber_id),
     })
-    return simple_message(config, to_email=email, to_name=name, subject=subject, text=text, html=html,
-                          extra_headers={"Auto-Submitted": "auto-generated"})
 
 
 def deliver(config: Config, message) -> None:
