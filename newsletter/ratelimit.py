@@ -51,10 +51,7 @@ class RateLimiter:
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            (count,) = conn.execute(
-                "SELECT count(*) FROM rate_events WHERE bucket = ? AND at > ?", (bucket, now - window)
-            ).fetchone()
-            allowed = count < limit
+            allowed = self.count(bucket, window, now=now) < limit
             if allowed:
                 conn.execute("INSERT INTO rate_events (bucket, at) VALUES (?, ?)", (bucket, now))
             conn.execute("COMMIT")
