@@ -438,3 +438,12 @@ def test_serve_without_a_secret_is_one_line_and_exit_2(project, cli):
     result = cli("serve", "--port", "1")
     assert result.exit_code == 2
     assert result.output.strip().startswith("error: no secret") and "Traceback" not in result.output
+
+
+def test_form_with_too_many_fields_is_refused_not_a_server_error(site):
+    _, config, client = site()
+    body = "email=many%40example.org&list=daily&" + "&".join(["x=1"] * 200)
+    page = client.post("/subscribe", content=body, headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert page.status_code == 413
+    with open_store(config) as store:
+        assert store.get_subscriber("many@example.org") is None

@@ -49,7 +49,10 @@ async def read_form(request: Request) -> list[tuple[str, str]]:
         body += chunk
         if len(body) > MAX_FORM_BYTES:
             raise FormTooLarge()
-    return parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=100)
+    try:
+        return parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=100)
+    except ValueError:  # more than 100 fields: refused like an oversized body, not a 500
+        raise FormTooLarge() from None
 
 
 def parse_signup(fields: list[tuple[str, str]]) -> SignupForm:
