@@ -18,7 +18,9 @@ from starlette.responses import HTMLResponse
 from newsletter.config import Config, load_secret
 from newsletter.i18n import pick_lang, translator
 from newsletter.ratelimit import RateLimiter
+from newsletter.errors import TokenError
 from newsletter.store.db import sqlite_path
+from newsletter.tokens import TokenClaims, verify_token
 from newsletter.web.templating import base_path, base_url, page_values, template_env
 
 # Token pages must not leak their URL (Referer), be framed, or be cached by a shared proxy.
@@ -145,3 +147,14 @@ class WebContext:
         t = translator(lang)
         return self.message(lang, "bad_link.title", t("bad_link.body"), status=400,
                             link={"href": f"{self.base_path}/subscribe", "text": t("archive.subscribe")})
+
+
+def verified(request: Request, purpose: str) -> tuple[WebContext, str, TokenClaims | None]:
+    """The context, the reader's language and the token's claims (None when it fails
+    verification: the caller answers ``ctx.bad_link(lang)`` and looks nothing up)."""
+    ctx: WebContext = request.app.state.ctx
+    lang = ctx.lang(request)
+    try:
+        return ctx, lang, verify_token(ctx.secret, purpose, request.path_params["token"])
+    except TokenError:
+        return ctx, lang, None

@@ -14,11 +14,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from newsletter.errors import NewsletterError, TokenError, ValidationError
+from newsletter.errors import NewsletterError, ValidationError
 from newsletter.i18n import quote_list_names
 from newsletter.store.models import MembershipStatus, SubscriberStatus
-from newsletter.tokens import TokenClaims, make_token, verify_token
-from newsletter.web.context import PRIVATE, WebContext
+from newsletter.tokens import TokenClaims, make_token
+from newsletter.web.context import PRIVATE, WebContext, verified
 from newsletter.web.signup import MAX_NAME, FormTooLarge, read_form
 
 
@@ -30,21 +30,10 @@ def mask_email(email: str) -> str:
     return f"{local[0]}***@{domain}"
 
 
-def _verified(request: Request, purpose: str) -> tuple[WebContext, str, TokenClaims | None]:
-    """The context, the reader's language and the token's claims (None when it fails
-    verification: the caller answers ``ctx.bad_link(lang)`` and looks nothing up)."""
-    ctx: WebContext = request.app.state.ctx
-    lang = ctx.lang(request)
-    try:
-        return ctx, lang, verify_token(ctx.secret, purpose, request.path_params["token"])
-    except TokenError:
-        return ctx, lang, None
-
-
 # -- unsubscribe ---------------------------------------------------------------------------
 
 async def unsubscribe_page(request: Request) -> Response:
-    ctx, lang, claims = _verified(request, "unsubscribe")
+    ctx, lang, claims = verified(request, "unsubscribe")
     if claims is None:
         return ctx.bad_link(lang)
     return await run_in_threadpool(_unsubscribe_page, ctx, lang, claims)
@@ -68,7 +57,7 @@ def _unsubscribe_page(ctx: WebContext, lang: str, claims: TokenClaims) -> Respon
 
 async def unsubscribe_post(request: Request) -> Response:
     """One short transaction; idempotent; 200 with a small page (never a redirect)."""
-    ctx, lang, claims = _verified(request, "unsubscribe")
+    ctx, lang, claims = verified(request, "unsubscribe")
     if claims is None:
         return ctx.bad_link(lang)
     async for _ in request.stream():  # the body says nothing we need; drain it
@@ -112,7 +101,7 @@ def _unsubscribed(ctx: WebContext, lang: str, email: str | None, lst) -> Respons
 # -- preferences ---------------------------------------------------------------------------
 
 async def preferences_page(request: Request) -> Response:
-    ctx, lang, claims = _verified(request, "preferences")
+    ctx, lang, claims = verified(request, "preferences")
     if claims is None:
         return ctx.bad_link(lang)
     saved = request.query_params.get("saved") == "1"
@@ -152,7 +141,7 @@ def _preferences(ctx: WebContext, lang: str, claims: TokenClaims, saved: bool, e
 
 
 async def preferences_post(request: Request) -> Response:
-    ctx, lang, claims = _verified(request, "preferences")
+    ctx, lang, claims = verified(request, "preferences")
     if claims is None:
         return ctx.bad_link(lang)
     try:
@@ -187,7 +176,7 @@ def _save_preferences(ctx: WebContext, lang: str, claims: TokenClaims, fields: l
 
 
 async def my_data(request: Request) -> Response:
-    ctx, lang, claims = _verified(request, "preferences")
+    ctx, lang, claims = verified(request, "preferences")
     if claims is None:
         return ctx.bad_link(lang)
     data = await run_in_threadpool(lambda: ctx.store().export_subscriber(claims.subscriber_id)

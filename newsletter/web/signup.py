@@ -15,12 +15,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from newsletter.errors import NewsletterError, TokenError, ValidationError
+from newsletter.errors import NewsletterError, ValidationError
 from newsletter.ratelimit import address_bucket
 from newsletter.store.models import MembershipStatus, OptIn
-from newsletter.tokens import verify_token
 from newsletter.web import mail
-from newsletter.web.context import WebContext
+from newsletter.web.context import WebContext, verified
 
 MAX_FORM_BYTES = 16 * 1024
 MAX_NAME = 200
@@ -159,11 +158,8 @@ def _send_signup_mail(ctx: WebContext, lang: str, result) -> None:
 
 
 async def confirm(request: Request) -> Response:
-    ctx: WebContext = request.app.state.ctx
-    lang = ctx.lang(request)
-    try:
-        claims = verify_token(ctx.secret, "confirm", request.path_params["token"])
-    except TokenError:
+    ctx, lang, claims = verified(request, "confirm")
+    if claims is None:
         return ctx.bad_link(lang)
     return await run_in_threadpool(_confirm, ctx, lang, claims.subscriber_id, claims.list_id)
 
