@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from newsletter.config import Config
+from newsletter.errors import ValidationError
 from newsletter.i18n import translator
 from newsletter.rendered import PLACEHOLDER_RE, RenderedEmail, parse_placeholder
 from newsletter.web.templating import base_path, base_url, page_values, template_env
@@ -208,8 +209,11 @@ def build_archive(config: Config, out: Path, *, progress=None) -> list[Path]:
 
 
 def _write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    except OSError as err:  # an unwritable --output: one line, not a traceback
+        raise ValidationError(f"cannot write: {err.strerror or err}", file=path) from None
     return path

@@ -169,6 +169,13 @@ def test_archive_build_with_nothing_sent(project, cli, tmp_path):
     assert "No editions yet." in (tmp_path / "empty" / "archive" / "index.html").read_text(encoding="utf-8")
 
 
+def test_archive_build_into_an_unwritable_place_is_one_line_and_exit_2(project, cli, tmp_path):
+    (tmp_path / "file").write_text("not a folder", encoding="utf-8")
+    result = cli("archive", "build", "-o", tmp_path / "file" / "site")
+    assert result.exit_code == 2
+    assert "cannot write" in result.output and "Traceback" not in result.output
+
+
 def test_chinese_newsletter_archive(archive_site, project):
     toml = (project / "newsletter.toml").read_text(encoding="utf-8").replace('lang = "en"', 'lang = "zh-CN"')
     (project / "newsletter.toml").write_text(toml, encoding="utf-8")
