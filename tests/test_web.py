@@ -353,6 +353,8 @@ def test_preferences_change_lists_and_name_and_download_data(site):
     assert gone.status_code == 200
     with open_store(config) as store:
         assert store.get_subscriber_by_id(sub.id).status == SubscriberStatus.UNSUBSCRIBED
+        store.erase(sub.email)
+    assert client.get(url + "/data.json").status_code == 400  # erased: nothing left to download
 
 
 def test_unsubscribe_page_links_to_preferences(site):

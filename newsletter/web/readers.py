@@ -179,13 +179,19 @@ async def my_data(request: Request) -> Response:
     ctx, lang, claims = verified(request, "preferences")
     if claims is None:
         return ctx.bad_link(lang)
-    data = await run_in_threadpool(lambda: ctx.store().export_subscriber(claims.subscriber_id)
-                                   if ctx.store().get_subscriber_by_id(claims.subscriber_id) else None)
+    data = await run_in_threadpool(_export, ctx, claims.subscriber_id)
     if data is None:
         return ctx.bad_link(lang)
     body = json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n"
     return Response(body, media_type="application/json", headers={
         **PRIVATE, "Content-Disposition": 'attachment; filename="my-newsletter-data.json"'})
+
+
+def _export(ctx: WebContext, subscriber_id: int) -> dict | None:
+    try:
+        return ctx.store().export_subscriber(subscriber_id)
+    except ValidationError:  # erased since the link was sent
+        return None
 
 
 async def use_email_link(request: Request) -> Response:
