@@ -105,7 +105,7 @@ def load_edition(path: str | Path, *, config: Config, essay_path: str | Path | N
     Raises ``EditionError`` (file and line) on anything that does not fit the format.
     """
     path = Path(path)
-    text = _read(path)
+    text = read_source(path)
     edition = parse_edition(text, path=path, config=config)
     if essay_path is not None:
         from newsletter.essay import load_essay
@@ -114,13 +114,15 @@ def load_edition(path: str | Path, *, config: Config, essay_path: str | Path | N
     return edition
 
 
-def _read(path: Path) -> str:
+def read_source(path: Path, kind: str = "edition", example: str = " (editions/<date>.md)") -> str:
+    """The UTF-8 text of an edition (or ``kind``) file, BOM dropped; unreadable files are an
+    ``EditionError`` naming the file."""
     try:
         return path.read_text(encoding="utf-8").removeprefix("\ufeff")
     except FileNotFoundError:
-        raise EditionError("no such edition file", file=path) from None
+        raise EditionError(f"no such {kind} file", file=path) from None
     except IsADirectoryError:
-        raise EditionError("is a folder, expected an edition file (editions/<date>.md)", file=path) from None
+        raise EditionError(f"is a folder, expected an {kind} file{example}", file=path) from None
     except UnicodeDecodeError:
         raise EditionError("not UTF-8 text", file=path) from None
     except OSError as err:

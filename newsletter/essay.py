@@ -13,7 +13,7 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
-from newsletter.edition import Block, BlockKind, Essay
+from newsletter.edition import Block, BlockKind, Essay, read_source
 from newsletter.errors import EditionError
 from newsletter.markdown import escape
 
@@ -36,14 +36,7 @@ DEBRIS_MAX = 16  # trailing lines this short without sentence punctuation are pa
 def load_essay(path: str | Path) -> Essay:
     """Read the essay at ``path``: ``.md`` files as Markdown, anything else as a pasted article."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8").removeprefix("\ufeff")
-    except FileNotFoundError:
-        raise EditionError("no such essay file", file=path) from None
-    except UnicodeDecodeError:
-        raise EditionError("not UTF-8 text", file=path) from None
-    except OSError as err:
-        raise EditionError(f"cannot read: {err.strerror}", file=path) from None
+    text = read_source(path, "essay", "")
     essay = markdown_essay(text) if path.suffix.lower() in (".md", ".markdown") else pasted_essay(text)
     if not essay.blocks and not essay.heading:
         raise EditionError("essay file is empty: expected a title line and paragraphs", file=path, line=1)
