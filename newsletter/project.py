@@ -108,12 +108,13 @@ def add_item(path: Path, url: str, title: str, summary: str, *, config: Config) 
 
     The edition must parse before and after; the file is replaced atomically.
     """
-    from newsletter.edition import load_edition, parse_edition
+    from newsletter.edition import parse_edition, read_source
 
     url, title, summary = _validated(url, title, summary)
-    edition = load_edition(path, config=config)
+    source = read_source(path)  # read once: the parse and the splice see the same text
+    edition = parse_edition(source, path=path, config=config)
     number = len(edition.items) + 1
-    lines = path.read_text(encoding="utf-8").removeprefix("\ufeff").split("\n")
+    lines = source.split("\n")
     block = _item_lines(number, url, title, summary)
     if edition.items:
         at = _last_content_line(lines, edition.items[-1].end)
