@@ -75,8 +75,8 @@ def block_text(block: Block) -> str:
 
 def _footer(edition: Edition, config: Config, lab: dict[str, str], url: str) -> str:
     lines = [wrap(lab["why"].format(name=config.name, email=placeholder("email"))), "",
-             f"{lab['unsubscribe_text']}: {placeholder('unsubscribe_url')}",
-             f"{lab['preferences_text']}: {placeholder('preferences_url')}",
+             f"{lab['unsubscribe']}: {placeholder('unsubscribe_url')}",
+             f"{lab['preferences']}: {placeholder('preferences_url')}",
              f"{lab['view_in_browser']}: {url}"]
     if config.postal_address:
         lines += ["", config.postal_address]

@@ -45,8 +45,6 @@ LABELS = {
         "preferences": "订阅设置",
         "view_in_browser": "在浏览器中查看",
         "essay": "编者按",
-        "unsubscribe_text": "退订",
-        "preferences_text": "订阅设置",
     },
     "en": {
         "number": "No. {n}",
@@ -55,8 +53,6 @@ LABELS = {
         "preferences": "Preferences",
         "view_in_browser": "View in browser",
         "essay": "Essay",
-        "unsubscribe_text": "Unsubscribe",
-        "preferences_text": "Preferences",
     },
 }
 
