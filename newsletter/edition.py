@@ -40,6 +40,11 @@ class BlockKind(str, Enum):
     CODE = "code"
 
 
+def paragraphs(text: str) -> list[str]:
+    """The paragraphs of a summary or quote (the model separates them by a blank line)."""
+    return [p for p in text.split("\n\n") if p.strip()]
+
+
 @dataclass(frozen=True)
 class Block:
     """One block of the lede or essay. ``text`` is inline Markdown (raw text for code); a list

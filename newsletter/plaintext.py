@@ -11,7 +11,7 @@ from __future__ import annotations
 import textwrap
 from typing import TYPE_CHECKING
 
-from newsletter.edition import Block, BlockKind, Edition
+from newsletter.edition import Block, BlockKind, Edition, paragraphs
 from newsletter.markdown import cjk_ratio, is_cjk, plain_text
 from newsletter.rendered import placeholder
 
@@ -48,7 +48,7 @@ def _item_text(item) -> str:
     head = f"{item.number}. {item.title}"
     indent = " " * (len(str(item.number)) + 2)
     lines = [wrap(head, subsequent_indent=indent)]
-    for paragraph in (p for p in item.summary.split("\n\n") if p.strip()):
+    for paragraph in paragraphs(item.summary):
         lines.append(wrap(plain_text(paragraph), initial_indent=indent, subsequent_indent=indent))
     lines.append(indent + item.url)
     return "\n".join(lines)
@@ -62,7 +62,7 @@ def block_text(block: Block) -> str:
         return plain_text(block.text).upper() if cjk_ratio(block.text) < 0.5 else plain_text(block.text)
     if block.kind is BlockKind.QUOTE:
         paras = [wrap(plain_text(p), initial_indent="> ", subsequent_indent="> ")
-                 for p in block.text.split("\n\n") if p.strip()]
+                 for p in paragraphs(block.text)]
         return "\n>\n".join(paras)
     if block.kind in (BlockKind.LIST, BlockKind.ORDERED_LIST):
         out = []

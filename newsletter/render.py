@@ -15,7 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from newsletter.edition import Block, BlockKind, Edition
+from newsletter.edition import Block, BlockKind, Edition, paragraphs
 from newsletter.errors import RenderError
 from newsletter.markdown import SAFE_SCHEMES, Link, inline_html
 from newsletter.rendered import RenderedEmail, placeholder
@@ -253,7 +253,7 @@ def _item_view(item) -> dict[str, Any]:
     from markupsafe import Markup
 
     href = item.url if Link(item.url, item.title).scheme in SAFE_SCHEMES else ""
-    summary = [Markup(inline_html(p)) for p in item.summary.split("\n\n") if p.strip()]
+    summary = [Markup(inline_html(p)) for p in paragraphs(item.summary)]
     return {"number": item.number, "title": item.title, "href": href, "domain": item.domain, "summary": summary}
 
 
@@ -272,7 +272,7 @@ def block_html(block: Block) -> Markup:
     if block.kind is BlockKind.HEADING:
         return Markup(f"<h3>{inline_html(block.text)}</h3>")
     if block.kind is BlockKind.QUOTE:
-        inner = "".join(f"<p>{inline_html(p)}</p>" for p in block.text.split("\n\n") if p.strip())
+        inner = "".join(f"<p>{inline_html(p)}</p>" for p in paragraphs(block.text))
         return Markup(f"<blockquote>{inner}</blockquote>")
     if block.kind in (BlockKind.LIST, BlockKind.ORDERED_LIST):
         tag = "ul" if block.kind is BlockKind.LIST else "ol"
