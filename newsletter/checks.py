@@ -66,10 +66,11 @@ def check_edition(edition: Edition, rendered: RenderedEmail, config: Config | No
 
     ``config`` adds the checks on configuration the email depends on (the footer's postal address).
     """
+    found = _source_links(edition)  # parsed once: both link and image checks read them
     findings = [
         *_size(rendered),
-        *_links(edition),
-        *_images(edition, rendered),
+        *_links(edition, found),
+        *_images(found, rendered),
         *_fields(edition, rendered, config),
         *_placeholders(edition),
     ]
@@ -100,10 +101,14 @@ def _sources(edition: Edition) -> Iterator[tuple[str, int | None, str | None]]:
                 yield from ((t, block.line, file) for t in (block.text, *block.entries))
 
 
-def _links(edition: Edition) -> Iterator[Finding]:
-    found = [(Link(item.url, item.title), item.line, None) for item in edition.items]
-    found += [(link, line, file) for text, line, file in _sources(edition) if text for link in links(text)]
-    for link, line, file in found:
+def _source_links(edition: Edition) -> list[tuple[Link, int | None, str | None]]:
+    """Every link and image in editor-written Markdown: ``(link, line, file)``."""
+    return [(link, line, file) for text, line, file in _sources(edition) if text for link in links(text)]
+
+
+def _links(edition: Edition, found: list[tuple[Link, int | None, str | None]]) -> Iterator[Finding]:
+    items = [(Link(item.url, item.title), item.line, None) for item in edition.items]
+    for link, line, file in items + found:
         kind = "image" if link.image else "link"
         if link.scheme and not link.safe:
             yield Finding(Level.ERROR, "unsafe-link",
@@ -116,14 +121,13 @@ def _links(edition: Edition) -> Iterator[Finding]:
             yield Finding(Level.WARNING, "insecure-link", f"non-https {kind} {link.url[:80]}", line, file)
 
 
-def _images(edition: Edition, rendered: RenderedEmail) -> Iterator[Finding]:
+def _images(found: list[tuple[Link, int | None, str | None]], rendered: RenderedEmail) -> Iterator[Finding]:
     """Markdown images without alt text (with their line), else any such ``<img>`` in the HTML."""
-    found = [Finding(Level.ERROR, "image-alt", f"image without alt text: {link.url[:80]} (write ![what it shows](url))",
-                     line, file)
-             for text, line, file in _sources(edition) if text
-             for link in links(text) if link.image and not link.text.strip()]
-    yield from found
-    if found:
+    missing = [Finding(Level.ERROR, "image-alt",
+                       f"image without alt text: {link.url[:80]} (write ![what it shows](url))", line, file)
+               for link, line, file in found if link.image and not link.text.strip()]
+    yield from missing
+    if missing:
         return
     for tag in _IMG_RE.findall(rendered.html):
         if not _ALT_RE.search(tag):
