@@ -97,9 +97,17 @@ def new_edition(config: Config, day: date_type | None = None, *, now: datetime |
         raise ValidationError("already exists; edit it, or pick another --date", file=path)
     text = Template((SKELETONS / "edition.md").read_text(encoding="utf-8")).substitute(
         date=stamp.isoformat(timespec="seconds"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("x", encoding="utf-8") as fh:  # "x": a file made meanwhile is never clobbered
-        fh.write(text)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("x", encoding="utf-8") as fh:  # "x": a file made meanwhile is never clobbered
+            fh.write(text)
+    except FileExistsError as err:
+        if Path(err.filename) == path:
+            raise ValidationError("already exists; edit it, or pick another --date", file=path) from None
+        raise ValidationError(f"cannot create the edition: {err.filename} is a file, expected a folder",
+                              file=path) from None
+    except OSError as err:
+        raise ValidationError(f"cannot create the edition: {err.strerror}", file=path) from None
     return path
 
 
@@ -171,5 +179,8 @@ def _has_content_after(lines: list[str], at: int) -> bool:
 
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as err:
+        raise EditionError(f"cannot write: {err.strerror} ({err.filename})", file=path) from None

@@ -96,6 +96,21 @@ def test_add_to_an_edition_without_items(cli, project):
     assert [i.title for i in load_edition(lede_only, config=load_config()).items] == ["Only"]
 
 
+def test_new_and_add_report_unwritable_places_in_one_line(cli, project):
+    path = project / "e.md"
+    path.write_text("---\ntitle: T\ndate: 2025-01-02T08:00:00+00:00\n---\n\nLede.\n")
+    (project / ".e.md.tmp").mkdir()  # the atomic write's temporary file cannot be made
+    added = cli("add", path, "https://a.example/", "--title", "First")
+    assert added.exit_code == 2 and "cannot write" in added.output and "Traceback" not in added.output
+    assert "First" not in path.read_text(encoding="utf-8")
+    editions = project / "editions"
+    if editions.is_dir():
+        editions.rmdir()
+    editions.write_text("")  # a file where the editions folder should be
+    made = cli("new", "--date", "2026-01-05")
+    assert made.exit_code == 2 and "expected a folder" in made.output and "Traceback" not in made.output
+
+
 def test_add_refuses_bad_urls(cli, example):
     result = cli("add", example, "javascript:alert(1)", "--title", "x")
     assert result.exit_code == 2 and "not an http(s) address" in result.output
