@@ -405,7 +405,8 @@ def send_test(job: SendJob, addresses: Iterable[str]) -> SendReport:
     template = MessageTemplate(job.rendered, job.context(subject_prefix="[TEST] "))
     info = ProgressInfo(total=0)
     report = SendReport(slug=job.rendered.slug, progress=info)
-    stop, bucket = threading.Event(), TokenBucket(send_limits(job.transport).max_rate if send_limits(job.transport) else None)  # type: ignore[arg-type,union-attr]
+    limits = job._limits()  # asked once (SES: one GetSendQuota); a quota SES won't show is a warning
+    stop, bucket = threading.Event(), TokenBucket(limits.max_rate if limits else None)
     started = time.monotonic()
     for number, address in enumerate(addresses, start=1):
         info.total += 1
