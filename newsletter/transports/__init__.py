@@ -1,9 +1,9 @@
 """Transports: where finished messages go (local outbox, Amazon SES, SMTP).
 
 ``open_transport(config, name)`` is the one way callers get one. Every transport raises only
-``TransportError`` (classified retryable / permanent / fatal) from ``send``. A transport may also
-answer ``limits()`` with the provider's sending limits (SES does; the others have none) and
-``describe()`` with one line for the person about to send.
+``TransportError`` (classified retryable / permanent / fatal) from ``send``. ``limits()`` gives
+the provider's sending limits (SES has some; the others answer None) and ``describe()`` one line
+for the person about to send.
 """
 
 from __future__ import annotations
@@ -54,11 +54,9 @@ def open_transport(config: Config, name: str | None = None, *, concurrency: int 
 
 def send_limits(transport: Transport) -> SendLimits | None:
     """The transport's provider limits, or None when it has none."""
-    limits = getattr(transport, "limits", None)
-    return limits() if callable(limits) else None
+    return transport.limits()
 
 
 def describe(transport: Transport) -> str:
     """One line saying where messages will go."""
-    text = getattr(transport, "describe", None)
-    return text() if callable(text) else transport.name
+    return transport.describe()

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from newsletter.transports import SendLimits
 
 
 @dataclass(frozen=True)
@@ -22,6 +26,14 @@ class Transport(ABC):
     @abstractmethod
     def send(self, message: OutgoingMessage) -> str:
         """Deliver one message; return the provider's message id. Raises ``TransportError``."""
+
+    def describe(self) -> str:
+        """One line saying where messages will go."""
+        return self.name
+
+    def limits(self) -> SendLimits | None:
+        """The provider's sending limits; None when it has none. Raises ``TransportError``."""
+        return None
 
     def close(self) -> None:
         """Release connections. Safe to call more than once."""
