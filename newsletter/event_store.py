@@ -21,6 +21,7 @@ from newsletter.config import Config, EventsConfig
 from newsletter.errors import StoreError, ValidationError
 from newsletter.events import Event, EventType, MalformedMessage, parse_message
 from newsletter.store.base import Store
+from newsletter.store.db import utc_now
 from newsletter.store.models import SubscriberStatus
 
 _FINAL = (SubscriberStatus.BOUNCED, SubscriberStatus.COMPLAINED)
@@ -44,10 +45,6 @@ class DeadLetter:
     reason: str
     body: str
     received_at: str
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass

@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
 
 from newsletter.errors import StoreError
 
 _MIGRATION_RE = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+
+
+def utc_now() -> str:
+    """Now, as every timestamp column stores it (text compared as text, so one format)."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def migrations() -> list[tuple[int, str, str]]:

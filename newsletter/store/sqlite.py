@@ -12,12 +12,12 @@ import re
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 
 from newsletter.addresses import Address, clean_text, parse_address
 from newsletter.errors import StoreError, ValidationError
 from newsletter.store import db
+from newsletter.store.db import utc_now
 from newsletter.store.base import AddResult, ImportRow, ImportSummary, Store, SubscribeResult
 from newsletter.store.models import (
     MailingList,
@@ -34,10 +34,6 @@ OPTED_OUT = ("unsubscribed", "bounced", "complained")
 _SUB_COLUMNS = ("id, email, name, attributes, status, source, created_at, confirmed_at, "
                 "unsubscribed_at")
 _FETCH = 2000  # rows per fetchmany while streaming
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _subscriber(row: sqlite3.Row) -> Subscriber:
