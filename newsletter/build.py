@@ -1,12 +1,31 @@
-"""Writing a rendered edition to disk: ``<slug>.html`` and ``<slug>.txt`` in the build folder."""
+"""Building an edition: parse, render and check it (``build_edition``, shared by ``check``,
+``build``, ``send`` and the preview), and write ``<slug>.html`` and ``<slug>.txt`` to disk."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from newsletter.errors import NewsletterError
 from newsletter.rendered import RenderedEmail
+
+if TYPE_CHECKING:
+    from newsletter.checks import Finding
+    from newsletter.config import Config
+    from newsletter.edition import Edition
+
+
+def build_edition(path: str | Path, config: Config, essay_path: str | Path | None = None,
+                  ) -> tuple[Edition, RenderedEmail, list[Finding]]:
+    """The edition at ``path`` parsed, rendered, and its check findings."""
+    from newsletter.checks import check_edition
+    from newsletter.edition import load_edition
+    from newsletter.render import render_edition
+
+    edition = load_edition(path, config=config, essay_path=essay_path)
+    rendered = render_edition(edition, config)
+    return edition, rendered, check_edition(edition, rendered, config)
 
 
 def write_build(rendered: RenderedEmail, folder: Path) -> list[Path]:

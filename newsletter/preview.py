@@ -55,15 +55,11 @@ class Preview:
 
     def rebuild(self) -> None:
         """Parse, render and check again; a ``NewsletterError`` becomes the page's error box."""
-        from newsletter.checks import check_edition
-        from newsletter.edition import load_edition
-        from newsletter.render import render_edition
+        from newsletter.build import build_edition
 
         rendered, findings, error = None, [], ""
         try:
-            edition = load_edition(self.edition_path, config=self.config, essay_path=self.essay_path)
-            rendered = render_edition(edition, self.config)
-            findings = check_edition(edition, rendered, self.config)
+            _, rendered, findings = build_edition(self.edition_path, self.config, self.essay_path)
         except NewsletterError as err:
             error = str(err)
         with self.changed:

@@ -88,10 +88,11 @@ def check(
     as_json: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
 ) -> None:
     """Run the pre-send checks; exit 1 when there are errors."""
+    from newsletter.build import build_edition
     from newsletter.checks import Level, has_errors
 
     config = get_config(ctx)
-    parsed, rendered, findings = _build_model(edition, essay, config)
+    parsed, rendered, findings = build_edition(edition, config, essay)
     errors = sum(f.level is Level.ERROR for f in findings)
     if as_json:
         typer.echo(json.dumps({"edition": str(edition), "slug": parsed.slug, "errors": errors,
@@ -115,11 +116,11 @@ def build(
     force: Annotated[bool, typer.Option("--force", help="Write the files even when the checks find errors.")] = False,
 ) -> None:
     """Build the edition into <slug>.html and <slug>.txt after running the checks."""
-    from newsletter.build import write_build
+    from newsletter.build import build_edition, write_build
     from newsletter.checks import has_errors
 
     config = get_config(ctx)
-    _, rendered, findings = _build_model(edition, essay, config)
+    _, rendered, findings = build_edition(edition, config, essay)
     for finding in findings:
         notice(finding.format(edition))
     if has_errors(findings) and not force:
@@ -147,16 +148,6 @@ def preview(
             webbrowser.open(url)
 
     serve_preview(edition, get_config(ctx), essay_path=essay, port=port, on_ready=ready)
-
-
-def _build_model(edition: Path, essay: Optional[Path], config):
-    from newsletter.checks import check_edition
-    from newsletter.edition import load_edition
-    from newsletter.render import render_edition
-
-    parsed = load_edition(edition, config=config, essay_path=essay)
-    rendered = render_edition(parsed, config)
-    return parsed, rendered, check_edition(parsed, rendered, config)
 
 
 def _shown(path: Path) -> str:

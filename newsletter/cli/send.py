@@ -73,13 +73,10 @@ def send(
 
 
 def _checked_render(config, edition: Path, essay: Path | None):
-    from newsletter.checks import check_edition, has_errors
-    from newsletter.edition import load_edition
-    from newsletter.render import render_edition
+    from newsletter.build import build_edition
+    from newsletter.checks import has_errors
 
-    parsed = load_edition(edition, config=config, essay_path=essay)
-    rendered = render_edition(parsed, config)
-    findings = check_edition(parsed, rendered, config)
+    _, rendered, findings = build_edition(edition, config, essay)
     for finding in findings:
         notice(finding.format(edition))
     if has_errors(findings):
