@@ -328,7 +328,6 @@ class _Transaction:
 
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
-        self._first_sent: set[int] = set()  # sends whose first_sent_at this ledger has set
 
     def __enter__(self) -> None:
         self.conn.execute("BEGIN IMMEDIATE")
