@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from newsletter.errors import NewsletterError
-from newsletter.rendered import PLACEHOLDER_RE, parse_placeholder
 
 if TYPE_CHECKING:
     from newsletter.checks import Finding
@@ -111,12 +110,9 @@ class Preview:
 
 def personalised(text: str, *, escape_html: bool) -> str:
     """The rendered part with the sample reader's values in place of the placeholders."""
-    def value(match) -> str:
-        key, fallback = parse_placeholder(match)
-        v = SAMPLE_READER.get(key, "") or fallback
-        return html.escape(v) if escape_html else v
+    from newsletter.message import substitute
 
-    return PLACEHOLDER_RE.sub(value, text)
+    return substitute(text, SAMPLE_READER, html=escape_html)
 
 
 class PreviewServer:
