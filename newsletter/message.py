@@ -313,13 +313,10 @@ class MessageTemplate:
         return _merge(parts)
 
     def _static_head(self) -> bytes:
-        msg = self._static_headers_message()
+        msg = _static_headers(self.ctx, self.rendered.subject)
         msg["MIME-Version"] = "1.0"
         raw = msg.as_bytes()
         return raw[: raw.index(b"\r\n\r\n") + 2]
-
-    def _static_headers_message(self) -> EmailMessage:
-        return _static_headers(self.ctx, self.rendered.subject)
 
     def render(self, recipient: Recipient) -> OutgoingMessage:
         """One reader's complete message. ``ValidationError`` if their address or name can't go
