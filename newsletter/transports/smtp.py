@@ -37,10 +37,7 @@ class SmtpTransport(Transport):
             reply = _deliver(conn, message)
         except TransportError:
             raise
-        except smtplib.SMTPException as err:
-            self._drop()
-            raise classify(err) from err
-        except (OSError, ssl.SSLError) as err:
+        except OSError as err:  # smtplib.SMTPException and ssl.SSLError are OSErrors too
             self._drop()
             raise classify(err) from err
         words = reply.split()
