@@ -77,6 +77,10 @@ def test_tokens_verify_and_refuse_tampering():
         verify_token(secret, "unsubscribe", forged)
     with pytest.raises(TokenError):
         verify_token(secret, "unsubscribe", "garbage")
+    payload, mac = token.split(".")
+    for spelling in (f"{payload}!.{mac}", f"{payload}.{mac[:5]}*{mac[5:]}", f"{payload}.{mac}="):
+        with pytest.raises(TokenError):  # one token, one spelling
+            verify_token(secret, "unsubscribe", spelling)
     expiring = make_token(secret, "confirm", 1, 1, expires=1000)
     assert verify_token(secret, "confirm", expiring, now=999).expires == 1000
     with pytest.raises(TokenError, match="expired"):
