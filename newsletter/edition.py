@@ -190,8 +190,8 @@ def _front_matter_fields(meta: dict[str, Any], lines: dict[str, int], path: Path
     out["date"] = _parse_date(meta.get("date"), lambda msg: fail("date", msg))
     for key in ("subject", "preheader", "lang", "slug"):
         value = meta.get(key)
-        if value is not None and not isinstance(value, (str, int, float)):
-            fail(key, f"{key} must be text")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int, float))):
+            fail(key, f"{key} must be text, expected `{key}: \"…\"` (quoted: yes/no/true/false are YAML booleans)")
         out[key] = " ".join(str(value).split()) if value is not None else None
     out["categories"] = _categories(meta.get("categories"), lambda msg: fail("categories", msg))
     number = meta.get("number")

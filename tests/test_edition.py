@@ -163,6 +163,7 @@ BAD = [
     ("---\ntitle: x\ndate: 2025-01-02T08:00:00\n---\nx\n", 3, "no UTC offset"),
     ("---\ntitle: x\n", 1, "not closed"),
     ("---\ntitle: x\ndate: 2025-01-02T08:00:00+01:00\ncolour: red\n---\nx\n", 4, "unknown front-matter key"),
+    ("---\ntitle: x\ndate: 2025-01-02T08:00:00+01:00\nsubject: yes\n---\nx\n", 4, "subject must be text"),
     (HEAD + "\nLede.\n\n---\n\n1. [A](https://a.example/)\n\n2. no link\n", 12, "item 2 has no link"),
     (HEAD + "\nLede.\n\n---\n\n1. [A]()\n", 10, "item 1 has an empty link target"),
     (HEAD + "\nLede.\n\n---\n\n1. [](https://a.example/)\n", 10, "item 1 has an empty title"),
