@@ -20,12 +20,12 @@ import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from enum import Enum
 from typing import NamedTuple
 
 from newsletter.config import Config
 from newsletter.errors import StoreError, ValidationError
+from newsletter.store.db import utc_now
 from newsletter.store.models import Recipient
 
 STALE_AFTER = 30.0  # seconds without a heartbeat after which a worker counts as dead
@@ -114,10 +114,6 @@ class SentEdition(NamedTuple):
     sent_at: str  # when its first message left (ISO 8601 UTC)
 
 
-def now_iso() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def open_connection(config: Config) -> sqlite3.Connection:
     from newsletter.store import db
 
@@ -156,7 +152,7 @@ class Ledger:
     def create_send(self, *, slug: str, subject: str, list_name: str, list_id: int | None,
                     transport: str, recipients: Iterable[Recipient]) -> SendRecord:
         """Record the send and freeze its recipients, all in one transaction (streamed)."""
-        stamp = now_iso()
+        stamp = utc_now()
         with self._write():
             try:
                 cur = self.conn.execute(
@@ -194,7 +190,7 @@ class Ledger:
                 (send_id,)).fetchone()[0]
             if left == 0:
                 self.conn.execute("UPDATE sends SET finished_at = COALESCE(finished_at, ?), last_error = NULL "
-                                  "WHERE id = ?", (now_iso(), send_id))
+                                  "WHERE id = ?", (utc_now(), send_id))
         return left == 0
 
     # -- workers ---------------------------------------------------------------------------------
@@ -203,7 +199,7 @@ class Ledger:
         worker = f"{host}:{pid}:{secrets.token_hex(4)}"
         with self._write():
             self.conn.execute("INSERT INTO send_workers (id, send_id, host, pid, started_at, heartbeat_at) "
-                              "VALUES (?, ?, ?, ?, ?, ?)", (worker, send_id, host, pid, now_iso(), time.time()))
+                              "VALUES (?, ?, ?, ?, ?, ?)", (worker, send_id, host, pid, utc_now(), time.time()))
         return worker
 
     def heartbeat(self, worker: str) -> None:
@@ -212,7 +208,7 @@ class Ledger:
 
     def stop_worker(self, worker: str) -> None:
         with self._write():
-            self.conn.execute("UPDATE send_workers SET stopped_at = ? WHERE id = ?", (now_iso(), worker))
+            self.conn.execute("UPDATE send_workers SET stopped_at = ? WHERE id = ?", (utc_now(), worker))
 
     def _dead_workers(self, send_id: int) -> list[str]:
         holders = [r[0] for r in self.conn.execute(
@@ -250,7 +246,7 @@ class Ledger:
             cur = self.conn.execute(
                 f"UPDATE deliveries SET state = 'pending', claimed_by = NULL, claimed_at = NULL, "
                 f"updated_at = ? WHERE send_id = ? AND state = 'sending' AND "
-                f"(claimed_by IN ({marks}) OR claimed_by IS NULL)", (now_iso(), send_id, *dead))
+                f"(claimed_by IN ({marks}) OR claimed_by IS NULL)", (utc_now(), send_id, *dead))
             return cur.rowcount
 
     # -- deliveries ------------------------------------------------------------------------------
@@ -261,7 +257,7 @@ class Ledger:
         left, the pending readers who left the list, were unsubscribed, bounced, complained or
         erased since the send started are marked skipped (and counted).
         """
-        stamp = now_iso()
+        stamp = utc_now()
         with self._write():
             rows = self.conn.execute(_CLAIM, {"worker": worker, "stamp": stamp, "send": send.id,
                                               "list": send.list_id, "limit": limit}).fetchall()
@@ -292,7 +288,7 @@ class Ledger:
 
     def record(self, send_id: int, worker: str, outcomes: Iterable[Outcome]) -> None:
         """Write what happened to claimed deliveries: one statement, one transaction."""
-        stamp = now_iso()
+        stamp = utc_now()
         rows = [[o.delivery_id, o.state.value, o.provider_message_id, o.error, o.attempts] for o in outcomes]
         if not rows:
             return
