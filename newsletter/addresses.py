@@ -9,15 +9,14 @@
 - ``key`` (lower-cased local part @ lower-cased ASCII domain) makes uniqueness case-insensitive,
   and ``hash`` (SHA-256 of the key) is what the suppression list remembers after an erasure.
 
-``clean_text`` strips CR, LF and other control characters from names and attribute values,
-because they end up in mail headers.
+``clean_text`` strips CR, LF and other control characters from names and attribute values
+(after decoding RFC 2047 encoded words that hide them), because they end up in mail headers.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-import unicodedata
 from dataclasses import dataclass
 
 from newsletter.errors import ValidationError
@@ -34,8 +33,6 @@ _SPECIAL_TLDS = tuple(f".{tld}" for tld in ("arpa", "invalid", "local", "localho
 _MAX_LOCAL = 64
 _MAX_ADDRESS = 254
 
-# Cc (C0, DEL, C1), plus the Unicode line and paragraph separators some mail software honours.
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 
 
 @dataclass(frozen=True)
@@ -115,19 +112,19 @@ def _slow_path(email: str, check_dns: bool) -> Address:
 
 
 def clean_text(value: str) -> tuple[str, bool]:
-    """``value`` without control characters (each run becomes one space), trimmed, NFC.
+    """``value`` without control characters (each run becomes one space), trimmed, NFC; an RFC
+    2047 encoded word that hides one is decoded first (``newsletter.headers.neutralise``: the one
+    function every header value passes).
 
     Returns ``(text, changed)``; ``changed`` is true when control characters were removed, so
     callers can say so.
     """
-    if value is None:
-        return "", False
-    cleaned, count = _CONTROL_RE.subn(" ", value)
-    cleaned = cleaned.strip()
-    if not cleaned.isascii():
-        cleaned = unicodedata.normalize("NFC", cleaned)
-    return cleaned, count > 0
+    from newsletter.headers import neutralise
+
+    return neutralise(value)
 
 
 def has_control_chars(value: str) -> bool:
-    return bool(_CONTROL_RE.search(value))
+    from newsletter.headers import problem
+
+    return problem(value) is not None

@@ -8,6 +8,7 @@ command works on the defaults in the current folder. Environment variables win o
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import sys
 import tomllib
@@ -18,6 +19,7 @@ from typing import Any
 from newsletter.errors import ConfigError
 
 CONFIG_NAME = "newsletter.toml"
+MAX_CONCURRENCY = 64  # the same bound as `send --concurrency`
 TRANSPORTS = ("outbox", "ses", "smtp")
 
 
@@ -199,7 +201,68 @@ def config_from_dict(data: dict[str, Any], *, root: Path, file: Path | None = No
         raise ConfigError("smtp.security must be starttls, ssl or none", file=file)
     if config.send.concurrency < 1 or config.send.rate < 0:
         raise ConfigError("send.concurrency must be ≥ 1 and send.rate ≥ 0", file=file)
+    _check_values(config, file)
     return config
+
+
+# (key, low, high) for every number in the file: a value out of range is a one-line error.
+_RANGES = (
+    ("send.rate", 0, 100_000), ("send.concurrency", 1, MAX_CONCURRENCY),
+    ("smtp.port", 1, 65535), ("smtp.timeout", 0.1, 3600),
+    ("web.confirm_ttl_hours", 1, 24 * 366), ("web.subscribe_per_ip_per_hour", 1, 1_000_000),
+    ("web.confirmations_per_address_per_day", 1, 1000),
+    ("events.soft_bounce_limit", 1, 1000), ("events.soft_bounce_window_days", 1, 3660),
+)
+_LANG_RE = re.compile(r"[A-Za-z]{2,8}(?:-[A-Za-z0-9]{1,8})*")
+
+
+def _check_values(config: Config, file: Path | None) -> None:
+    """Ranges, URLs and the values that become mail headers (``newsletter.headers``: no control
+    character even inside an RFC 2047 encoded word; one mailbox for ``from`` and ``reply_to``)."""
+    from newsletter import headers
+    from newsletter.errors import ValidationError
+
+    for key, low, high in _RANGES:
+        section, _, name = key.partition(".")
+        value = getattr(getattr(config, section), name)
+        if not (low <= value <= high):  # NaN fails too
+            raise ConfigError(f"{key} = {value!r} is out of range: expected {low} to {high}", file=file)
+    try:
+        headers.check("name", config.name)
+        if not config.name.strip():
+            raise ValidationError("name must not be empty (it is the masthead and the List-Id)")
+        if len(config.name) > 200:
+            raise ValidationError("name is longer than 200 characters")
+        headers.parse_mailbox("from", config.from_)
+        if config.reply_to:
+            headers.parse_mailbox("reply_to", config.reply_to)
+    except ValidationError as err:
+        raise ConfigError(err.message, file=file) from None
+    _check_url("base_url", config.base_url, file)
+    if config.ses.endpoint_url:
+        _check_url("ses.endpoint_url", config.ses.endpoint_url, file)
+    if not _LANG_RE.fullmatch(config.lang):
+        raise ConfigError(f"lang = {config.lang!r} is not a language tag like en or zh-CN", file=file)
+    for key in ("smtp.host", "ses.region", "smtp.username", "smtp.password_env", "ses.profile",
+                "ses.configuration_set", "ses.queue_url"):
+        section, _, name = key.partition(".")
+        if any(not c.isprintable() for c in getattr(getattr(config, section), name)):
+            raise ConfigError(f"{key} contains a control character", file=file)
+
+
+def _check_url(key: str, value: str, file: Path | None) -> None:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(value)
+        ok = (parts.scheme in ("http", "https") and bool(parts.hostname) and value.isprintable()
+              and " " not in value and not parts.query and not parts.fragment)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ConfigError(f"{key} = {value[:80]!r} must be an http:// or https:// URL with a host "
+                          "(no query or fragment)", file=file)
 
 
 def _section(cls: type, section: str, values: dict[str, Any], file: Path | None) -> Any:

@@ -8,7 +8,8 @@ its line number and the import goes on; a bad file (unreadable, not UTF-8, no em
 stops it with nothing written. The whole import is one store transaction.
 
 Export writes ``email,name,status`` and one column per attribute, which imports back to the same
-state.
+state. A CSV cell that a spreadsheet would run as a formula (starting with ``=``, ``+``, ``-``,
+``@``, tab or CR) is written with an apostrophe in front, which the import takes off again.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,12 @@ from newsletter.store.base import ImportRow, ImportSummary, Store
 from newsletter.store.models import SubscriberStatus
 
 RESERVED = ("email", "name", "status")
+MAX_NAME = 200  # the web form's limit; longer names are cut (and counted as cleaned)
+# OWASP's CSV injection rule: a cell starting with one of these is a formula to a spreadsheet.
+# The export puts an apostrophe in front (and in front of a cell that already starts with
+# apostrophes before one); the import takes exactly one off again, so the round trip is exact.
+_QUOTED_FORMULA = re.compile(r"'+[=+\-@\t\r]")
+_NEEDS_QUOTE = re.compile(r"'*[=+\-@\t\r]")
 _STATUSES = {s.value for s in SubscriberStatus}
 _PROGRESS_EVERY = 10_000
 
@@ -118,6 +126,16 @@ def _first_bad_line(path: Path) -> int | None:
     return None
 
 
+def formula_safe(cell: str) -> str:
+    """A CSV cell a spreadsheet will show as text, never run as a formula."""
+    return "'" + cell if _NEEDS_QUOTE.match(cell) else cell
+
+
+def unquote_formula(cell: str) -> str:
+    """``formula_safe`` undone (a cell of our own export back to the stored value)."""
+    return cell[1:] if _QUOTED_FORMULA.match(cell) else cell
+
+
 def _read_header(reader, path: Path) -> Header:
     for fields in reader:
         if any(f.strip() for f in fields):
@@ -128,7 +146,7 @@ def _read_header(reader, path: Path) -> Header:
 def parse_header(fields: list[str], path: Path | None = None, line: int = 1) -> Header:
     """Column positions. ``email``, ``name`` and ``status`` are matched in any case; other
     columns are attributes named exactly as written (so ``City`` and ``city`` may coexist)."""
-    names = [f.strip().lstrip("\ufeff") for f in fields]
+    names = [unquote_formula(f.strip().lstrip("\ufeff")) for f in fields]
     seen: dict[str, int] = {}
     for index, name in enumerate(names):
         if not name:
@@ -171,6 +189,8 @@ def _rows(reader, header: Header, summary: ImportSummary, check_dns: bool,
                 summary.rows = rows
                 on_progress()
             email = fields[email_i].strip()
+            if email[:1] == "'":
+                email = unquote_formula(email)
             key = None if check_dns else fast_key(email)
             if key is None:
                 try:
@@ -181,7 +201,8 @@ def _rows(reader, header: Header, summary: ImportSummary, check_dns: bool,
                     continue
                 email, key = address.email, address.key
             name = fields[name_i] if name_i < width else ""
-            if simple and name.isascii() and name.isprintable():
+            if (simple and name.isascii() and name.isprintable() and len(name) <= MAX_NAME
+                    and "=?" not in name and name[:1] != "'"):
                 # plain email,name rows (isprintable is False for every control character)
                 yield (key, line, email, name.strip(), "{}", "active")
                 continue
@@ -222,10 +243,12 @@ def _full_row(fields: list[str], header: Header, line: int, email: str, key: str
         on_reject(Reject(line, email, f"{email!r}: status {status!r} is not one of "
                                       f"{', '.join(sorted(_STATUSES))}"))
         return None
-    name, cleaned = clean_text(name)
+    name, cleaned = clean_text(unquote_formula(name))
+    if len(name) > MAX_NAME:
+        name, cleaned = name[:MAX_NAME].rstrip(), True
     attributes = {}
     for index, attr in header.attributes:
-        value, changed = clean_text(_get(fields, index))
+        value, changed = clean_text(unquote_formula(_get(fields, index)))
         cleaned |= changed
         if value:
             attributes[attr] = value
@@ -248,9 +271,9 @@ def export_subscribers(store: Store, out: TextIO, *, fmt: str = "csv", list_name
         keys = sorted({k for s in store.iter_subscribers(list_name=list_name, status=status)
                        for k in s.attributes})
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow([*RESERVED, *keys])
-        emit = lambda s: writer.writerow([s.email, s.name, s.status.value,
-                                          *(s.attributes.get(k, "") for k in keys)])
+        writer.writerow([*RESERVED, *map(formula_safe, keys)])
+        emit = lambda s: writer.writerow([formula_safe(s.email), formula_safe(s.name), s.status.value,
+                                          *(formula_safe(s.attributes.get(k, "")) for k in keys)])
     else:
         emit = lambda s: out.write(json.dumps(_json_record(s), ensure_ascii=False) + "\n")
     count = 0

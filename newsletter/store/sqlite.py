@@ -29,6 +29,7 @@ from newsletter.store.models import (
     SubscriberStatus,
 )
 
+MAX_NAME = 200  # as on the web form and in a CSV import
 LIST_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 OPTED_OUT = ("unsubscribed", "bounced", "complained")
 _SUB_COLUMNS = ("id, email, name, attributes, status, source, created_at, confirmed_at, "
@@ -146,6 +147,9 @@ class SqliteStore(Store):
         name, changed = clean_text(name)
         if changed:
             notes.append("stripped control characters from name")
+        if len(name) > MAX_NAME:
+            raise ValidationError(f"the name is {len(name)} characters long: at most {MAX_NAME} "
+                                  "(it goes into the To: line of every message)")
         attrs = _clean_attributes(attributes, notes)
         targets = [self.require_list(n) for n in dict.fromkeys(lists)]
         with self.transaction():
