@@ -73,6 +73,8 @@ def check_edition(edition: Edition, rendered: RenderedEmail, config: Config | No
         *_images(found, rendered),
         *_fields(edition, rendered, config),
         *_placeholders(edition),
+        *_header_fields(edition, rendered),
+        *_numbering(edition),
     ]
     return sorted(findings, key=lambda f: (f.level is not Level.ERROR, f.file or "", f.line or 0))
 
@@ -177,3 +179,32 @@ def _placeholders(edition: Edition) -> Iterator[Finding]:
                 continue
             seen.add((word.lower(), line, file))
             yield Finding(Level.WARNING, "placeholder-text", f"placeholder text left in: {word!r}", line, file)
+
+
+def _header_fields(edition: Edition, rendered: RenderedEmail) -> Iterator[Finding]:
+    """What becomes the Subject header: no control character, not even one hidden in an RFC 2047
+    encoded word (``newsletter.headers``: the check every header value passes when sent)."""
+    from newsletter.headers import problem
+
+    fields = [("subject" if "subject" in edition.lines else "title", rendered.subject)]
+    if "subject" in edition.lines and edition.title != rendered.subject:
+        fields.append(("title", edition.title))
+    for key, value in fields:
+        found = problem(value)
+        if found:
+            yield Finding(Level.ERROR, "header-value",
+                          f"{key} contains {found}: it goes into the Subject header of every message",
+                          edition.lines.get(key))
+
+
+def _numbering(edition: Edition) -> Iterator[Finding]:
+    """Items written 1, 3, 7 are numbered 1, 2, 3 in the email: say so."""
+    written = [item.marker for item in edition.items]
+    if not written or any(m is None for m in written) or set(written) == {1}:
+        return  # `1.` on every item is the Markdown way of not numbering by hand
+    if written != list(range(written[0], written[0] + len(written))) or written[0] != 1:
+        shown = ", ".join(map(str, written[:8])) + (", …" if len(written) > 8 else "")
+        bad = next((item for item in edition.items if item.marker != item.number), edition.items[0])
+        yield Finding(Level.WARNING, "item-numbering",
+                      f"items are numbered {shown} in the source: the email numbers them 1 to "
+                      f"{len(written)} in order (renumber them, or check none is missing)", bad.line)

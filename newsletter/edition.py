@@ -68,6 +68,7 @@ class Item:
     summary: str
     line: int = 0
     end: int = 0  # the item's last source line (where `add` appends after)
+    marker: int | None = None  # the number written in the source (`3.`), when there is one
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,10 @@ def split_front_matter(text: str, path: Path) -> tuple[dict[str, Any], dict[str,
     yaml_text = "\n".join(src[1:end])
     try:
         # libyaml's loader when built in: same safe constructor, a fraction of the time.
-        meta = yaml.load(yaml_text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
+        meta = yaml.load(yaml_text, Loader=_loader()) or {}
+    except _DuplicateKey as dup:
+        raise EditionError(f"duplicate front-matter key {dup.key!r} on lines {dup.first + 2} and "
+                           f"{dup.second + 2}: keep one", file=path, line=dup.second + 2) from None
     except yaml.YAMLError as err:
         # The context mark is where the broken construct starts (an unclosed `[` or quote);
         # the problem mark is where the parser gave up, often a line later.
@@ -176,6 +180,45 @@ def split_front_matter(text: str, path: Path) -> tuple[dict[str, Any], dict[str,
     return meta, key_lines, "\n".join(src[end + 1:]), end + 2
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, key: str, first: int, second: int):
+        super().__init__(key)
+        self.key, self.first, self.second = key, first, second
+
+
+_LOADER = None
+
+
+def _loader():
+    """libyaml's safe loader (when built in) that keeps timestamps as text (``date`` is parsed
+    by ``_parse_date``, so an impossible date is a one-line error, not a constructor crash) and
+    refuses a key given twice in one mapping (YAML would silently keep the last)."""
+    global _LOADER
+    if _LOADER is None:
+        import yaml
+
+        base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+        class Loader(base):  # type: ignore[misc, valid-type]
+            def construct_mapping(self, node, deep=False):
+                seen: dict = {}
+                for key_node, _ in node.value:
+                    key = self.construct_object(key_node, deep=True)
+                    try:
+                        if key in seen:
+                            raise _DuplicateKey(str(key), seen[key], key_node.start_mark.line)
+                        seen[key] = key_node.start_mark.line
+                    except TypeError:  # an unhashable key: SafeConstructor reports it
+                        break
+                return super().construct_mapping(node, deep=deep)
+
+        Loader.yaml_implicit_resolvers = {
+            first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+            for first, resolvers in base.yaml_implicit_resolvers.items()}
+        _LOADER = Loader
+    return _LOADER
+
+
 def _front_matter_fields(meta: dict[str, Any], lines: dict[str, int], path: Path) -> dict[str, Any]:
     def fail(key: str, message: str):
         raise EditionError(message, file=path, line=lines.get(key, 1))
@@ -186,12 +229,16 @@ def _front_matter_fields(meta: dict[str, Any], lines: dict[str, int], path: Path
     title = meta.get("title")
     if title is None or not str(title).strip():
         fail("title", "missing title: expected `title: \"…\"` in the front matter")
+    if isinstance(title, bool) or not isinstance(title, (str, int, float)):
+        fail("title", f"title must be text, not a YAML {_yaml_kind(title)}: expected `title: \"…\"` "
+                      "(quote it when it holds [ ] { } : or #)")
     out: dict[str, Any] = {"title": " ".join(str(title).split())}
     out["date"] = _parse_date(meta.get("date"), lambda msg: fail("date", msg))
     for key in ("subject", "preheader", "lang", "slug"):
         value = meta.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int, float))):
-            fail(key, f"{key} must be text, expected `{key}: \"…\"` (quoted: yes/no/true/false are YAML booleans)")
+            fail(key, f"{key} must be text, not a YAML {_yaml_kind(value)}: expected `{key}: \"…\"` "
+                      "(quoted: yes/no/true/false are YAML booleans, [ ] a list)")
         out[key] = " ".join(str(value).split()) if value is not None else None
     out["categories"] = _categories(meta.get("categories"), lambda msg: fail("categories", msg))
     number = meta.get("number")
@@ -205,6 +252,15 @@ def _front_matter_fields(meta: dict[str, Any], lines: dict[str, int], path: Path
     return out
 
 
+def _yaml_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    return {list: "list", dict: "mapping", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+_DATE_ONLY_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
 def _parse_date(value: Any, fail) -> datetime:
     if value is None:
         fail("missing date: expected `date: 2025-10-14T09:00:00+08:00` (ISO 8601 with offset)")
@@ -212,11 +268,21 @@ def _parse_date(value: Any, fail) -> datetime:
         parsed = value
     elif isinstance(value, date_type):
         fail(f"date {value} has no time and offset: expected ISO 8601 like 2025-10-14T09:00:00+08:00")
+    elif isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        fail(f"date must be text, not a YAML {_yaml_kind(value)}: expected ISO 8601 like 2025-10-14T09:00:00+08:00")
     else:
+        text = str(value).strip()
+        if _DATE_ONLY_RE.fullmatch(text):
+            fail(f"date {text} has no time and offset: expected ISO 8601 like 2025-10-14T09:00:00+08:00")
         try:
-            parsed = datetime.fromisoformat(str(value).strip())
-        except ValueError:
-            fail(f"unparseable date {str(value)!r}: expected ISO 8601 like 2025-10-14T09:00:00+08:00")
+            parsed = datetime.fromisoformat(text)
+        except (ValueError, OverflowError) as err:
+            # "day is out of range for month", "hour must be in 0..23", an offset of 24 hours…
+            why = "" if "Invalid isoformat" in str(err) else (
+                " (the UTC offset must be under 24 hours)" if "offset" in str(err) else f" ({err})")
+            fail(f"unparseable date {text[:60]!r}{why}: expected ISO 8601 like 2025-10-14T09:00:00+08:00")
+        if parsed.year < 1970 or parsed.year > 9000:
+            fail(f"date {text[:60]!r} has the year {parsed.year}: expected a real date like 2025-10-14T09:00:00+08:00")
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         fail(f"date {parsed.isoformat()} has no UTC offset: expected e.g. 2025-10-14T09:00:00+08:00")
     return parsed
@@ -303,8 +369,9 @@ def _item(entry, number: int, path: Path) -> Item:
     summary = [rest] if rest else []
     # A list or quote inside a summary is kept as running text: a summary is paragraphs.
     summary += [p for p in (_flatten(c) for c in children[1:]) if p]
+    marker = str(getattr(entry, "info", "") or "")
     return Item(number=number, title=title, url=url, domain=domain_of(url), summary="\n\n".join(summary),
-                line=line, end=end)
+                line=line, end=end, marker=int(marker) if marker.isdigit() else None)
 
 
 def _link_line(paragraph, number: int, path: Path, line: int | None) -> tuple[str, str, str]:

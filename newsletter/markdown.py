@@ -150,14 +150,24 @@ def links(source: str) -> list[Link]:
     return found
 
 
-_HTML_URL_RE = re.compile(r"""\b(href|src)\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+))""", re.I)
+_HTML_TAG_RE = re.compile(r"<([A-Za-z][\w-]*)((?:[^>\"']|\"[^\"]*\"|'[^']*')*)>")
+_HTML_ATTR_RE = re.compile(r"""([^\s=/>"']+)(?:\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+)))?""")
 
 
 def _html_links(html: str) -> list[Link]:
+    """``href`` and ``src`` targets of raw HTML tags; an ``<img>`` carries its ``alt`` text."""
+    from html import unescape
+
     out = []
-    for m in _HTML_URL_RE.finditer(html):
-        url = next(g for g in m.groups()[1:] if g is not None)
-        out.append(Link(url, "", image=m.group(1).lower() == "src"))
+    for tag in _HTML_TAG_RE.finditer(html):
+        attrs = {}
+        for m in _HTML_ATTR_RE.finditer(tag.group(2)):
+            value = next((g for g in m.groups()[1:] if g is not None), "")
+            attrs.setdefault(m.group(1).lower(), unescape(value))
+        for name in ("href", "src"):
+            if name in attrs:
+                alt = attrs.get("alt", "") if tag.group(1).lower() == "img" else ""
+                out.append(Link(attrs[name], alt, image=name == "src"))
     return out
 
 
