@@ -55,8 +55,8 @@ def make_project(root: Path, url: str, readers: int) -> tuple[list[str], object]
                 conn.execute(
                     "INSERT INTO memberships (subscriber_id, list_id, status, created_at) "
                     "VALUES (?, ?, 'active', '2026-01-01T00:00:00Z')", (cur.lastrowid, daily.id))
-        ids = [r[0] for r in store.conn.execute("SELECT id FROM subscribers ORDER BY id")]
-    paths = [f"/unsubscribe/{make_token(secret, 'unsubscribe', sid, daily.id)}" for sid in ids]
+        ids = [tuple(r) for r in store.conn.execute("SELECT id, uid FROM subscribers ORDER BY id")]
+    paths = [f"/unsubscribe/{make_token(secret, 'unsubscribe', sid, daily.id, uid=uid)}" for sid, uid in ids]
     return paths, config
 
 

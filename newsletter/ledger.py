@@ -264,12 +264,13 @@ class Ledger:
             skipped = self._skip_departed(send, stamp) if len(rows) < limit else 0
         rows.sort(key=lambda r: r[0])
         people = {r[0]: r for r in self.conn.execute(
-            "SELECT id, name, attributes FROM subscribers WHERE id IN (SELECT value FROM json_each(?))",
+            "SELECT id, name, attributes, uid FROM subscribers WHERE id IN (SELECT value FROM json_each(?))",
             (json.dumps([r[1] for r in rows]),))}
         claims = []
         for delivery_id, subscriber_id, address in rows:
-            _, name, attributes = people.get(subscriber_id, (subscriber_id, "", "{}"))
-            claims.append(Claim(delivery_id, Recipient(subscriber_id, address, name or "", json.loads(attributes or "{}"))))
+            _, name, attributes, uid = people.get(subscriber_id, (subscriber_id, "", "{}", ""))
+            claims.append(Claim(delivery_id, Recipient(subscriber_id, address, name or "",
+                                                       json.loads(attributes or "{}"), uid or "")))
         return claims, skipped
 
     def _skip_departed(self, send: SendRecord, stamp: str) -> int:

@@ -70,8 +70,8 @@ def check_address(email: str) -> str:
 
 # -- per-reader values ----------------------------------------------------------------------
 
-def unsubscribe_token(ctx: SendContext, subscriber_id: int) -> str:
-    return make_token(ctx.secret, "unsubscribe", subscriber_id, ctx.list_id)
+def unsubscribe_token(ctx: SendContext, recipient: Recipient) -> str:
+    return make_token(ctx.secret, "unsubscribe", recipient.subscriber_id, ctx.list_id, uid=recipient.uid)
 
 
 class _Tokens:
@@ -85,8 +85,8 @@ class _Tokens:
             # OpenSSL's HMAC object underneath, when there is one, copies faster than the wrapper
             self._macs[purpose] = getattr(mac, "_hmac", None) or mac
 
-    def make(self, purpose: str, subscriber_id: int, list_id: int) -> str:
-        payload = f"{subscriber_id}.{list_id}.0".encode("ascii")
+    def make(self, purpose: str, subscriber_id: int, list_id: int, uid: str) -> str:
+        payload = (f"{subscriber_id}.{list_id}.0.{uid}" if uid else f"{subscriber_id}.{list_id}.0").encode("ascii")
         mac = self._macs[purpose].copy()
         mac.update(payload)
         return f"{_b64url(payload)}.{_b64url(mac.digest())}"
@@ -104,11 +104,11 @@ def reader_values(ctx: SendContext, recipient: Recipient, base: str | None = Non
     """The placeholder values of one reader (``email``, ``name``, URLs, ``attr.*``)."""
     base = base if base is not None else ctx.config.base_url.rstrip("/")
     if tokens is None:
-        token = unsubscribe_token(ctx, recipient.subscriber_id)
-        prefs = make_token(ctx.secret, "preferences", recipient.subscriber_id, 0)
+        token = unsubscribe_token(ctx, recipient)
+        prefs = make_token(ctx.secret, "preferences", recipient.subscriber_id, 0, uid=recipient.uid)
     else:
-        token = tokens.make("unsubscribe", recipient.subscriber_id, ctx.list_id)
-        prefs = tokens.make("preferences", recipient.subscriber_id, 0)
+        token = tokens.make("unsubscribe", recipient.subscriber_id, ctx.list_id, recipient.uid)
+        prefs = tokens.make("preferences", recipient.subscriber_id, 0, recipient.uid)
     values = {
         "email": recipient.email,
         "name": recipient.name,

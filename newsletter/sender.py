@@ -429,4 +429,4 @@ def _test_recipient(job: SendJob, address: str, number: int) -> Recipient:
     subscriber = job.store.get_subscriber(address)
     if subscriber is None:
         return Recipient(0, address, "", {})
-    return Recipient(subscriber.id, address, subscriber.name, dict(subscriber.attributes))
+    return Recipient(subscriber.id, address, subscriber.name, dict(subscriber.attributes), subscriber.uid)

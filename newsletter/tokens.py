@@ -1,9 +1,12 @@
 """Signed tokens for every link a reader can see (unsubscribe, preferences, confirm).
 
 A token is ``base64url(payload) "." base64url(HMAC-SHA256(secret, purpose | payload))``. The
-payload names the subscriber, the list (0 for "all lists") and an optional expiry; the purpose
-is bound into the MAC, so an unsubscribe token can never serve as a confirmation token. Pure
-functions: the caller supplies the secret and the clock.
+payload names the subscriber (id and ``uid``: 128 random bits stored with the row, never reused,
+so an erased reader's tokens name nobody; ``Store.subscriber_for_token`` resolves them), the
+list (0 for "all lists") and an optional expiry; the purpose is bound into the MAC, so an
+unsubscribe token can never serve as a confirmation token. Tokens made before uids existed
+(three payload parts) still verify; the store accepts them only for readers who existed then.
+Pure functions: the caller supplies the secret and the clock.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ class TokenClaims:
     subscriber_id: int
     list_id: int  # 0 = not scoped to one list
     expires: int  # unix seconds; 0 = never
+    uid: str = ""  # the subscriber's never-reused identity ("" only in tokens made before it)
 
 
 def _b64(data: bytes) -> str:
@@ -47,11 +51,18 @@ def _mac(secret: bytes, purpose: str, payload: bytes) -> bytes:
     return hmac.new(secret, purpose.encode("ascii") + b"|" + payload, hashlib.sha256).digest()
 
 
-def make_token(secret: bytes, purpose: str, subscriber_id: int, list_id: int = 0, *, expires: int = 0) -> str:
-    """A URL-safe token for ``purpose`` scoped to one subscriber and list (0 = all lists)."""
+_UID_RE = re.compile(r"[0-9a-f]{32}")
+
+
+def make_token(secret: bytes, purpose: str, subscriber_id: int, list_id: int = 0, *, expires: int = 0,
+               uid: str) -> str:
+    """A URL-safe token for ``purpose`` scoped to one subscriber (id and never-reused ``uid``) and
+    list (0 = all lists)."""
     if purpose not in PURPOSES:
         raise ValueError(f"unknown token purpose {purpose!r}")
-    payload = f"{subscriber_id}.{list_id}.{expires}".encode("ascii")
+    if uid and not _UID_RE.fullmatch(uid):
+        raise ValueError("a subscriber uid is 32 lower-case hex digits")
+    payload = f"{subscriber_id}.{list_id}.{expires}{'.' + uid if uid else ''}".encode("ascii")
     return f"{_b64(payload)}.{_b64(_mac(secret, purpose, payload))}"
 
 
@@ -66,9 +77,13 @@ def verify_token(secret: bytes, purpose: str, token: str, *, now: float | None =
     if not hmac.compare_digest(mac, _mac(secret, purpose, payload)):
         raise TokenError("invalid token")
     try:
-        sid, lid, exp = (int(part) for part in payload.decode("ascii").split("."))
-    except ValueError:
+        parts = payload.decode("ascii").split(".")
+        uid = parts.pop() if len(parts) == 4 else ""
+        sid, lid, exp = (int(part) for part in parts)
+    except (ValueError, UnicodeDecodeError):
         raise TokenError("malformed token") from None
+    if uid and not _UID_RE.fullmatch(uid):
+        raise TokenError("malformed token")
     if exp and (now if now is not None else time.time()) > exp:
         raise TokenError("expired token")
-    return TokenClaims(purpose, sid, lid, exp)
+    return TokenClaims(purpose, sid, lid, exp, uid)

@@ -63,16 +63,19 @@ def test_secret_env_wins_and_file_is_created(tmp_path, monkeypatch):
     assert load_secret(config) == b"s" * 32
 
 
+UID = "0123456789abcdef0123456789abcdef"
+
+
 def test_tokens_verify_and_refuse_tampering():
     secret = b"k" * 32
-    token = make_token(secret, "unsubscribe", 42, 7)
+    token = make_token(secret, "unsubscribe", 42, 7, uid=UID)
     claims = verify_token(secret, "unsubscribe", token)
     assert (claims.subscriber_id, claims.list_id) == (42, 7)
     with pytest.raises(TokenError):
         verify_token(secret, "confirm", token)  # wrong purpose
     with pytest.raises(TokenError):
         verify_token(b"x" * 32, "unsubscribe", token)  # wrong secret
-    forged = make_token(secret, "unsubscribe", 43, 7).split(".")[0] + "." + token.split(".")[1]
+    forged = make_token(secret, "unsubscribe", 43, 7, uid=UID).split(".")[0] + "." + token.split(".")[1]
     with pytest.raises(TokenError):
         verify_token(secret, "unsubscribe", forged)
     with pytest.raises(TokenError):
@@ -81,7 +84,7 @@ def test_tokens_verify_and_refuse_tampering():
     for spelling in (f"{payload}!.{mac}", f"{payload}.{mac[:5]}*{mac[5:]}", f"{payload}.{mac}="):
         with pytest.raises(TokenError):  # one token, one spelling
             verify_token(secret, "unsubscribe", spelling)
-    expiring = make_token(secret, "confirm", 1, 1, expires=1000)
+    expiring = make_token(secret, "confirm", 1, 1, expires=1000, uid=UID)
     assert verify_token(secret, "confirm", expiring, now=999).expires == 1000
     with pytest.raises(TokenError, match="expired"):
         verify_token(secret, "confirm", expiring, now=1001)

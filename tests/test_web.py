@@ -229,14 +229,14 @@ def test_per_address_limit_stops_confirmation_mail_bombing(site):
 
 # -- unsubscribe -------------------------------------------------------------------------------
 
-def unsubscribe_url(config, subscriber_id, list_id):
-    return f"/unsubscribe/{make_token(load_secret(config), 'unsubscribe', subscriber_id, list_id)}"
+def unsubscribe_url(config, sub, list_id):
+    return f"/unsubscribe/{make_token(load_secret(config), 'unsubscribe', sub.id, list_id, uid=sub.uid)}"
 
 
 def test_link_scanner_gets_never_unsubscribe(site):
     _, config, client = site()
     sub, lists = active_reader(config)
-    url = unsubscribe_url(config, sub.id, lists["daily"])
+    url = unsubscribe_url(config, sub, lists["daily"])
     for _ in range(3):
         page = client.get(url)
         assert page.status_code == 200
@@ -249,7 +249,7 @@ def test_link_scanner_gets_never_unsubscribe(site):
 def test_one_click_post_unsubscribes_idempotently_without_redirect(site):
     _, config, client = site()
     sub, lists = active_reader(config, lists=("daily", "weekly"))
-    url = unsubscribe_url(config, sub.id, lists["daily"])
+    url = unsubscribe_url(config, sub, lists["daily"])
     for _ in range(2):  # the replay answers the same
         done = client.post(url, content="List-Unsubscribe=One-Click", headers=FORM)
         assert done.status_code == 200 and "unsubscribed" in done.text
@@ -264,7 +264,7 @@ def test_one_click_post_unsubscribes_idempotently_without_redirect(site):
 def test_one_click_post_as_multipart_form_data(site):
     _, config, client = site()
     sub, lists = active_reader(config)
-    done = client.post(unsubscribe_url(config, sub.id, lists["daily"]), files={"List-Unsubscribe": (None, "One-Click")})
+    done = client.post(unsubscribe_url(config, sub, lists["daily"]), files={"List-Unsubscribe": (None, "One-Click")})
     assert done.status_code == 200
     assert membership(config, sub.email, "daily")[1] == MembershipStatus.UNSUBSCRIBED
 
@@ -272,7 +272,7 @@ def test_one_click_post_as_multipart_form_data(site):
 def test_page_button_post_and_all_lists_token(site):
     _, config, client = site()
     sub, _ = active_reader(config, lists=("daily", "weekly"))
-    done = client.post(unsubscribe_url(config, sub.id, 0), content="", headers=FORM)
+    done = client.post(unsubscribe_url(config, sub, 0), content="", headers=FORM)
     assert done.status_code == 200
     with open_store(config) as store:
         assert store.get_subscriber_by_id(sub.id).status == SubscriberStatus.UNSUBSCRIBED
@@ -284,8 +284,8 @@ def tampered(token: str, subscriber_id: int) -> str:
     import base64
 
     payload, mac = token.split(".")
-    sid, lid, exp = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)).decode().split(".")
-    other = f"{subscriber_id}.{lid}.{exp}".encode()
+    sid, lid, exp, uid = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)).decode().split(".")
+    other = f"{subscriber_id}.{lid}.{exp}.{uid}".encode()
     return base64.urlsafe_b64encode(other).rstrip(b"=").decode() + "." + mac
 
 
@@ -295,11 +295,11 @@ def test_bad_tokens_get_400_and_change_nothing(site):
     attacker, _ = active_reader(config, "attacker@example.org")
     secret = load_secret(config)
     bad = {
-        "forged": make_token(b"not-the-secret-0123456789", "unsubscribe", victim.id, lists["daily"]),
-        "tampered": tampered(make_token(secret, "unsubscribe", attacker.id, lists["daily"]), victim.id),
+        "forged": make_token(b"not-the-secret-0123456789", "unsubscribe", victim.id, lists["daily"], uid=victim.uid),
+        "tampered": tampered(make_token(secret, "unsubscribe", attacker.id, lists["daily"], uid=attacker.uid), victim.id),
         "garbage": "abc.def",
-        "wrong purpose": make_token(secret, "preferences", victim.id, 0),
-        "expired": make_token(secret, "unsubscribe", victim.id, lists["daily"], expires=int(time.time()) - 10),
+        "wrong purpose": make_token(secret, "preferences", victim.id, 0, uid=victim.uid),
+        "expired": make_token(secret, "unsubscribe", victim.id, lists["daily"], expires=int(time.time()) - 10, uid=victim.uid),
     }
     for label, token in bad.items():
         for method in ("GET", "POST"):
@@ -309,18 +309,18 @@ def test_bad_tokens_get_400_and_change_nothing(site):
         assert client.get(f"/preferences/{token}").status_code == 400 or label == "wrong purpose"
     assert membership(config, "victim@example.org", "daily")[1] == MembershipStatus.ACTIVE
     # a preferences or unsubscribe token never confirms anything
-    assert client.get(f"/confirm/{make_token(secret, 'unsubscribe', victim.id, 0)}").status_code == 400
-    expired = make_token(secret, "confirm", victim.id, 0, expires=int(time.time()) - 1)
+    assert client.get(f"/confirm/{make_token(secret, 'unsubscribe', victim.id, 0, uid=victim.uid)}").status_code == 400
+    expired = make_token(secret, "confirm", victim.id, 0, expires=int(time.time()) - 1, uid=victim.uid)
     assert client.get(f"/confirm/{expired}").status_code == 400
-    assert client.get(f"/preferences/{make_token(secret, 'unsubscribe', victim.id, 0)}").status_code == 400
-    assert client.get(f"/preferences/{make_token(secret, 'unsubscribe', victim.id, 0)}/data.json").status_code == 400
+    assert client.get(f"/preferences/{make_token(secret, 'unsubscribe', victim.id, 0, uid=victim.uid)}").status_code == 400
+    assert client.get(f"/preferences/{make_token(secret, 'unsubscribe', victim.id, 0, uid=victim.uid)}/data.json").status_code == 400
 
 
 def test_expired_confirmation_link_does_not_confirm(site):
     _, config, client = site()
     client.post("/subscribe", data={"email": "late@example.org", "list": "daily"})
     sub, _ = membership(config, "late@example.org", "daily")
-    token = make_token(load_secret(config), "confirm", sub.id, 0, expires=int(time.time()) - 60)
+    token = make_token(load_secret(config), "confirm", sub.id, 0, expires=int(time.time()) - 60, uid=sub.uid)
     assert client.get(f"/confirm/{token}").status_code == 400
     assert membership(config, "late@example.org", "daily")[1] == MembershipStatus.UNCONFIRMED
 
@@ -330,7 +330,7 @@ def test_expired_confirmation_link_does_not_confirm(site):
 def test_preferences_change_lists_and_name_and_download_data(site):
     _, config, client = site()
     sub, lists = active_reader(config, lists=("daily",))
-    url = f"/preferences/{make_token(load_secret(config), 'preferences', sub.id, 0)}"
+    url = f"/preferences/{make_token(load_secret(config), 'preferences', sub.id, 0, uid=sub.uid)}"
     page = client.get(url)
     assert page.status_code == 200 and "reader@example.org" in page.text
     assert re.search(r'value="daily" checked', page.text) and not re.search(r'value="weekly" checked', page.text)
@@ -360,7 +360,7 @@ def test_preferences_change_lists_and_name_and_download_data(site):
 def test_unsubscribe_page_links_to_preferences(site):
     _, config, client = site()
     sub, lists = active_reader(config)
-    page = client.get(unsubscribe_url(config, sub.id, lists["daily"]))
+    page = client.get(unsubscribe_url(config, sub, lists["daily"]))
     prefs = re.search(r'href="(/preferences/[^"]+)"', page.text).group(1)
     assert client.get(prefs).status_code == 200
 

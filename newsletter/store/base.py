@@ -160,6 +160,19 @@ class Store(ABC):
     @abstractmethod
     def get_subscriber_by_id(self, subscriber_id: int) -> Subscriber | None: ...
 
+    def subscriber_for_token(self, claims) -> Subscriber | None:
+        """The reader a verified token names, or None: the row with its id must still carry its
+        ``uid`` (ids and uids are never reused, so an erased reader's tokens name nobody). A
+        token made before uids existed names only a reader who existed then."""
+        import hmac
+
+        found = self.get_subscriber_by_id(claims.subscriber_id)
+        if found is None:
+            return None
+        if claims.uid:
+            return found if found.uid and hmac.compare_digest(found.uid, claims.uid) else None
+        return found if found.legacy_tokens else None
+
     @abstractmethod
     def memberships(self, subscriber_id: int) -> list[Membership]: ...
 

@@ -31,14 +31,20 @@ def migrations() -> list[tuple[int, str, str]]:
         if m:
             found.append((int(m.group(1)), entry.name, entry.read_text(encoding="utf-8")))
     found.sort()
-    for expected, (version, name, _) in enumerate(found, start=1):
-        if version != expected:
-            raise StoreError(f"migration {name} is out of sequence (expected {expected:03d})")
+    # Gaps are allowed (branches number their migrations apart; they are applied in order),
+    # two files of one number are not.
+    for (version, name, _), (previous, other, _) in zip(found[1:], found):
+        if version == previous:
+            raise StoreError(f"migrations {other} and {name} have the same number")
     return found
 
 
 def latest_version() -> int:
-    return len(migrations())
+    steps = migrations()
+    return steps[-1][0] if steps else 0
+
+
+_FOREIGN_KEYS_OFF = "-- newsletter: foreign_keys=off"
 
 
 def sqlite_path(url: str) -> Path:
@@ -84,7 +90,7 @@ def migrate_database(conn: sqlite3.Connection, path: Path | None = None) -> int:
     A database newer than this code is a ``StoreError`` (upgrade the program), not a crash.
     """
     steps = migrations()
-    latest = len(steps)
+    latest = steps[-1][0] if steps else 0
     current = schema_version(conn)
     if current > latest:
         raise StoreError(
@@ -95,19 +101,29 @@ def migrate_database(conn: sqlite3.Connection, path: Path | None = None) -> int:
     for version, name, sql in steps:
         if version <= current:
             continue
+        # A migration that rebuilds a table says so on its first line: foreign keys are off
+        # while it runs (a DROP TABLE would otherwise cascade) and checked before it commits.
+        rebuild = sql.lstrip().startswith(_FOREIGN_KEYS_OFF)
         try:
+            if rebuild:
+                conn.execute("PRAGMA foreign_keys = OFF")
             conn.execute("BEGIN IMMEDIATE")
             if schema_version(conn) >= version:  # another process got here first
                 conn.execute("ROLLBACK")
                 continue
             for statement in _statements(sql):
                 conn.execute(statement)
+            if rebuild and conn.execute("PRAGMA foreign_key_check").fetchone() is not None:
+                raise sqlite3.IntegrityError("foreign key check failed after the rebuild")
             conn.execute(f"PRAGMA user_version = {version}")
             conn.execute("COMMIT")
         except sqlite3.Error as err:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise StoreError(f"migration {name} failed: {err}", file=path) from None
+        finally:
+            if rebuild:
+                conn.execute("PRAGMA foreign_keys = ON")
     return schema_version(conn)
 
 

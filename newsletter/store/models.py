@@ -36,6 +36,8 @@ class Subscriber:
     created_at: str  # ISO 8601 UTC
     confirmed_at: str | None = None
     unsubscribed_at: str | None = None
+    uid: str = ""  # random, never reused: what every token names (with ``id``)
+    legacy_tokens: bool = False  # existed before uids: tokens without one still name it
 
 
 @dataclass(frozen=True)
@@ -66,3 +68,4 @@ class Recipient:
     email: str  # ready for the envelope: the domain in its ASCII (IDNA) form
     name: str
     attributes: dict[str, str] = field(default_factory=dict)
+    uid: str = ""  # the subscriber's never-reused identity, named in their tokens

@@ -33,7 +33,7 @@ MAX_NAME = 200  # as on the web form and in a CSV import
 LIST_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 OPTED_OUT = ("unsubscribed", "bounced", "complained")
 _SUB_COLUMNS = ("id, email, name, attributes, status, source, created_at, confirmed_at, "
-                "unsubscribed_at")
+                "unsubscribed_at, uid, legacy_tokens")
 _FETCH = 2000  # rows per fetchmany while streaming
 
 
@@ -42,7 +42,7 @@ def _subscriber(row: sqlite3.Row) -> Subscriber:
         id=row["id"], email=row["email"], name=row["name"],
         attributes=json.loads(row["attributes"]), status=SubscriberStatus(row["status"]),
         source=row["source"], created_at=row["created_at"], confirmed_at=row["confirmed_at"],
-        unsubscribed_at=row["unsubscribed_at"],
+        unsubscribed_at=row["unsubscribed_at"], uid=row["uid"], legacy_tokens=bool(row["legacy_tokens"]),
     )
 
 
@@ -335,7 +335,7 @@ class SqliteStore(Store):
     def recipients(self, list_name: str) -> Iterator[Recipient]:
         target = self.require_list(list_name)
         cur = self.conn.execute(
-            "SELECT s.id, s.email, s.email_key, s.name, s.attributes FROM memberships m "
+            "SELECT s.id, s.email, s.email_key, s.name, s.attributes, s.uid FROM memberships m "
             "JOIN subscribers s ON s.id = m.subscriber_id "
             "WHERE m.list_id = ? AND m.status = 'active' AND s.status = 'active' "
             "AND NOT EXISTS (SELECT 1 FROM suppressions x WHERE x.email = s.email_key) "
@@ -343,7 +343,8 @@ class SqliteStore(Store):
         while batch := cur.fetchmany(_FETCH):
             for row in batch:
                 yield Recipient(subscriber_id=row["id"], email=envelope_address(row["email"]),
-                                name=row["name"], attributes=json.loads(row["attributes"]))
+                                name=row["name"], attributes=json.loads(row["attributes"]),
+                                uid=row["uid"])
 
     def is_suppressed(self, email: str) -> bool:
         try:

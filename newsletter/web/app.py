@@ -77,9 +77,31 @@ async def http_error(request: Request, exc: HTTPException) -> Response:
     lang = ctx.lang(request)
     t = ctx.t(lang)
     if exc.status_code == 404:
+        twin = _slash_twin(request)
+        if twin is not None:
+            # Starlette's own slash redirect builds the Location from the Host header (anyone's
+            # host); ours is always under base_url.
+            query = request.url.query
+            return RedirectResponse(f"{ctx.base_url}{twin}{'?' + query if query else ''}", status_code=307)
         return ctx.message(lang, "not_found.title", t("not_found.body"), status=404)
     headers = dict(exc.headers or {})
     return ctx.message(lang, "bad_request.title", str(exc.detail), status=exc.status_code, headers=headers)
+
+
+def _slash_twin(request: Request) -> str | None:
+    """The path with its trailing slash removed (or added) when that one has a route."""
+    from starlette.routing import Match
+
+    path = request.scope.get("path", "")
+    if path == "/" or "//" in path:
+        return None
+    twin = path[:-1] if path.endswith("/") else path + "/"
+    scope = {**request.scope, "path": twin}
+    for route in request.app.router.routes:
+        match, _ = route.matches(scope)
+        if match is not Match.NONE:
+            return twin
+    return None
 
 
 async def server_error(request: Request, exc: Exception) -> Response:
@@ -120,6 +142,7 @@ def build_app(config: Config) -> Starlette:
 
     app = Starlette(routes=routes(), lifespan=lifespan,
                     exception_handlers={HTTPException: http_error, Exception: server_error})
+    app.router.redirect_slashes = False  # see http_error: redirects stay under base_url
     app.state.ctx = ctx
     app.state.editions = archive.EditionCache(config)
     return app

@@ -21,16 +21,17 @@ from newsletter.web.templating import base_url, page_values
 log = logging.getLogger("newsletter.web")
 
 
-def confirm_url(config: Config, secret: bytes, subscriber_id: int, list_id: int, *, now: float | None = None) -> str:
+def confirm_url(config: Config, secret: bytes, subscriber_id: int, list_id: int, *, uid: str,
+                now: float | None = None) -> str:
     """The signed confirmation link, valid for ``web.confirm_ttl_hours``."""
     now = time.time() if now is None else now
     expires = int(now + config.web.confirm_ttl_hours * 3600)
-    token = make_token(secret, "confirm", subscriber_id, list_id, expires=expires)
+    token = make_token(secret, "confirm", subscriber_id, list_id, expires=expires, uid=uid)
     return f"{base_url(config)}/confirm/{token}"
 
 
-def preferences_url(config: Config, secret: bytes, subscriber_id: int) -> str:
-    return f"{base_url(config)}/preferences/{make_token(secret, 'preferences', subscriber_id, 0)}"
+def preferences_url(config: Config, secret: bytes, subscriber_id: int, *, uid: str) -> str:
+    return f"{base_url(config)}/preferences/{make_token(secret, 'preferences', subscriber_id, 0, uid=uid)}"
 
 
 def _greeting(lang: str, name: str) -> str:
@@ -54,22 +55,22 @@ def _mail(config: Config, env: Environment, lang: str, kind: str, *, email: str,
 
 
 def confirmation_message(config: Config, secret: bytes, env: Environment, *, subscriber_id: int,
-                         email: str, name: str, list_ids: Sequence[int], list_names: Sequence[str],
+                         uid: str, email: str, name: str, list_ids: Sequence[int], list_names: Sequence[str],
                          lang: str, now: float | None = None):
     """The double opt-in request: one link confirming the lists in ``list_ids``."""
     list_id = list_ids[0] if len(list_ids) == 1 else 0  # 0: every pending list of this reader
     return _mail(config, env, lang, "confirm", email=email, name=name, list_names=list_names, values={
         "hours": config.web.confirm_ttl_hours,
-        "confirm_url": confirm_url(config, secret, subscriber_id, list_id, now=now),
+        "confirm_url": confirm_url(config, secret, subscriber_id, list_id, uid=uid, now=now),
     })
 
 
 def welcome_message(config: Config, secret: bytes, env: Environment, *, subscriber_id: int,
-                    email: str, name: str, list_names: Sequence[str], lang: str):
+                    uid: str, email: str, name: str, list_names: Sequence[str], lang: str):
     """The note sent once a subscription is active."""
     return _mail(config, env, lang, "welcome", email=email, name=name, list_names=list_names, values={
         "archive_url": f"{base_url(config)}/archive",
-        "preferences_url": preferences_url(config, secret, subscriber_id),
+        "preferences_url": preferences_url(config, secret, subscriber_id, uid=uid),
     })
 
 

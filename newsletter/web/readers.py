@@ -42,14 +42,14 @@ async def unsubscribe_page(request: Request) -> Response:
 def _unsubscribe_page(ctx: WebContext, lang: str, claims: TokenClaims) -> Response:
     t = ctx.t(lang)
     store = ctx.store()
-    sub = store.get_subscriber_by_id(claims.subscriber_id)
+    sub = store.subscriber_for_token(claims)
     lst = store.get_list_by_id(claims.list_id) if claims.list_id else None
     if sub is None or (claims.list_id and lst is None):  # erased, or the list is gone: nothing to stop
         return _unsubscribed(ctx, lang, None, lst)
     email = mask_email(sub.email)
     question = (t("unsubscribe.question_list", list=quote_list_names([lst.name], lang), email=email) if lst
                 else t("unsubscribe.question_all", name=ctx.config.name, email=email))
-    prefs = make_token(ctx.secret, "preferences", sub.id, 0)
+    prefs = make_token(ctx.secret, "preferences", sub.id, 0, uid=sub.uid)
     return ctx.page(lang, "web/unsubscribe.html", title=t("unsubscribe.title"), question=question,
                     action="",  # the form posts to the page's own URL
                     preferences_url=f"{ctx.base_path}/preferences/{prefs}")
@@ -82,6 +82,8 @@ def _unsubscribed_page(ctx: WebContext, lang: str, lst) -> Response:
 
 def _unsubscribe(ctx: WebContext, claims: TokenClaims):
     store = ctx.store()
+    if store.subscriber_for_token(claims) is None:  # erased: the identity names nobody now
+        return None
     try:
         store.unsubscribe(claims.subscriber_id, claims.list_id or None)
     except NewsletterError:  # the subscriber or list no longer exists: nothing left to stop
@@ -129,11 +131,11 @@ def _choices(ctx: WebContext, subscriber_id: int) -> tuple[list[dict], dict[str,
 def _preferences(ctx: WebContext, lang: str, claims: TokenClaims, saved: bool, error: str,
                  status: int = 200) -> Response:
     t = ctx.t(lang)
-    sub = ctx.store().get_subscriber_by_id(claims.subscriber_id)
+    sub = ctx.store().subscriber_for_token(claims)
     if sub is None:
         return ctx.bad_link(lang)
     choices, _ = _choices(ctx, sub.id)
-    token = make_token(ctx.secret, "preferences", sub.id, 0)
+    token = make_token(ctx.secret, "preferences", sub.id, 0, uid=sub.uid)
     return ctx.page(lang, "web/preferences.html", status, title=t("prefs.title"), email=sub.email, name=sub.name,
                     choices=choices, saved=saved, error=error,
                     unsubscribed=sub.status == SubscriberStatus.UNSUBSCRIBED,
@@ -154,7 +156,7 @@ async def preferences_post(request: Request) -> Response:
 def _save_preferences(ctx: WebContext, lang: str, claims: TokenClaims, fields: list[tuple[str, str]]) -> Response:
     t = ctx.t(lang)
     store = ctx.store()
-    sub = store.get_subscriber_by_id(claims.subscriber_id)
+    sub = store.subscriber_for_token(claims)
     if sub is None:
         return ctx.bad_link(lang)
     values = dict(fields)
@@ -170,7 +172,7 @@ def _save_preferences(ctx: WebContext, lang: str, claims: TokenClaims, fields: l
         store.update_subscriber(sub.id, name=name, list_ids=chosen)
     except ValidationError as err:
         return _preferences(ctx, lang, claims, False, err.message, 400)
-    token = make_token(ctx.secret, "preferences", sub.id, 0)
+    token = make_token(ctx.secret, "preferences", sub.id, 0, uid=sub.uid)
     # Post/redirect/get: reloading the page afterwards does not post the form again.
     return RedirectResponse(f"{ctx.base_path}/preferences/{token}?saved=1", status_code=303, headers=PRIVATE)
 
@@ -179,7 +181,7 @@ async def my_data(request: Request) -> Response:
     ctx, lang, claims = verified(request, "preferences")
     if claims is None:
         return ctx.bad_link(lang)
-    data = await run_in_threadpool(_export, ctx, claims.subscriber_id)
+    data = await run_in_threadpool(_export, ctx, claims)
     if data is None:
         return ctx.bad_link(lang)
     body = json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n"
@@ -187,9 +189,13 @@ async def my_data(request: Request) -> Response:
         **PRIVATE, "Content-Disposition": 'attachment; filename="my-newsletter-data.json"'})
 
 
-def _export(ctx: WebContext, subscriber_id: int) -> dict | None:
+def _export(ctx: WebContext, claims: TokenClaims) -> dict | None:
+    store = ctx.store()
+    sub = store.subscriber_for_token(claims)
+    if sub is None:  # erased since the link was sent: its identity names nobody now
+        return None
     try:
-        return ctx.store().export_subscriber(subscriber_id)
+        return store.export_subscriber(sub.id)
     except ValidationError:  # erased since the link was sent
         return None
 

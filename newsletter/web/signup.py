@@ -147,10 +147,10 @@ def _send_signup_mail(ctx: WebContext, lang: str, result) -> None:
         return
     if result.pending:
         message = mail.confirmation_message(
-            ctx.config, ctx.secret, ctx.env, subscriber_id=sub.id, email=sub.email, name=sub.name,
+            ctx.config, ctx.secret, ctx.env, subscriber_id=sub.id, uid=sub.uid, email=sub.email, name=sub.name,
             list_ids=[l.id for l in result.pending], list_names=[l.name for l in result.pending], lang=lang)
     elif ctx.config.web.welcome_email:
-        message = mail.welcome_message(ctx.config, ctx.secret, ctx.env, subscriber_id=sub.id, email=sub.email,
+        message = mail.welcome_message(ctx.config, ctx.secret, ctx.env, subscriber_id=sub.id, uid=sub.uid, email=sub.email,
                                        name=sub.name, list_names=[l.name for l in result.activated], lang=lang)
     else:
         return
@@ -161,15 +161,16 @@ async def confirm(request: Request) -> Response:
     ctx, lang, claims = verified(request, "confirm")
     if claims is None:
         return ctx.bad_link(lang)
-    return await run_in_threadpool(_confirm, ctx, lang, claims.subscriber_id, claims.list_id)
+    return await run_in_threadpool(_confirm, ctx, lang, claims)
 
 
-def _confirm(ctx: WebContext, lang: str, subscriber_id: int, list_id: int) -> Response:
+def _confirm(ctx: WebContext, lang: str, claims) -> Response:
     t = ctx.t(lang)
     store = ctx.store()
-    sub = store.get_subscriber_by_id(subscriber_id)
-    if sub is None:
+    sub = store.subscriber_for_token(claims)
+    if sub is None:  # erased (its identity is never reused), or never existed
         return ctx.bad_link(lang)
+    subscriber_id, list_id = sub.id, claims.list_id
     try:
         changed = store.confirm(subscriber_id, list_id)
     except NewsletterError:
@@ -181,7 +182,7 @@ def _confirm(ctx: WebContext, lang: str, subscriber_id: int, list_id: int) -> Re
 
     task = None
     if changed and ctx.config.web.welcome_email:
-        message = mail.welcome_message(ctx.config, ctx.secret, ctx.env, subscriber_id=sub.id, email=sub.email,
+        message = mail.welcome_message(ctx.config, ctx.secret, ctx.env, subscriber_id=sub.id, uid=sub.uid, email=sub.email,
                                        name=sub.name, list_names=active, lang=lang)
         task = BackgroundTask(mail.deliver, ctx.config, message)
     return ctx.message(lang, "confirmed.title", t("confirmed.body", email=sub.email, lists=quote_list_names(active, lang)),
