@@ -95,10 +95,48 @@ def block_parser():
     return md
 
 
+# Elements nested deeper than this are refused before rendering: mjml-python recurses once per
+# level and overflows its stack (a segfault, exit 139) somewhere under 10,000 levels, e.g. on
+# 20,000 `*`, a letter, 20,000 `*`. Real editions nest a handful of levels.
+MAX_NESTING = 64
+_TAG_RE = re.compile(r"<(/?)([A-Za-z][\w:.-]*)(?:[^>\"']|\"[^\"]*\"|'[^']*')*?(/?)>")
+_VOID = frozenset("area base br col embed hr img input link meta source track wbr".split())
+
+
+class NestingTooDeep(ValueError):
+    """HTML (from Markdown emphasis, raw HTML or a template) nested past ``MAX_NESTING``."""
+
+    def __init__(self, depth: int):
+        super().__init__(f"nested {depth} levels deep")
+        self.depth = depth
+
+
+def nesting_depth(html: str, limit: int | None = None) -> int:
+    """The deepest element nesting in ``html`` (stops counting once past ``limit``)."""
+    if html.count("<") <= (limit or 0):
+        return html.count("<")  # cannot be deeper than it has tags
+    depth = deepest = 0
+    for closing, name, self_closing in _TAG_RE.findall(html):
+        if closing:
+            depth = max(depth - 1, 0)
+        elif not self_closing and name.lower() not in _VOID:
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if limit is not None and deepest > limit:
+                    return deepest
+    return deepest
+
+
 def inline_html(source: str) -> str:
-    """Inline Markdown to sanitised HTML (no surrounding ``<p>``)."""
+    """Inline Markdown to sanitised HTML (no surrounding ``<p>``). ``NestingTooDeep`` when the
+    result nests more than ``MAX_NESTING`` elements deep."""
     md = parser()
-    return sanitizer().clean(md.renderer.render(inline_tokens(source), md.options, {}))
+    html = sanitizer().clean(md.renderer.render(inline_tokens(source), md.options, {}))
+    depth = nesting_depth(html, MAX_NESTING)
+    if depth > MAX_NESTING:
+        raise NestingTooDeep(depth)
+    return html
 
 
 @functools.lru_cache(maxsize=1)

@@ -113,9 +113,17 @@ def render_mjml(edition: Edition, config: Config) -> str:
 
 
 def mjml_to_html(source: str, config: Config) -> str:
-    """Compile MJML with mjml-python; broken MJML becomes a ``RenderError`` naming the template."""
+    """Compile MJML with mjml-python; broken MJML becomes a ``RenderError`` naming the template.
+    MJML nested deeper than mjml-python can recurse is refused first (it would crash the process)."""
     import mjml
 
+    from newsletter.markdown import MAX_NESTING, nesting_depth
+
+    limit = MAX_NESTING + 40  # the templates' own structure on top of the content's
+    if nesting_depth(source, limit) > limit:
+        env = environment(str(config.templates_path))
+        raise RenderError(f"the MJML nests elements more than {limit} levels deep (mjml cannot render "
+                          "that); simplify the formatting", file=_template_file(env, BASE_TEMPLATE))
     try:
         return mjml.mjml2html(source, disable_comments=True)
     except ValueError as err:
@@ -225,8 +233,19 @@ def view(edition: Edition, config: Config) -> dict[str, Any]:
     """Everything the templates show, computed and escaped/sanitised here."""
     from markupsafe import Markup, escape
 
+    from newsletter.errors import EditionError
+    from newsletter.markdown import MAX_NESTING, NestingTooDeep
+
+    def guarded(make, line: int | None, file=None):
+        try:
+            return make()
+        except NestingTooDeep as err:
+            raise EditionError(f"formatting nested {err.depth} levels deep (emphasis or HTML; at most "
+                               f"{MAX_NESTING}): simplify it", file=file or edition.source, line=line) from None
+
     lab = labels(edition.lang)
     zh = language(edition.lang) == "zh"
+    essay_file = edition.essay.source if edition.essay is not None else None
     why = Markup(escape(lab["why"])).format(name=config.name, email=Markup(placeholder("email")))
     return {
         "newsletter": {"name": config.name, "postal_address": config.postal_address, "base_url": config.base_url},
@@ -236,9 +255,11 @@ def view(edition: Edition, config: Config) -> dict[str, Any]:
             preheader=edition.preheader, categories=edition.categories,
             date_label=date_label(edition),
             number_label=lab["number"].format(n=edition.number) if edition.number else "",
-            lede=[block_html(b) for b in edition.lede_blocks],
-            items=[_item_view(i) for i in edition.items],
-            essay=_essay_view(edition),
+            lede=[guarded(lambda b=b: block_html(b), b.line) for b in edition.lede_blocks],
+            items=[guarded(lambda i=i: _item_view(i), i.line) for i in edition.items],
+            essay=None if edition.essay is None else {
+                "heading": edition.essay.heading,
+                "blocks": [guarded(lambda b=b: block_html(b), b.line, essay_file) for b in edition.essay.blocks]},
         ),
         "typography": {"font_stack": FONT_STACK, "font_size": "17px" if zh else "16px",
                        "line_height": "1.7" if zh else "1.5"},
@@ -255,12 +276,6 @@ def _item_view(item) -> dict[str, Any]:
     href = item.url if Link(item.url, item.title).scheme in SAFE_SCHEMES else ""
     summary = [Markup(inline_html(p)) for p in paragraphs(item.summary)]
     return {"number": item.number, "title": item.title, "href": href, "domain": item.domain, "summary": summary}
-
-
-def _essay_view(edition: Edition) -> dict[str, Any] | None:
-    if edition.essay is None:
-        return None
-    return {"heading": edition.essay.heading, "blocks": [block_html(b) for b in edition.essay.blocks]}
 
 
 def block_html(block: Block) -> Markup:
