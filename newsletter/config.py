@@ -301,16 +301,36 @@ def load_secret(config: Config, *, create: bool = True, notify=None) -> bytes:
         return env.encode("utf-8")
     path = config.secret_path
     if path.is_file():
-        value = path.read_text(encoding="utf-8").strip()
-        if len(value) < 16:
-            raise ConfigError("secret file is too short (at least 16 characters)", file=path)
-        return value.encode("utf-8")
+        return _read_secret(path)
+    if path.is_dir():
+        raise ConfigError("secret_file is a folder: expected a file holding the signing key "
+                          "(remove the folder or point secret_file elsewhere)", file=path)
+    if path.is_symlink():
+        raise ConfigError("secret_file is a symbolic link that leads nowhere (broken or a loop): "
+                          "expected a file holding the signing key", file=path)
     if not create:
         raise ConfigError(f"no secret: set NEWSLETTER_SECRET or run `newsletter init` ({path} is missing)")
-    write_secret(path)
+    try:
+        write_secret(path)
+    except FileExistsError:  # another process made it just now: use theirs
+        return _read_secret(path)
+    except OSError as err:
+        raise ConfigError(f"cannot create the secret file: {err.strerror or err}", file=path) from None
     if notify is not None:
         notify(f"created a new signing secret in {path} (keep it out of version control)")
-    return path.read_text(encoding="utf-8").strip().encode("utf-8")
+    return _read_secret(path)
+
+
+def _read_secret(path: Path) -> bytes:
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError("the secret file is not UTF-8 text", file=path) from None
+    except OSError as err:
+        raise ConfigError(f"cannot read the secret file: {err.strerror or err}", file=path) from None
+    if len(value) < 16:
+        raise ConfigError("secret file is too short (at least 16 characters)", file=path)
+    return value.encode("utf-8")
 
 
 def write_secret(path: Path) -> None:

@@ -75,6 +75,7 @@ def import_csv(store: Store, path: str | Path, *, list_name: str, dry_run: bool 
     except OSError as err:
         raise ValidationError(f"cannot read: {err.strerror or err}", file=path) from None
     with raw:
+        _refuse_binary(raw, path)
         size = _size(raw)
         summary = ImportSummary(dry_run=dry_run)
         rows = read_rows(raw, path, summary, check_dns=check_dns, on_reject=on_reject,
@@ -83,6 +84,25 @@ def import_csv(store: Store, path: str | Path, *, list_name: str, dry_run: bool 
         if on_progress:
             on_progress(size, size)
     return summary
+
+
+def _refuse_binary(raw, path: Path) -> None:
+    """A file that is not text at all (a spreadsheet, an archive, UTF-16) is said to be so, not
+    reported as empty or as a header with odd column names."""
+    try:
+        head = raw.read(8192)
+        raw.seek(0)
+    except OSError as err:
+        raise ValidationError(f"cannot read: {err.strerror or err}", file=path) from None
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ValidationError("is UTF-16 text: save it as UTF-8 CSV and try again", file=path)
+    controls = sum(1 for b in head if b < 32 and b not in (9, 10, 13))
+    if b"\x00" in head or controls > len(head) // 100:
+        kind = {b"PK\x03\x04": " (a zip file: .xlsx, .ods or .zip?)",
+                b"\xd0\xcf\x11\xe0": " (an old Excel .xls?)"}.get(head[:4], "")
+        kind = kind or {b"\x1f\x8b": " (gzip)"}.get(head[:2], "")
+        raise ValidationError(f"is not a text file{kind}: expected a UTF-8 CSV with a header row "
+                              "(export it as CSV from the spreadsheet)", file=path)
 
 
 def _size(raw) -> int:

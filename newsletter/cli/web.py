@@ -21,15 +21,44 @@ def serve(
     """Serve the readers' pages: subscribe, confirm, unsubscribe, preferences, archive, feed."""
     import uvicorn
 
+    from newsletter.config import load_secret
     from newsletter.web import create_app
 
     config = get_config(ctx)
+    load_secret(config, notify=notice)  # made like every other command does, when missing
     app = create_app(config)
+    sock = listen(host, port)  # bound here: a busy port is one line and exit 2, not uvicorn's
     notice(f"serving {config.name} on http://{host}:{port} (public URL: {config.base_url})")
     # Client addresses from proxy headers are handled by the app itself (web.trust_proxy_headers),
     # so uvicorn must not rewrite them on its own.
-    uvicorn.run(app, host=host, port=port, proxy_headers=False, access_log=access_log,
-                log_level="info", server_header=False)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, proxy_headers=False,
+                                           access_log=access_log, log_level="info", server_header=False))
+    with sock:
+        server.run(sockets=[sock])
+
+
+def listen(host: str, port: int):
+    """A listening TCP socket on ``host:port``; ``NewsletterError`` (exit 2) when it cannot be."""
+    import socket
+
+    from newsletter.errors import NewsletterError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as err:
+        raise NewsletterError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as err:
+        sock.close()
+        hint = " (another server is using it: stop it or choose another --port)" if err.errno == 98 else ""
+        raise NewsletterError(f"cannot listen on {host}:{port}: {err.strerror or err}{hint}") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 @archive_app.command("build")

@@ -69,7 +69,7 @@ def connect(path: str | Path, *, migrate: bool = True) -> sqlite3.Connection:
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA synchronous = NORMAL")
     except (sqlite3.Error, OSError) as err:
-        raise StoreError(f"cannot open database: {err}", file=path) from None
+        raise StoreError(f"cannot open database: {explain(err, path)}", file=path) from None
     conn.row_factory = sqlite3.Row
     if migrate:
         try:
@@ -78,6 +78,27 @@ def connect(path: str | Path, *, migrate: bool = True) -> sqlite3.Connection:
             conn.close()
             raise
     return conn
+
+
+def explain(err: Exception, path: Path) -> str:
+    """``err`` in words, naming what is read-only when that is why SQLite refused: the database
+    file, or its folder (SQLite creates its -wal and -shm files beside the database)."""
+    import os
+
+    text = str(err)
+    lowered = text.lower()
+    if not any(w in lowered for w in ("readonly", "read-only", "unable to open", "permission denied")):
+        return text
+    folder = path.resolve().parent
+    for target, what in ((folder, "folder"), (path, "database file"),
+                         (Path(f"{path}-wal"), "journal file"), (Path(f"{path}-shm"), "shared-memory file")):
+        if target.exists() and not os.access(target, os.W_OK):
+            extra = (" (SQLite writes its -wal and -shm files beside the database)"
+                     if what == "folder" else "")
+            return f"{text}: the {what} {target} is read-only{extra}; make it writable"
+        if what == "folder" and not target.exists():
+            return f"{text}: the folder {target} does not exist"
+    return text
 
 
 def schema_version(conn: sqlite3.Connection) -> int:
@@ -120,7 +141,7 @@ def migrate_database(conn: sqlite3.Connection, path: Path | None = None) -> int:
         except sqlite3.Error as err:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            raise StoreError(f"migration {name} failed: {err}", file=path) from None
+            raise StoreError(f"migration {name} failed: {explain(err, path) if path else err}", file=path) from None
         finally:
             if rebuild:
                 conn.execute("PRAGMA foreign_keys = ON")

@@ -82,7 +82,7 @@ class SqliteStore(Store):
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as err:
-            raise StoreError(f"cannot write to the database: {err}", file=self.path) from None
+            raise StoreError(f"cannot write to the database: {db.explain(err, self.path)}", file=self.path) from None
         try:
             yield self.conn
         except BaseException:
@@ -92,7 +92,7 @@ class SqliteStore(Store):
         try:
             self.conn.execute("COMMIT")
         except sqlite3.Error as err:
-            raise StoreError(f"cannot commit: {err}", file=self.path) from None
+            raise StoreError(f"cannot commit: {db.explain(err, self.path)}", file=self.path) from None
 
     # -- lists -----------------------------------------------------------------------------
     def create_list(self, name: str, *, description: str = "", double_opt_in: bool = False,
