@@ -76,8 +76,8 @@ def check_address(email: str) -> str:
 
 # -- per-reader values ----------------------------------------------------------------------
 
-def unsubscribe_token(ctx: SendContext, subscriber_id: int) -> str:
-    return make_token(ctx.secret, "unsubscribe", subscriber_id, ctx.list_id)
+def unsubscribe_token(ctx: SendContext, subscriber_id: int, list_id: int = 0) -> str:
+    return make_token(ctx.secret, "unsubscribe", subscriber_id, list_id or ctx.list_id)
 
 
 class _Tokens:
@@ -110,10 +110,10 @@ def reader_values(ctx: SendContext, recipient: Recipient, base: str | None = Non
     """The placeholder values of one reader (``email``, ``name``, URLs, ``attr.*``)."""
     base = base if base is not None else ctx.config.base_url.rstrip("/")
     if tokens is None:
-        token = unsubscribe_token(ctx, recipient.subscriber_id)
+        token = unsubscribe_token(ctx, recipient.subscriber_id, recipient.list_id)
         prefs = make_token(ctx.secret, "preferences", recipient.subscriber_id, 0)
     else:
-        token = tokens.make("unsubscribe", recipient.subscriber_id, ctx.list_id)
+        token = tokens.make("unsubscribe", recipient.subscriber_id, recipient.list_id or ctx.list_id)
         prefs = tokens.make("preferences", recipient.subscriber_id, 0)
     values = {
         "email": recipient.email,
