@@ -48,7 +48,7 @@ SELECT slug, NULL, '', '', 'pending', created_at FROM sends ORDER BY id;
 
 CREATE TABLE sends_new (
     id            INTEGER PRIMARY KEY,
-    edition_id    INTEGER NOT NULL REFERENCES editions(id),
+    edition_id    INTEGER REFERENCES editions(id),         -- NULL: recorded by hand, no edition
     seq           INTEGER NOT NULL DEFAULT 1,         -- the edition's 1st, 2nd … send: SLUG#2
     snapshot_id   INTEGER REFERENCES snapshots(id),   -- NULL only for an old send not rebuilt
     slug          TEXT NOT NULL,
