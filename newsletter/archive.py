@@ -1,9 +1,11 @@
 """The public archive: the web version of each sent edition, the index page and the Atom feed,
 served by ``newsletter serve`` or written as static files by ``archive build``.
 
-An edition is listed once the delivery ledger says it was sent. Its web version is the rendered
-email with every per-reader placeholder replaced by a neutral value: no address, no name, no live
-token (the unsubscribe and preferences links lead to a page explaining to use the email's link).
+An edition is listed once the delivery ledger says it was sent. Its web version is its send's
+snapshot (what readers got, frozen in the database when the send started: later edits, moved or
+broken files change nothing here) with every per-reader placeholder replaced by a neutral value:
+no address, no name, no live token (the unsubscribe and preferences links lead to a page
+explaining to use the email's link).
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ class ArchiveEntry:
     slug: str
     subject: str
     sent_at: str  # ISO 8601 UTC
+    number: int | None = None
+    title: str = ""
+    snapshot_id: int | None = None
 
     @property
     def date(self) -> str:
@@ -43,10 +48,11 @@ def valid_slug(slug: str) -> bool:
 
 
 def sent_entries(config: Config) -> list[ArchiveEntry]:
-    """Editions the ledger has sent, newest first."""
-    from newsletter.ledger import sent_editions
+    """Editions the ledger has sent, newest first, as their snapshots say."""
+    from newsletter.ledger import sent_snapshots
 
-    return [ArchiveEntry(slug=e.slug, subject=e.subject, sent_at=_iso(e.sent_at)) for e in sent_editions(config)]
+    return [ArchiveEntry(slug=e.slug, subject=e.subject, sent_at=_iso(e.sent_at), number=e.number, title=e.title,
+                         snapshot_id=e.snapshot_id) for e in sent_snapshots(config)]
 
 
 def _iso(value: object) -> str:
@@ -97,35 +103,43 @@ def find_source(config: Config, slug: str) -> Path | None:
     return None
 
 
-class EditionCache:
-    """Rendered editions by slug, re-rendered when the source file changes (rendering is the
-    expensive part of serving an archive page)."""
+class SnapshotCache:
+    """Sent editions' snapshots by slug. A snapshot never changes, so its id is the cache key;
+    which snapshot a slug shows is asked of the ledger each time (a later send may add one)."""
 
     def __init__(self, config: Config):
         self.config = config
         self._lock = threading.Lock()
-        self._cache: dict[str, tuple[Path, float, RenderedEmail]] = {}
+        self._cache: dict[int, RenderedEmail] = {}
 
     def get(self, slug: str) -> RenderedEmail | None:
-        path = find_source(self.config, slug)
-        if path is None:
+        """The web version's source for ``slug``; None when it was never sent."""
+        from newsletter.ledger import archived_snapshot
+
+        if not valid_slug(slug):
             return None
-        mtime = path.stat().st_mtime
+        snap = archived_snapshot(self.config, slug)
+        if snap is None:
+            return None
         with self._lock:
-            cached = self._cache.get(slug)
-        if cached and cached[0] == path and cached[1] == mtime:
-            return cached[2]
-        rendered = render_source(self.config, path)
+            return self._cache.setdefault(snap.id, snap.rendered())  # type: ignore[arg-type]
+
+    def entry(self, entry: ArchiveEntry) -> RenderedEmail | None:
+        """``entry``'s snapshot (listed entries carry their snapshot id: one query per new one)."""
+        from newsletter.ledger import Ledger
+
+        if entry.snapshot_id is None:
+            return None
         with self._lock:
-            self._cache[slug] = (path, mtime, rendered)
-        return rendered
-
-
-def render_source(config: Config, path: Path) -> RenderedEmail:
-    from newsletter.edition import load_edition
-    from newsletter.render import render_edition
-
-    return render_edition(load_edition(path, config=config), config)
+            found = self._cache.get(entry.snapshot_id)
+        if found is not None:
+            return found
+        with Ledger.open(self.config) as ledger:
+            snap = ledger.snapshot(entry.snapshot_id)
+        if snap is None:
+            return None
+        with self._lock:
+            return self._cache.setdefault(entry.snapshot_id, snap.rendered())
 
 
 def web_version(config: Config, rendered: RenderedEmail) -> str:
@@ -186,13 +200,13 @@ def build_archive(config: Config, out: Path, *, progress=None) -> list[Path]:
     unsubscribe/preferences links lead to. ``progress(slug)`` is called per edition.
     """
     entries = sent_entries(config)
+    snapshots = SnapshotCache(config)
     rendered: dict[str, RenderedEmail | None] = {}
     written: list[Path] = []
     for e in entries:
         if not valid_slug(e.slug):
             continue
-        path = find_source(config, e.slug)
-        rendered[e.slug] = render_source(config, path) if path else None
+        rendered[e.slug] = snapshots.entry(e)
         if rendered[e.slug] is None:
             continue
         page = web_version(config, rendered[e.slug])

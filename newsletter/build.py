@@ -18,12 +18,23 @@ if TYPE_CHECKING:
 
 def build_edition(path: str | Path, config: Config, essay_path: str | Path | None = None,
                   ) -> tuple[Edition, RenderedEmail, list[Finding]]:
-    """The edition at ``path`` parsed, rendered, and its check findings."""
-    from newsletter.checks import check_edition
+    """The edition at ``path`` parsed, rendered with the number it has or will get at its first
+    send, and its check findings."""
+    from dataclasses import replace
+
     from newsletter.edition import load_edition
-    from newsletter.render import render_edition
+    from newsletter.ledger import planned_number
 
     edition = load_edition(path, config=config, essay_path=essay_path)
+    edition = replace(edition, number=planned_number(config, edition))
+    return render_checked(edition, config)
+
+
+def render_checked(edition: Edition, config: Config) -> tuple[Edition, RenderedEmail, list[Finding]]:
+    """``edition`` rendered, and its check findings."""
+    from newsletter.checks import check_edition
+    from newsletter.render import render_edition
+
     rendered = render_edition(edition, config)
     return edition, rendered, check_edition(edition, rendered, config)
 

@@ -475,7 +475,7 @@ def _assemble(f: dict[str, Any], lines: dict[str, int], lede, items, essay, path
         source=path, slug=slug, title=f["title"], subject=f["subject"] or f["title"],
         preheader=preheader, date=f["date"], lang=lang, categories=f["categories"],
         lede_blocks=lede, items=items, essay=essay,
-        number=f["number"] or _position(path), preheader_given=f["preheader"] is not None,
+        number=f["number"], preheader_given=f["preheader"] is not None,
         lines=dict(lines),
     )
 
@@ -500,8 +500,10 @@ def first_sentence(markdown: str, limit: int = PREHEADER_MAX) -> str:
     return cut.rstrip(" ,，、;；:：") + "…"
 
 
-def _position(path: Path) -> int | None:
-    """The edition's number: its place among the dated editions in its folder (1-based)."""
+def folder_position(path: Path) -> int | None:
+    """The edition's place among the dated editions in its folder (1-based): how editions were
+    numbered before numbers were stored, used only to give sends from then the number they showed.
+    (An edition's number is now assigned at its first send: ``newsletter.ledger.planned_number``.)"""
     if not re.match(r"^\d{4}-\d{2}-\d{2}", path.name):
         return None
     try:

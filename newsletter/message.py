@@ -71,7 +71,8 @@ def check_address(email: str) -> str:
 # -- per-reader values ----------------------------------------------------------------------
 
 def unsubscribe_token(ctx: SendContext, recipient: Recipient) -> str:
-    return make_token(ctx.secret, "unsubscribe", recipient.subscriber_id, ctx.list_id, uid=recipient.uid)
+    return make_token(ctx.secret, "unsubscribe", recipient.subscriber_id, recipient.list_id or ctx.list_id,
+                      uid=recipient.uid)
 
 
 class _Tokens:
@@ -107,7 +108,7 @@ def reader_values(ctx: SendContext, recipient: Recipient, base: str | None = Non
         token = unsubscribe_token(ctx, recipient)
         prefs = make_token(ctx.secret, "preferences", recipient.subscriber_id, 0, uid=recipient.uid)
     else:
-        token = tokens.make("unsubscribe", recipient.subscriber_id, ctx.list_id, recipient.uid)
+        token = tokens.make("unsubscribe", recipient.subscriber_id, recipient.list_id or ctx.list_id, recipient.uid)
         prefs = tokens.make("preferences", recipient.subscriber_id, 0, recipient.uid)
     values = {
         "email": recipient.email,

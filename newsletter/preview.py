@@ -38,6 +38,7 @@ class PreviewState:
     findings: list[Finding] = field(default_factory=list)
     error: str = ""
     source: str = ""
+    number: str = ""  # "No. 7 (assigned at its first send)" / "No. 7 (sent)"
 
 
 class Preview:
@@ -56,13 +57,15 @@ class Preview:
         """Parse, render and check again; a ``NewsletterError`` becomes the page's error box."""
         from newsletter.build import build_edition
 
-        rendered, findings, error = None, [], ""
+        rendered, findings, error, number = None, [], "", ""
         try:
-            _, rendered, findings = build_edition(self.edition_path, self.config, self.essay_path)
+            edition, rendered, findings = build_edition(self.edition_path, self.config, self.essay_path)
+            number = f"No. {edition.number} (assigned at its first send, then kept)" \
+                if edition.number else ""
         except NewsletterError as err:
             error = str(err)
         with self.changed:
-            self.state = PreviewState(self.state.version + 1, rendered, findings, error, self.state.source)
+            self.state = PreviewState(self.state.version + 1, rendered, findings, error, self.state.source, number)
             self.changed.notify_all()
 
     def watched_paths(self) -> list[Path]:
@@ -229,6 +232,8 @@ def page(state: PreviewState) -> str:
     r = state.rendered
     inbox = (f"<div class=inbox><b>{html.escape(r.subject)}</b> — <span>{html.escape(r.preheader)}</span></div>"
              if r else "")
+    if state.number:
+        inbox += f"<div class=meta data-number>{html.escape(state.number)}</div>"
     error = f"<div class=error>{html.escape(state.error)}</div>" if state.error else ""
     findings = "".join(
         f"<li class={f.level.value}>{html.escape(f.format(state.source))}</li>" for f in state.findings

@@ -1,7 +1,11 @@
-"""The send job: one rendered edition to every reader of a list, exactly once, resumably.
+"""The send job: one edition's snapshot to every reader of an audience, exactly once, resumably.
 
-``plan_send`` looks (store, ledger, transport limits) and writes nothing; ``SendJob.run`` freezes
-the recipients into the ledger on first run, then claims deliveries in small batches, makes each
+``prepare_send`` decides what is sent: the edition file is matched to the edition the ledger
+knows (path + slug + date instant); the same audience's unfinished send is resumed with its
+frozen snapshot (with one line when the file changed since), anything else renders the file
+into a new snapshot, numbered once. ``SendJob.plan`` looks (store, ledger, transport limits) and
+writes nothing; ``SendJob.run`` freezes the snapshot and the recipients into the ledger on first
+run (leaving out readers an earlier send of the edition reached, unless ``again``), then claims deliveries in small batches, makes each
 reader's message from the precomputed template, paces through a token bucket and sends from a
 thread pool. Results go back to the ledger in batches from the main thread. A crash leaves at most
 the in-flight window (``window`` rows) in ``sending``: reported as unknown afterwards.
@@ -14,18 +18,22 @@ messages finish, records them, and re-raises. Progress goes to a callback.
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
+from newsletter.audience import Audience, make_audience
 from newsletter.config import Config, load_secret
-from newsletter.errors import NewsletterError, TransportError, ValidationError
-from newsletter.ledger import Claim, DeliveryState, Ledger, Outcome, SendRecord
+from newsletter.errors import EditionError, NewsletterError, TransportError, ValidationError
+from newsletter.ledger import Claim, DeliveryState, EditionRecord, Ledger, Outcome, SendExists, SendRecord
 from newsletter.message import MessageTemplate, SendContext
 from newsletter.pacing import TokenBucket, backoff
 from newsletter.rendered import RenderedEmail
+from newsletter.snapshot import Snapshot, content_hash, date_instant, make_snapshot, resolved, source_hash
 from newsletter.store.models import Recipient
 from newsletter.transports import SendLimits, Transport, describe, open_transport, send_limits
 
@@ -51,6 +59,95 @@ class SendOptions:
     backoff_cap: float = 20.0
 
 
+@dataclass
+class Prepared:
+    """What a send command will send: the snapshot (frozen, when resuming), the edition it
+    belongs to, the send it resumes, lines for the editor, and check findings of a fresh render."""
+
+    snapshot: Snapshot
+    date_utc: str = ""
+    edition: EditionRecord | None = None
+    resume: SendRecord | None = None
+    notes: list[str] = field(default_factory=list)
+    findings: list = field(default_factory=list)
+
+
+def prepare_send(config: Config, path: str | Path, audience: Audience, *, essay: str | Path | None = None,
+                 ledger: Ledger | None = None) -> Prepared:
+    """Match the edition file to the ledger and decide what is sent (nothing is written)."""
+    own = ledger is None
+    ledger = ledger or Ledger.open(config)
+    try:
+        return _prepare(config, Path(path), audience, Path(essay) if essay else None, ledger)
+    finally:
+        if own:
+            ledger.close()
+
+
+def _prepare(config: Config, path: Path, audience: Audience, essay: Path | None, ledger: Ledger) -> Prepared:
+    from newsletter.build import render_checked
+    from newsletter.edition import load_edition
+
+    key = resolved(path)
+    try:
+        parsed = load_edition(path, config=config, essay_path=essay)
+        problem = None
+    except EditionError as err:
+        parsed, problem = None, err
+    if parsed is not None:
+        edition = ledger.match_edition(key, parsed.slug, date_instant(parsed))
+    else:  # a broken or missing file can still resume the send it started
+        rows = ledger.conn.execute("SELECT slug FROM editions WHERE source_path = ? ORDER BY id DESC", (key,)).fetchall()
+        edition = ledger.edition(rows[0][0]) if rows else None
+    resume = ledger.open_send(edition.id, audience.key) if edition else None
+    if resume is not None and resume.snapshot_id is not None:
+        frozen = ledger.snapshot(resume.snapshot_id)
+        notes = []
+        if source_hash(path, essay) != frozen.source_hash or (frozen.essay_path or None) != (resolved(essay) if essay else None):  # type: ignore[union-attr]
+            notes.append(f"{path} changed since this send started at {resume.created_at}; "
+                         "resuming sends the version frozen then")
+        if parsed is not None and parsed.slug != edition.slug:  # type: ignore[union-attr]
+            notes.append(f"its slug is now {parsed.slug!r} in the file; this is still edition {edition.slug!r}")  # type: ignore[union-attr]
+        return Prepared(frozen, edition.date_utc, edition, resume, notes)  # type: ignore[arg-type, union-attr]
+    if parsed is None:
+        raise problem  # type: ignore[misc]
+    notes = []
+    if edition is not None:
+        number = edition.number if edition.number is not None else (parsed.number or ledger.next_number())
+        if parsed.slug != edition.slug:
+            notes.append(f"its slug is now {parsed.slug!r} in the file; this is still edition {edition.slug!r} "
+                         "(its archive page and number stay)")
+            parsed = replace(parsed, slug=edition.slug)
+    else:
+        number = parsed.number or ledger.next_number()
+        owner = ledger.number_owner(number)
+        if owner is not None:
+            raise EditionError(f"number {number} is already edition {owner.slug!r}'s: remove `number:` "
+                               f"(the next free one is {ledger.next_number()})", file=path,
+                               line=parsed.lines.get("number"))
+    parsed, rendered, findings = render_checked(replace(parsed, number=number), config)
+    snap = make_snapshot(parsed, rendered, essay_path=essay)
+    if edition is not None:
+        before = ledger.latest_snapshot(edition.id)
+        if before is not None and before.content_hash != snap.content_hash:
+            notes.append(f"{path} changed since the edition's last send ({before.created_at}): "
+                         "this new send sends the current version")
+    return Prepared(snap, date_instant(parsed), edition, resume, notes, findings)
+
+
+def _prepared_from_rendered(rendered: RenderedEmail, audience: Audience, ledger: Ledger) -> Prepared:
+    """For callers with a rendered email and no file (the Python API, benchmarks)."""
+    snap = Snapshot(slug=rendered.slug, number=None, title=rendered.subject, subject=rendered.subject,
+                    preheader=rendered.preheader, date="", lang=rendered.lang, categories=(), items=(),
+                    html=rendered.html, text=rendered.text, web_url=rendered.web_url, source_path="",
+                    essay_path=None, source_hash="", content_hash=content_hash(rendered))
+    edition = ledger.edition(rendered.slug)
+    resume = ledger.open_send(edition.id, audience.key) if edition else None
+    if resume is not None and resume.snapshot_id is not None:
+        snap = ledger.snapshot(resume.snapshot_id)  # type: ignore[assignment]
+    return Prepared(snap, "", edition, resume)
+
+
 @dataclass(frozen=True)
 class SendPlan:
     """What is about to happen (shown before confirmation; nothing written yet)."""
@@ -68,6 +165,11 @@ class SendPlan:
     rate: float | None  # effective messages/s (None: unpaced)
     limits: SendLimits | None
     retry_unknown: bool = False
+    ref: str = ""  # SLUG or SLUG#N: the send this is (or will be)
+    number: int | None = None
+    steps: list[tuple[str, int]] = field(default_factory=list)  # the audience, step by step
+    skipped_earlier: int = 0  # readers an earlier send of this edition reached (left out)
+    again: bool = False
 
     @property
     def estimated_seconds(self) -> float | None:
@@ -134,13 +236,18 @@ def effective_rate(config: Config, options: SendOptions, limits: SendLimits | No
 
 
 class SendJob:
-    """One edition to one list through one transport. Use ``plan`` then ``run``; ``close``."""
+    """One edition (its snapshot) to one audience through one transport. Use ``plan`` then
+    ``run``; ``close``. ``source`` is a ``Prepared`` (from ``prepare_send``) or, for the Python
+    API, a ``RenderedEmail``; ``audience`` an ``Audience`` or one list's name."""
 
-    def __init__(self, config: Config, rendered: RenderedEmail, list_name: str,
-                 options: SendOptions = SendOptions(), *, notify: Callable[[str], None] | None = None):
+    def __init__(self, config: Config, source: Prepared | RenderedEmail, audience: Audience | str,
+                 options: SendOptions = SendOptions(), *, notify: Callable[[str], None] | None = None,
+                 again: bool = False):
         from newsletter.store import open_store
 
-        self.config, self.rendered, self.list_name, self.options = config, rendered, list_name, options
+        self.audience = make_audience([audience]) if isinstance(audience, str) else audience
+        self.list_name = self.audience.describe()
+        self.config, self.options, self.again = config, options, again
         self.notify = notify
         self.concurrency = options.concurrency or config.send.concurrency
         self.window = options.window or max(8, 4 * self.concurrency)
@@ -149,14 +256,19 @@ class SendJob:
         self.transport: Transport | None = None
         self.report: SendReport | None = None  # set by run(), also when it is interrupted
         try:
-            self.mailing_list = self.store.get_list(list_name)
-            if self.mailing_list is None:
-                raise ValidationError(f"no list named {list_name!r} (see `newsletter lists ls`)")
+            self.lists = []
+            for name in (*self.audience.lists, *self.audience.exclude):
+                found = self.store.get_list(name)
+                if found is None:
+                    raise ValidationError(f"no list named {name!r} (see `newsletter lists ls`)")
+                self.lists.append(found)
+            self.mailing_list = self.lists[0]
+            self.prepared = source if isinstance(source, Prepared) else \
+                _prepared_from_rendered(source, self.audience, self.ledger)
+            self.snapshot = self.prepared.snapshot
+            self.rendered = self.snapshot.rendered()
             self.secret = load_secret(config, notify=notify)
-            self.existing = self.ledger.find_send(rendered.slug)
-            if self.existing and self.existing.list_name != list_name:
-                raise ValidationError(f"edition {rendered.slug!r} was sent to list {self.existing.list_name!r}; "
-                                      "an edition has one send")
+            self.existing = self.prepared.resume
             self.transport_name = options.transport or (self.existing.transport if self.existing else None) \
                 or config.transport
             self.transport = open_transport(config, self.transport_name, concurrency=self.concurrency)
@@ -175,13 +287,25 @@ class SendJob:
     def plan(self) -> SendPlan:
         """Counts and limits; refuses (``FatalStop``) a send larger than the 24-hour quota left."""
         limits = self._limits()
+        steps: list[tuple[str, int]] = []
         if self.existing:
             progress = self.ledger.progress(self.existing.id)
             unknown = progress.unknown
             to_send = progress.pending + (unknown if self.options.retry_unknown else 0)
             done = progress.done
+            earlier, ref = self.existing.skipped_earlier, self.existing.ref
         else:
-            to_send, done, unknown = sum(1 for _ in self.store.recipients(self.list_name)), 0, 0
+            steps = self.store.audience_steps(self.audience)
+            edition = self.prepared.edition
+            reached = self.ledger.earlier_recipients(edition.id) if edition and not self.again else set()
+            if reached:
+                total = sum(1 for r in self.store.audience_recipients(self.audience) if r.subscriber_id not in reached)
+            else:
+                total = steps[-1][1]
+            earlier = steps[-1][1] - total
+            to_send, done, unknown = total, 0, 0
+            seq = len(self.ledger.edition_sends(edition.id)) + 1 if edition else 1
+            ref = self.snapshot.slug if seq == 1 else f"{self.snapshot.slug}#{seq}"
         remaining = limits.remaining_24h if limits else None
         if remaining is not None and to_send > remaining:
             raise FatalStop(f"this send needs {to_send} messages but only {remaining} of the 24-hour sending quota "
@@ -192,7 +316,8 @@ class SendJob:
                         local=self.transport_name == "outbox", to_send=to_send, already_done=done,
                         unknown=unknown, resuming=self.existing is not None,
                         rate=effective_rate(self.config, self.options, limits), limits=limits,
-                        retry_unknown=self.options.retry_unknown)
+                        retry_unknown=self.options.retry_unknown, ref=ref, number=self.snapshot.number,
+                        steps=steps, skipped_earlier=earlier, again=self.again)
 
     def _limits(self) -> SendLimits | None:
         """The provider's limits; an IAM policy that allows sending but not reading the quota is
@@ -208,11 +333,11 @@ class SendJob:
 
     def context(self, *, subject_prefix: str = "") -> SendContext:
         return SendContext(config=self.config, secret=self.secret, list_id=self.mailing_list.id,  # type: ignore[union-attr]
-                           list_name=self.list_name, subject_prefix=subject_prefix)
+                           list_name=self.mailing_list.name, subject_prefix=subject_prefix)
 
     def sample_message(self) -> bytes | None:
         """The first reader's message, for ``--dry-run`` (nothing sent or written)."""
-        first = next(iter(self.store.recipients(self.list_name)), None)
+        first = next(iter(self.store.audience_recipients(self.audience)), None)
         if first is None:
             return None
         return MessageTemplate(self.rendered, self.context()).render(first).raw
@@ -224,12 +349,14 @@ class SendJob:
         (the report is then on ``self.report``)."""
         plan = plan or self.plan()
         send = self.existing or self._create_send()
+        if send.snapshot_id is None:  # a send from before snapshots whose file was missing at the upgrade
+            send = self.ledger.attach_snapshot(send, replace(self.snapshot, reconstructed=True))
         self.existing = send
         if self.options.retry_unknown:
             self.ledger.retry_unknown(send.id)
         stop = stop or threading.Event()
         info = ProgressInfo(total=self.ledger.progress(send.id).pending)
-        self.report = report = SendReport(slug=send.slug, progress=info)
+        self.report = report = SendReport(slug=send.ref, progress=info)
         worker = self.ledger.register_worker(send.id)
         template = MessageTemplate(self.rendered, self.context())
         bucket = TokenBucket(plan.rate)
@@ -246,17 +373,19 @@ class SendJob:
         return report
 
     def _create_send(self) -> SendRecord:
+        audience = json.loads(self.audience.as_json(again=self.again))
+        audience["list_ids"] = [lst.id for lst in self.lists[:len(self.audience.lists)]]
         try:
-            return self.ledger.create_send(slug=self.rendered.slug, subject=self.rendered.subject,
-                                           list_name=self.list_name, list_id=self.mailing_list.id,  # type: ignore[union-attr]
+            return self.ledger.create_send(slug=self.snapshot.slug, subject=self.snapshot.subject,
+                                           list_name=self.list_name, list_id=self.mailing_list.id,
                                            transport=self.transport_name,
-                                           recipients=self.store.recipients(self.list_name))
-        except ValidationError:
+                                           recipients=self.store.audience_recipients(self.audience),
+                                           snapshot=self.snapshot, date_utc=self.prepared.date_utc,
+                                           audience=json.dumps(audience, ensure_ascii=False),
+                                           audience_key=self.audience.key, again=self.again)
+        except SendExists as err:
             # Another process started this send a moment ago: join it (claims keep us apart).
-            existing = self.ledger.find_send(self.rendered.slug)
-            if existing is None or existing.list_name != self.list_name:
-                raise
-            return existing
+            return err.existing
 
     def _loop(self, send: SendRecord, worker: str, template: MessageTemplate, bucket: TokenBucket,
               stop: threading.Event, report: SendReport, progress: Callable[[ProgressInfo], None] | None) -> None:
@@ -407,11 +536,16 @@ def send_test(job: SendJob, addresses: Iterable[str]) -> SendReport:
     report = SendReport(slug=job.rendered.slug, progress=info)
     limits = job._limits()  # asked once (SES: one GetSendQuota); a quota SES won't show is a warning
     stop, bucket = threading.Event(), TokenBucket(limits.max_rate if limits else None)
+    transport = job.transport
+    if job.transport_name == "outbox":  # test copies never mix with the real send's Maildir
+        from newsletter.transports.outbox import OutboxTransport
+
+        transport = OutboxTransport(test_outbox(job.config))
     started = time.monotonic()
     for number, address in enumerate(addresses, start=1):
         info.total += 1
         recipient = _test_recipient(job, check_address(address.strip()), number)
-        result = deliver_with_retries(job.transport, template.render(recipient), 0, bucket, stop,  # type: ignore[arg-type]
+        result = deliver_with_retries(transport, template.render(recipient), 0, bucket, stop,  # type: ignore[arg-type]
                                       job.options, address)
         if result.outcome.state is DeliveryState.SENT:
             info.sent += 1
@@ -425,8 +559,13 @@ def send_test(job: SendJob, addresses: Iterable[str]) -> SendReport:
     return report
 
 
+def test_outbox(config: Config) -> Path:
+    """Where ``--test`` copies go with the outbox transport: ``outbox/_test/<slug>/``."""
+    return config.outbox_path / "_test"
+
+
 def _test_recipient(job: SendJob, address: str, number: int) -> Recipient:
     subscriber = job.store.get_subscriber(address)
     if subscriber is None:
         return Recipient(0, address, "", {})
-    return Recipient(subscriber.id, address, subscriber.name, dict(subscriber.attributes), subscriber.uid)
+    return Recipient(subscriber.id, address, subscriber.name, dict(subscriber.attributes), uid=subscriber.uid)

@@ -9,6 +9,7 @@ are published, over those sent that did not bounce).
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import asdict, dataclass, field
 
@@ -89,37 +90,49 @@ class EditionStats:
 
 
 def edition_stats(conn: sqlite3.Connection, slug: str) -> EditionStats:
-    """Figures for one edition's send. Raises ``ValidationError`` when it was never sent."""
-    row = conn.execute("SELECT * FROM sends WHERE slug = ?", (slug,)).fetchone()
-    if row is None:
+    """Figures for one edition (``SLUG``: all its sends together) or one of its sends
+    (``SLUG#2``). Raises ``ValidationError`` when it was never sent."""
+    name, _, seq = slug.partition("#")
+    if seq:
+        rows = conn.execute("SELECT * FROM sends WHERE slug = ? AND seq = ?",
+                            (name, int(seq) if seq.isdigit() else -1)).fetchall()
+    else:
+        rows = conn.execute("SELECT * FROM sends WHERE slug = ? ORDER BY seq", (slug,)).fetchall()
+    if not rows:
         raise ValidationError(f"no send for edition {slug!r} (see `newsletter sends ls`)")
-    return _stats(conn, row, with_links=True)
+    return _stats(conn, rows, with_links=True, name=slug)
 
 
 def all_stats(conn: sqlite3.Connection) -> list[EditionStats]:
-    """Figures for every edition sent, newest first."""
+    """Figures for every send, newest first (an edition's later sends as ``SLUG#2`` …)."""
     rows = conn.execute("SELECT * FROM sends ORDER BY created_at DESC, id DESC").fetchall()
-    return [_stats(conn, row, with_links=False) for row in rows]
+    return [_stats(conn, [row], with_links=False,
+                   name=row["slug"] if row["seq"] == 1 else f"{row['slug']}#{row['seq']}") for row in rows]
 
 
-def _stats(conn: sqlite3.Connection, send: sqlite3.Row, *, with_links: bool) -> EditionStats:
+def _stats(conn: sqlite3.Connection, sends: list[sqlite3.Row], *, with_links: bool, name: str) -> EditionStats:
+    """Figures over ``sends`` (one edition's); subject and title are the latest snapshot's."""
+    ids = json.dumps([s["id"] for s in sends])
     ledger = conn.execute(
         "SELECT COALESCE(SUM(state = 'sent'), 0), COALESCE(SUM(state = 'failed'), 0), "
         "COALESCE(SUM(state IN ('pending', 'sending')), 0), COALESCE(SUM(state = 'skipped'), 0) "
-        "FROM deliveries WHERE send_id = ?",
-        (send["id"],),
+        "FROM deliveries WHERE send_id IN (SELECT value FROM json_each(?))",
+        (ids,),
     ).fetchone()
-    events = conn.execute(_PER_READER, (send["id"],)).fetchone()
+    events = conn.execute(_PER_READER, (ids,)).fetchone()
+    last = sends[-1]
     return EditionStats(
-        slug=send["slug"], subject=send["subject"], list_name=send["list_name"],
-        created_at=send["created_at"], finished_at=send["finished_at"],
-        recipients=send["recipients"], sent=ledger[0], failed=ledger[1], pending=ledger[2],
+        slug=name, subject=last["subject"],
+        list_name=" | ".join(dict.fromkeys(s["list_name"] for s in sends)),
+        created_at=sends[0]["created_at"],
+        finished_at=last["finished_at"] if all(s["finished_at"] for s in sends) else None,
+        recipients=sum(s["recipients"] for s in sends), sent=ledger[0], failed=ledger[1], pending=ledger[2],
         skipped=ledger[3],
         delivered=events["delivered"] or 0, hard_bounces=events["hard"] or 0,
         soft_bounces=events["soft"] or 0, complaints=events["complained"] or 0,
         unique_opens=events["opened"] or 0, unique_clicks=events["clicked"] or 0,
         delayed=events["delayed"] or 0,
-        top_links=_top_links(conn, send["id"]) if with_links else [],
+        top_links=_top_links(conn, ids) if with_links else [],
     )
 
 
@@ -138,19 +151,19 @@ FROM (
            MAX(e.type = 'click') AS clicked,
            MAX(e.type = 'delivery_delay') AS delayed
     FROM events e JOIN deliveries d ON d.id = e.delivery_id
-    WHERE d.send_id = ?
+    WHERE d.send_id IN (SELECT value FROM json_each(?))
     GROUP BY e.delivery_id
 )
 """
 
 
-def _top_links(conn: sqlite3.Connection, send_id: int) -> list[LinkStat]:
+def _top_links(conn: sqlite3.Connection, send_ids: str) -> list[LinkStat]:
     rows = conn.execute(
         "SELECT e.link, COUNT(*) AS clicks, COUNT(DISTINCT e.delivery_id) AS readers "
         "FROM events e JOIN deliveries d ON d.id = e.delivery_id "
-        "WHERE d.send_id = ? AND e.type = 'click' AND e.link IS NOT NULL "
+        "WHERE d.send_id IN (SELECT value FROM json_each(?)) AND e.type = 'click' AND e.link IS NOT NULL "
         "GROUP BY e.link ORDER BY readers DESC, clicks DESC, e.link LIMIT ?",
-        (send_id, TOP_LINKS),
+        (send_ids, TOP_LINKS),
     ).fetchall()
     return [LinkStat(r["link"], r["clicks"], r["readers"]) for r in rows]
 

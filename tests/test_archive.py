@@ -50,23 +50,25 @@ def write_edition(project, date: str, title: str) -> str:
     return date
 
 
-def record_send(config, slug: str) -> None:
-    """Send ``slug`` to the 'daily' list through the delivery ledger, as a send does: the
-    recipients frozen, claimed by a worker, recorded as sent."""
-    edition = load_edition(config.editions_path / f"{slug}.md", config=config)
+def record_send(config, slug: str, path=None, essay=None) -> None:
+    """Send ``slug`` (``editions/<slug>.md`` or ``path``) to the 'daily' list as `send` does:
+    snapshot and recipients frozen, each reader's message written to the outbox."""
+    from newsletter.audience import make_audience
+    from newsletter.sender import SendJob, SendOptions, prepare_send
+
     with open_store(config) as store:
-        daily = store.get_list("daily") or store.create_list("daily", public=True)
+        if store.get_list("daily") is None:
+            store.create_list("daily", public=True)
         if store.get_subscriber("reader@example.org") is None:
             store.add_subscriber("reader@example.org", name="Ada Secret", lists=["daily"])
-        recipients = list(store.recipients("daily"))
-    with Ledger.open(config) as ledger:
-        send = ledger.create_send(slug=slug, subject=edition.subject, list_name="daily", list_id=daily.id,
-                                  transport="outbox", recipients=recipients)
-        worker = ledger.register_worker(send.id)
-        claims, _skipped = ledger.claim(send, worker, 100)
-        ledger.record(send.id, worker, [Outcome(c.delivery_id, DeliveryState.SENT, f"id-{c.delivery_id}", None, 1)
-                                        for c in claims])
-        ledger.stop_worker(worker)
+    audience = make_audience(["daily"])
+    prepared = prepare_send(config, path or config.editions_path / f"{slug}.md", audience, essay=essay)
+    job = SendJob(config, prepared, audience, SendOptions(transport="outbox"))
+    try:
+        report = job.run()
+    finally:
+        job.close()
+    assert report.finished and report.progress.sent >= 1
 
 
 def assert_not_personal(html: str) -> None:

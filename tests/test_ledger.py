@@ -12,7 +12,9 @@ import pytest
 
 from newsletter.config import Config
 from newsletter.errors import ValidationError
-from newsletter.ledger import DeliveryState, Ledger, Outcome, sent_editions
+from newsletter.ledger import DeliveryState, Ledger, Outcome, sent_editions, sent_snapshots
+from newsletter.rendered import RenderedEmail
+from newsletter.snapshot import Snapshot, content_hash
 from newsletter.store import open_store
 
 
@@ -26,11 +28,21 @@ def config(tmp_path) -> Config:
     return config
 
 
+def snapshot_of(slug: str) -> Snapshot:
+    rendered = RenderedEmail(slug=slug, subject="Subject", preheader="", lang="en", html="<p>x</p>", text="x",
+                             web_url=f"https://example.com/archive/{slug}")
+    return Snapshot(slug=slug, number=None, title="Title", subject="Subject", preheader="", date="2025-10-14T08:00:00+00:00",
+                    lang="en", categories=(), items=({"number": 1, "title": "One", "url": "https://example.org/1"},),
+                    html=rendered.html, text=rendered.text, web_url=rendered.web_url, source_path="",
+                    essay_path=None, source_hash="", content_hash=content_hash(rendered))
+
+
 def new_send(ledger: Ledger, config: Config, slug: str = "2025-10-14"):
     with open_store(config) as store:
         daily = store.get_list("daily")
         return ledger.create_send(slug=slug, subject="Subject", list_name="daily", list_id=daily.id,
-                                  transport="outbox", recipients=list(store.recipients("daily")))
+                                  transport="outbox", recipients=list(store.recipients("daily")),
+                                  snapshot=snapshot_of(slug))
 
 
 def test_create_send_freezes_recipients_once(config):
@@ -38,7 +50,7 @@ def test_create_send_freezes_recipients_once(config):
         send = new_send(ledger, config)
         assert send.recipients == 50 and send.finished_at is None
         assert ledger.progress(send.id).pending == 50
-        with pytest.raises(ValidationError, match="already has a send"):
+        with pytest.raises(ValidationError, match="already has an unfinished send to this audience"):
             new_send(ledger, config)
         with open_store(config) as store:  # joining later does not join this send
             store.add_subscriber("late@example.com", lists=["daily"])
@@ -167,6 +179,10 @@ def test_sent_editions_newest_first(config):
     assert editions[1] == ("2025-10-14", "Subject", "2025-10-14T07:00:00Z")
     with Ledger.open(config) as ledger:
         assert sent_editions(ledger.conn) == editions
+    recent = sent_snapshots(config, days=30)
+    assert [s.slug for s in recent] == ["2025-10-15"]  # the first one went out over a year ago
+    assert recent[0].items == [{"number": 1, "title": "One", "url": "https://example.org/1"}]
+    assert [s.slug for s in sent_snapshots(config)] == ["2025-10-15", "2025-10-14"]
 
 
 def test_provider_message_id_finds_the_delivery(config):

@@ -122,10 +122,11 @@ def test_dry_run_shows_a_sample_and_writes_nothing(project, edition, cli):
 
 def test_test_send_is_prefixed_and_not_recorded(project, edition, cli):
     add_readers(3)
-    result = cli("send", EDITION, "--list", "daily", "--test", "me@example.com", "--test", "reader0001@example.com",
-                 "--yes")
+    # no --yes (and no terminal): a test reaches only the addresses given
+    result = cli("send", EDITION, "--list", "daily", "--test", "me@example.com", "--test", "reader0001@example.com")
     assert result.exit_code == 0, result.output
-    messages = outbox_messages(project)
+    assert not (project / "outbox" / SLUG).exists()  # never in the real send's Maildir
+    messages = outbox_messages(project, f"_test/{SLUG}")
     assert sorted(m["To"].addresses[0].addr_spec for m in messages) == ["me@example.com", "reader0001@example.com"]
     assert all(m["Subject"] == "[TEST] 2025.10.14 全球AI新闻速递" for m in messages)
     assert ledger_counts() == {}

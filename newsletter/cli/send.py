@@ -24,7 +24,8 @@ def register(app: typer.Typer) -> None:
 def send(
     ctx: typer.Context,
     edition: EditionArgument,
-    list_name: Annotated[str, typer.Option("--list", "-l", metavar="LIST", help="The list to send to.")],
+    list_name: Annotated[list[str], typer.Option(
+        "--list", "-l", metavar="LIST", help="A list to send to (repeatable: the union, one message per reader).")],
     transport: Annotated[Optional[str], typer.Option(
         "--transport", "-t", metavar="NAME", help="outbox, ses or smtp (default: the configured one).")] = None,
     rate: Annotated[Optional[float], typer.Option(
@@ -40,19 +41,32 @@ def send(
     at: Annotated[Optional[str], typer.Option(
         "--at", metavar="WHEN", help="Wait until WHEN (e.g. 2026-11-23T07:00+08:00), counting down; Ctrl-C cancels.")] = None,
     essay: EssayOption = None,
+    exclude_list: Annotated[Optional[list[str]], typer.Option(
+        "--exclude-list", metavar="LIST", help="Leave out the members of this list (repeatable).")] = None,
+    where: Annotated[Optional[list[str]], typer.Option(
+        "--where", metavar="COND", help="Only readers whose attributes match: key=value, key!=value or has:key "
+        "(repeatable: all must match).")] = None,
+    again: Annotated[bool, typer.Option(
+        "--again", help="Also send to readers an earlier send of this edition already reached.")] = False,
 ) -> None:
-    """Send an edition to a list: checks, confirmation, then every reader exactly once (resumable)."""
+    """Send an edition to an audience: checks, confirmation, then every reader exactly once (resumable).
+
+    The same command (same edition, same --list/--exclude-list/--where) resumes that audience's
+    unfinished send from its snapshot; another audience, or the same one after its send finished,
+    starts another send of the edition (SLUG#2, …), skipping readers who already got it."""
+    from newsletter.audience import make_audience
     from newsletter.schedule import parse_when
-    from newsletter.sender import SendJob, SendOptions
+    from newsletter.sender import SendJob, SendOptions, prepare_send
 
     config = get_config(ctx)
     when = parse_when(at) if at else None
-    rendered = _checked_render(config, edition, essay)
+    audience = make_audience(list_name, exclude_list or (), where or ())
+    prepared = _checked_prepare(config, edition, essay, audience)
     options = SendOptions(transport=transport, rate=rate, concurrency=concurrency, retry_unknown=retry_unknown)
-    job = SendJob(config, rendered, list_name, options, notify=notice)
+    job = SendJob(config, prepared, audience, options, notify=notice, again=again)
     try:
         if test:
-            _send_test(job, test, dry_run=dry_run, yes=yes, when=when)
+            _send_test(job, test, dry_run=dry_run, when=when)
             return
         plan = job.plan()
         _show_plan(plan)
@@ -63,7 +77,7 @@ def send(
         if plan.to_send == 0:
             _nothing_to_do(plan)
             return
-        _confirm(yes, f"send {plan.slug} to {plan.to_send} reader(s)?")
+        _confirm(yes, f"send {plan.ref} to {plan.to_send} reader(s)?")
         if when is not None:
             _wait(when)
             plan = job.plan()  # hours may have passed: the quota and the readers are read again
@@ -72,26 +86,39 @@ def send(
         job.close()
 
 
-def _checked_render(config, edition: Path, essay: Path | None):
-    from newsletter.build import build_edition
+def _checked_prepare(config, edition: Path, essay: Path | None, audience):
+    """What will be sent: the resumed send's frozen snapshot, or a fresh render that passed the
+    checks. Each note (a changed file, a changed slug) is one line before the plan."""
     from newsletter.checks import has_errors
+    from newsletter.sender import prepare_send
 
-    _, rendered, findings = build_edition(edition, config, essay)
-    for finding in findings:
+    prepared = prepare_send(config, edition, audience, essay=essay)
+    for finding in prepared.findings:
         notice(finding.format(edition))
-    if has_errors(findings):
+    if has_errors(prepared.findings):
         notice(f"refusing to send {edition}: fix the errors above (`newsletter check {edition}`)")
         raise typer.Exit(1)
-    return rendered
+    for note in prepared.notes:
+        notice(note)
+    return prepared
 
 
 def _show_plan(plan) -> None:
     rate = f"{plan.rate:g} messages/s" if plan.rate else "unpaced"
     eta = plan.estimated_seconds
     lines = [
-        f"edition:    {plan.slug}",
+        f"edition:    {plan.slug}" + (f" (No. {plan.number})" if plan.number else ""),
+        f"send:       {plan.ref}" + (" (resuming)" if plan.resuming else " (new)"),
         f"subject:    {plan.subject}",
         f"list:       {plan.list_name}",
+    ]
+    lines += [f"  {label}: {count}" for label, count in plan.steps]
+    if plan.skipped_earlier:
+        lines.append(f"  − already received this edition: {plan.skipped_earlier}"
+                     + (" (sent again: --again)" if plan.again else " (skipped; --again sends to them too)"))
+    elif plan.again:
+        lines.append("  (--again: readers an earlier send reached get it again)")
+    lines += [
         f"recipients: {plan.to_send}" + (f" left to send ({plan.already_done} done earlier)" if plan.resuming else ""),
         f"transport:  {plan.transport_description}",
         f"pacing:     {rate}" + (f", about {_duration(eta)}" if eta is not None else ""),
@@ -126,12 +153,16 @@ def _show_sample(raw: bytes | None) -> None:
 
 def _nothing_to_do(plan) -> None:
     if not plan.resuming:
-        notice(f"list {plan.list_name} has no active readers: nothing to send")
+        if plan.skipped_earlier:
+            notice(f"every reader of {plan.list_name} already received {plan.slug}: nothing to send "
+                   "(--again sends it to them again)")
+        else:
+            notice(f"list {plan.list_name} has no active readers: nothing to send")
         return
     if plan.unknown:
         notice(f"nothing pending; {plan.unknown} message(s) unknown: run again with --retry-unknown to re-send them")
         raise typer.Exit(1)
-    notice(f"nothing to send: every reader of {plan.slug} has been dealt with (see `newsletter sends show {plan.slug}`)")
+    notice(f"nothing to send: every reader of {plan.ref} has been dealt with (see `newsletter sends show {plan.ref}`)")
 
 
 def _confirm(yes: bool, question: str) -> None:
@@ -254,20 +285,22 @@ def _duration(seconds: float | None) -> str:
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
 
 
-def _send_test(job, addresses: list[str], *, dry_run: bool, yes: bool, when) -> None:
-    from newsletter.sender import send_test
+def _send_test(job, addresses: list[str], *, dry_run: bool, when) -> None:
+    """``--test``: only the given addresses, so no confirmation is asked."""
+    from newsletter.sender import send_test, test_outbox
 
     notice(f"test send of {job.rendered.slug} to {', '.join(addresses)} via {job.transport_name} "
            "(subject prefixed [TEST]; not recorded as the edition's send)")
     if dry_run:
         notice("dry run: nothing was sent")
         return
-    _confirm(yes, f"send a test of {job.rendered.slug} to {len(addresses)} address(es)?")
     if when is not None:
         _wait(when)
     report = send_test(job, addresses)
     p = report.progress
     typer.echo(f"test: sent {p.sent}, failed {p.failed}")
+    if job.transport_name == "outbox" and p.sent:
+        notice(f"written to {test_outbox(job.config) / job.rendered.slug} (apart from the edition's real send)")
     for address, error in report.failures:
         notice(f"  failed: {address}: {error}")
     if report.stopped:
@@ -278,7 +311,7 @@ def _send_test(job, addresses: list[str], *, dry_run: bool, yes: bool, when) -> 
 # -- sends ls / show ---------------------------------------------------------------------------------
 
 def sends_ls(ctx: typer.Context) -> None:
-    """Every send, newest first, with its progress."""
+    """Every send, newest first, with its progress (an edition's later sends are SLUG#2, …)."""
     from newsletter.ledger import Ledger
 
     config = get_config(ctx)
@@ -287,9 +320,11 @@ def sends_ls(ctx: typer.Context) -> None:
     if not rows:
         notice("no sends yet")
         return
-    header = ("EDITION", "LIST", "TRANSPORT", "READERS", "SENT", "FAILED", "SKIPPED", "PENDING", "UNKNOWN", "STATUS")
-    table = [header] + [(s.slug, s.list_name, s.transport, str(s.recipients), str(p.sent), str(p.failed),
-                         str(p.skipped), str(p.pending), str(p.unknown), _status(s, p)) for s, p in rows]
+    header = ("EDITION", "LIST", "TRANSPORT", "READERS", "SENT", "FAILED", "SKIPPED", "PENDING", "UNKNOWN",
+              "EARLIER", "STATUS")
+    table = [header] + [(s.ref, s.list_name, s.transport, str(s.recipients), str(p.sent), str(p.failed),
+                         str(p.skipped), str(p.pending), str(p.unknown), str(s.skipped_earlier), _status(s, p))
+                        for s, p in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     for r in table:
         typer.echo("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
@@ -307,30 +342,53 @@ def _status(send, progress) -> str:
 
 def sends_show(
     ctx: typer.Context,
-    slug: Annotated[str, typer.Argument(metavar="SLUG", help="The edition's slug, e.g. 2025-10-14.")],
+    slug: Annotated[str, typer.Argument(metavar="SLUG[#N]", help="An edition's slug (all its sends), e.g. 2025-10-14, "
+                                        "or one send of it, e.g. 2025-10-14#2.")],
     failures: Annotated[int, typer.Option("--failures", min=0, metavar="N", help="List up to N failed readers.")] = 20,
 ) -> None:
-    """One send in detail: progress, timing, last error, failed readers."""
+    """An edition's sends, or one send in detail: progress, timing, last error, failed readers."""
     from newsletter.errors import ValidationError
     from newsletter.ledger import Ledger
 
     config = get_config(ctx)
     with Ledger.open(config) as ledger:
-        send = ledger.find_send(slug)
-        if send is None:
+        if "#" in slug:
+            send = ledger.find_send(slug)
+            sends = [send] if send else []
+        else:
+            edition = ledger.edition(slug)
+            sends = ledger.edition_sends(edition.id) if edition else []
+        if not sends:
             raise ValidationError(f"no send for edition {slug!r} (see `newsletter sends ls`)")
-        p = ledger.progress(send.id)
-        failed = ledger.deliveries(send.id, states=["failed"], limit=failures) if failures else []
-    for label, value in (("edition", send.slug), ("subject", send.subject), ("list", send.list_name),
-                         ("transport", send.transport), ("readers", send.recipients), ("sent", p.sent),
-                         ("failed", p.failed), ("skipped", p.skipped), ("pending", p.pending),
-                         ("in flight", p.in_flight), ("unknown", p.unknown), ("started", send.created_at),
-                         ("first sent", send.first_sent_at or "-"), ("finished", send.finished_at or "-"),
-                         ("status", _status(send, p))):
+        edition = ledger.edition_by_id(sends[0].edition_id) if sends[0].edition_id else None
+        snapshot = ledger.snapshot(sends[-1].snapshot_id) if sends[-1].snapshot_id else None
+        details = [(s, ledger.progress(s.id),
+                    ledger.deliveries(s.id, states=["failed"], limit=failures) if failures else [])
+                   for s in sends]
+    if len(sends) > 1:
+        typer.echo(f"{slug}: {len(sends)} sends" + (f" (edition No. {edition.number})" if edition and edition.number else ""))
+    for i, (send, p, failed) in enumerate(details):
+        if i:
+            typer.echo("")
+        _show_one(send, p, failed, edition, snapshot if send is sends[-1] else None)
+
+
+def _show_one(send, p, failed, edition, snapshot) -> None:
+    rows = [("send", send.ref), ("edition", send.slug), ("number", (edition.number if edition else None) or "-"),
+            ("subject", send.subject), ("audience", send.list_name), ("transport", send.transport),
+            ("readers", send.recipients), ("sent", p.sent), ("failed", p.failed), ("skipped", p.skipped),
+            ("earlier", f"{send.skipped_earlier} (already received this edition: left out)"),
+            ("pending", p.pending), ("in flight", p.in_flight), ("unknown", p.unknown), ("started", send.created_at),
+            ("first sent", send.first_sent_at or "-"), ("finished", send.finished_at or "-"),
+            ("status", _status(send, p))]
+    if snapshot is not None:
+        rows.append(("snapshot", f"{snapshot.content_hash[:12]} from {snapshot.source_path or '(no file)'}"
+                     + (" (reconstructed from the file at the upgrade)" if snapshot.reconstructed else "")))
+    for label, value in rows:
         typer.echo(f"{label + ':':<12}{value}")
     if send.last_error:
         typer.echo(f"{'last error:':<12}{send.last_error}")
     if p.unknown:
-        typer.echo(f"{p.unknown} unknown: `newsletter send EDITION --list {send.list_name} --retry-unknown` re-sends them")
+        typer.echo(f"{p.unknown} unknown: the same `newsletter send EDITION …` command with --retry-unknown re-sends them")
     for row in failed:
         typer.echo(f"failed: {row['email'] or '(erased)'}: {row['last_error']}")

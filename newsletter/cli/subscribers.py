@@ -190,14 +190,27 @@ def _row(s) -> str:
     return f"{s.id:>7}  {s.status.value:<12} {s.email:<40} {s.name}"
 
 
+WhereOpt = Annotated[Optional[list[str]], typer.Option(
+    "--where", metavar="COND", help="Only subscribers whose attributes match: key=value, key!=value or has:key "
+    "(repeatable: all must match; the same conditions as `send --where`).")]
+
+
+def _conditions(where: list[str] | None):
+    from newsletter.audience import parse_condition
+
+    return [parse_condition(w) for w in where or ()]
+
+
 @subscribers_app.command("ls")
 def subscribers_ls(ctx: typer.Context, list_: ListOpt = None, status: StatusOpt = None,
-                   as_json: Annotated[bool, typer.Option("--json", help="JSON Lines output.")] = False) -> None:
+                   as_json: Annotated[bool, typer.Option("--json", help="JSON Lines output.")] = False,
+                   where: WhereOpt = None) -> None:
     """List subscribers (streamed, by id)."""
     from newsletter.importer import _json_record
 
+    conditions = _conditions(where)
     with _store(ctx) as store:
-        for s in store.iter_subscribers(list_name=list_, status=status):
+        for s in store.iter_subscribers(list_name=list_, status=status, where=conditions):
             typer.echo(json.dumps({"id": s.id, **_json_record(s)}, ensure_ascii=False)
                        if as_json else _row(s))
 
@@ -225,10 +238,12 @@ def subscribers_show(ctx: typer.Context, email: str,
 
 
 @subscribers_app.command("count")
-def subscribers_count(ctx: typer.Context, list_: ListOpt = None, status: StatusOpt = None) -> None:
-    """How many subscribers (on a list, with a status)."""
+def subscribers_count(ctx: typer.Context, list_: ListOpt = None, status: StatusOpt = None,
+                      where: WhereOpt = None) -> None:
+    """How many subscribers (on a list, with a status, matching --where)."""
+    conditions = _conditions(where)
     with _store(ctx) as store:
-        typer.echo(store.count_subscribers(list_name=list_, status=status))
+        typer.echo(store.count_subscribers(list_name=list_, status=status, where=conditions))
 
 
 @subscribers_app.command("import")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from newsletter.errors import ValidationError
+from newsletter.audience import Audience, Condition
 from newsletter.store.models import (
     MailingList,
     Membership,
@@ -187,12 +188,14 @@ class Store(ABC):
 
     @abstractmethod
     def iter_subscribers(self, *, list_name: str | None = None,
-                         status: SubscriberStatus | None = None) -> Iterator[Subscriber]:
-        """Streams (constant memory), ordered by id."""
+                         status: SubscriberStatus | None = None,
+                         where: Iterable[Condition] = ()) -> Iterator[Subscriber]:
+        """Streams (constant memory), ordered by id; ``where``: ``--where`` conditions, ANDed."""
 
     @abstractmethod
     def count_subscribers(self, *, list_name: str | None = None,
-                          status: SubscriberStatus | None = None) -> int: ...
+                          status: SubscriberStatus | None = None,
+                          where: Iterable[Condition] = ()) -> int: ...
 
     # -- the readers' side (web) -----------------------------------------------------------
     @abstractmethod
@@ -217,6 +220,15 @@ class Store(ABC):
     @abstractmethod
     def recipients(self, list_name: str) -> Iterator[Recipient]:
         """Active members of the list whose subscriber is active and not suppressed, by id."""
+
+    @abstractmethod
+    def audience_recipients(self, audience: Audience) -> Iterator[Recipient]:
+        """The readers of an audience (lists' union minus excluded lists, filtered by its
+        conditions), active and not suppressed, each once, by id; ``list_id`` set per reader."""
+
+    @abstractmethod
+    def audience_steps(self, audience: Audience) -> list[tuple[str, int]]:
+        """``(label, sendable readers so far)`` after each step of the audience, for the plan."""
 
     @abstractmethod
     def is_suppressed(self, email: str) -> bool: ...

@@ -68,4 +68,5 @@ class Recipient:
     email: str  # ready for the envelope: the domain in its ASCII (IDNA) form
     name: str
     attributes: dict[str, str] = field(default_factory=dict)
+    list_id: int = 0  # the list it is sent through (its unsubscribe link names it); 0: the send's
     uid: str = ""  # the subscriber's never-reused identity, named in their tokens

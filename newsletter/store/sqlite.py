@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from newsletter.addresses import Address, clean_text, parse_address
+from newsletter.audience import Audience, Condition
 from newsletter.errors import StoreError, ValidationError
 from newsletter.store import db
 from newsletter.store.db import utc_now
@@ -275,9 +276,17 @@ class SqliteStore(Store):
         return erase(self, parse_address(email))
 
     def _filter(self, list_name: str | None,
-                status: SubscriberStatus | None) -> tuple[str, str, list]:
+                status: SubscriberStatus | None, conditions: Iterable[Condition] = ()) -> tuple[str, str, list]:
         """FROM/WHERE for listing: with a list, a subscriber's status on it is the stronger of
         the global opt-out and the membership's status."""
+        source, where, args = self._filter_list(list_name, status)
+        extra, extra_args = _conditions_sql(conditions)
+        if extra:
+            where = (where + " AND " if where else "WHERE ") + extra
+            args = args + extra_args
+        return source, where, args
+
+    def _filter_list(self, list_name: str | None, status: SubscriberStatus | None) -> tuple[str, str, list]:
         if list_name is None:
             where, args = ("WHERE s.status = ?", [SubscriberStatus(status).value]) if status else ("", [])
             return "subscribers s", where, args
@@ -290,8 +299,10 @@ class SqliteStore(Store):
         return "memberships m JOIN subscribers s ON s.id = m.subscriber_id", where, args
 
     def iter_subscribers(self, *, list_name: str | None = None,
-                         status: SubscriberStatus | None = None) -> Iterator[Subscriber]:
-        source, where, args = self._filter(list_name, status)
+                         status: SubscriberStatus | None = None,
+                         where: Iterable[Condition] = ()) -> Iterator[Subscriber]:
+        conditions = where
+        source, where, args = self._filter(list_name, status, conditions)
         columns = ", ".join(f"s.{c.strip()}" for c in _SUB_COLUMNS.split(","))
         if list_name is not None:
             columns = columns.replace(
@@ -303,8 +314,10 @@ class SqliteStore(Store):
             yield from map(_subscriber, batch)
 
     def count_subscribers(self, *, list_name: str | None = None,
-                          status: SubscriberStatus | None = None) -> int:
-        source, where, args = self._filter(list_name, status)
+                          status: SubscriberStatus | None = None,
+                          where: Iterable[Condition] = ()) -> int:
+        conditions = where
+        source, where, args = self._filter(list_name, status, conditions)
         return self.conn.execute(f"SELECT count(*) FROM {source} {where}", args).fetchone()[0]
 
     # -- the readers' side -----------------------------------------------------------------
@@ -346,6 +359,57 @@ class SqliteStore(Store):
                                 name=row["name"], attributes=json.loads(row["attributes"]),
                                 uid=row["uid"])
 
+    def audience_recipients(self, audience: Audience) -> Iterator[Recipient]:
+        """The audience's readers, each once (by id), with the first of its lists they are on."""
+        lists = [self.require_list(n).id for n in audience.lists]
+        sql, args = self._audience_sql(lists, [self.require_list(n).id for n in audience.exclude],
+                                       audience.where, "s.id, s.email, s.name, s.attributes, u.pos, s.uid")
+        cur = self.conn.execute(sql + " ORDER BY s.id", args)
+        while batch := cur.fetchmany(_FETCH):
+            for row in batch:
+                yield Recipient(subscriber_id=row[0], email=envelope_address(row[1]), name=row[2],
+                                attributes=json.loads(row[3]), list_id=lists[row[4]], uid=row[5])
+
+    def audience_steps(self, audience: Audience) -> list[tuple[str, int]]:
+        """The count of sendable readers after each step: each list added, each list left out,
+        each condition (one query per step)."""
+        lists = [self.require_list(n).id for n in audience.lists]
+        exclude = [self.require_list(n).id for n in audience.exclude]
+        steps: list[tuple[str, int]] = []
+
+        def count(label: str, *parts: list) -> None:
+            sql, args = self._audience_sql(*parts, "count(*)")
+            steps.append((label, self.conn.execute(sql, args).fetchone()[0]))
+
+        for i, name in enumerate(audience.lists):
+            count(f"list {name}" if i == 0 else f"+ list {name}", lists[:i + 1], [], [])
+        for i, name in enumerate(audience.exclude):
+            count(f"− list {name}", lists, exclude[:i + 1], [])
+        for i, condition in enumerate(audience.where):
+            count(f"where {condition}", lists, exclude, list(audience.where[:i + 1]))
+        return steps
+
+    def _audience_sql(self, lists: list[int], exclude: list[int], conditions: Iterable[Condition],
+                      columns: str) -> tuple[str, list]:
+        """Members active on any of ``lists`` (deduplicated: one row per reader, ``pos`` = the
+        first of the lists they are on), active and not suppressed, on none of ``exclude`` (any
+        membership but an unsubscribed one), matching every condition."""
+        extra, extra_args = _conditions_sql(conditions)
+        sql = (f"SELECT {columns} FROM (SELECT m.subscriber_id AS id, MIN(l.key) AS pos "
+               "FROM json_each(?) l JOIN memberships m ON m.list_id = l.value AND m.status = 'active' "
+               "GROUP BY m.subscriber_id) u JOIN subscribers s ON s.id = u.id "
+               "WHERE s.status = 'active' "
+               "AND NOT EXISTS (SELECT 1 FROM suppressions x WHERE x.email = s.email_key)")
+        args: list = [json.dumps(lists)]
+        if exclude:
+            sql += (" AND NOT EXISTS (SELECT 1 FROM memberships e WHERE e.subscriber_id = s.id "
+                    "AND e.list_id IN (SELECT value FROM json_each(?)) AND e.status != 'unsubscribed')")
+            args.append(json.dumps(exclude))
+        if extra:
+            sql += " AND " + extra
+            args += extra_args
+        return sql, args
+
     def is_suppressed(self, email: str) -> bool:
         try:
             return self._suppressed_hash(parse_address(email).hash)
@@ -384,6 +448,23 @@ class SqliteStore(Store):
                 conn.execute("UPDATE subscribers SET status = ?, confirmed_at = coalesce("
                              "confirmed_at, ?) WHERE id = ?", (status.value, now, row["id"]))
         return True
+
+
+def _conditions_sql(conditions: Iterable[Condition]) -> tuple[str, list]:
+    """``--where`` conditions on ``s.attributes`` (JSON of strings), ANDed."""
+    parts, args = [], []
+    for c in conditions:
+        path = f'$."{c.key}"'  # the key has no quotes or backslashes (audience.parse_condition)
+        if c.op == "has":
+            parts.append("COALESCE(json_extract(s.attributes, ?), '') != ''")
+            args.append(path)
+        elif c.op == "=":
+            parts.append("json_extract(s.attributes, ?) = ? COLLATE NOCASE")
+            args += [path, c.value]
+        else:
+            parts.append("COALESCE(json_extract(s.attributes, ?), '') != ? COLLATE NOCASE")
+            args += [path, c.value]
+    return " AND ".join(parts), args
 
 
 def envelope_address(email: str) -> str:

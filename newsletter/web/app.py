@@ -52,12 +52,8 @@ async def archive_edition(request: Request) -> Response:
     return HTMLResponse(html, headers={**PUBLIC, "Content-Security-Policy": EDITION_CSP})
 
 
-def _sent_edition(cache: archive.EditionCache, config: Config, slug: str):
-    if not archive.valid_slug(slug):
-        return None
-    if slug not in {e.slug for e in archive.sent_entries(config)}:  # unsent editions stay private
-        return None
-    return cache.get(slug)
+def _sent_edition(cache: archive.SnapshotCache, config: Config, slug: str):
+    return cache.get(slug)  # None for an edition never sent: unsent editions stay private
 
 
 async def feed(request: Request) -> Response:
@@ -66,9 +62,9 @@ async def feed(request: Request) -> Response:
     return Response(xml, media_type="application/atom+xml; charset=utf-8", headers=PUBLIC)
 
 
-def _feed(cache: archive.EditionCache, config: Config) -> str:
+def _feed(cache: archive.SnapshotCache, config: Config) -> str:
     entries = archive.sent_entries(config)[:50]
-    rendered = {e.slug: cache.get(e.slug) for e in entries if archive.valid_slug(e.slug)}
+    rendered = {e.slug: cache.entry(e) for e in entries if archive.valid_slug(e.slug)}
     return archive.feed_xml(config, [e for e in entries if rendered.get(e.slug)], rendered)
 
 
@@ -144,5 +140,5 @@ def build_app(config: Config) -> Starlette:
                     exception_handlers={HTTPException: http_error, Exception: server_error})
     app.router.redirect_slashes = False  # see http_error: redirects stay under base_url
     app.state.ctx = ctx
-    app.state.editions = archive.EditionCache(config)
+    app.state.editions = archive.SnapshotCache(config)
     return app
