@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from newsletter.attributes import attr_key
 from newsletter.addresses import clean_text, fast_key, has_control_chars, parse_address
 from newsletter.errors import ValidationError
 from newsletter.store.base import ImportRow, ImportSummary, Store
@@ -127,15 +128,19 @@ def _read_header(reader, path: Path) -> Header:
 
 def parse_header(fields: list[str], path: Path | None = None, line: int = 1) -> Header:
     """Column positions. ``email``, ``name`` and ``status`` are matched in any case; other
-    columns are attributes named exactly as written (so ``City`` and ``city`` may coexist)."""
+    columns are attributes, their names normalised (``attr_key``: ``City`` and ``city`` are one
+    attribute, so both in one header is an error)."""
     names = [f.strip().lstrip("\ufeff") for f in fields]
     seen: dict[str, int] = {}
     for index, name in enumerate(names):
         if not name:
             continue  # e.g. a trailing comma: a column without a name is ignored
-        key = name.lower() if name.lower() in RESERVED else name
+        key = attr_key(name)
         if key in seen:
-            raise ValidationError(f"column {name!r} appears twice in the header", file=path, line=line)
+            first = names[seen[key]]
+            also = "" if first == name else f" (as {first!r}: names are compared as {key!r})"
+            raise ValidationError(f"column {name!r} appears twice in the header{also}", file=path,
+                                  line=line)
         if has_control_chars(name):
             raise ValidationError(f"column name {name!r} contains control characters", file=path,
                                   line=line)
@@ -144,7 +149,7 @@ def parse_header(fields: list[str], path: Path | None = None, line: int = 1) -> 
         found = ", ".join(repr(n) for n in names if n) or "nothing"
         raise ValidationError(f"no 'email' column in the header (found {found})", file=path,
                               line=line)
-    attributes = tuple((i, names[i]) for key, i in seen.items() if key not in RESERVED)
+    attributes = tuple((i, key) for key, i in seen.items() if key not in RESERVED)
     return Header(seen["email"], seen.get("name"), seen.get("status"), attributes, len(names))
 
 

@@ -30,6 +30,7 @@ from email.policy import SMTP
 from email.utils import format_datetime, make_msgid, parseaddr
 from datetime import datetime, timezone
 
+from newsletter.attributes import attr_key
 from newsletter.config import Config
 from newsletter.errors import ValidationError
 from newsletter.rendered import PLACEHOLDER_RE, RenderedEmail, parse_placeholder
@@ -123,7 +124,7 @@ def reader_values(ctx: SendContext, recipient: Recipient, base: str | None = Non
         "_token": token,
     }
     for key, value in recipient.attributes.items():
-        values[f"attr.{key}"] = str(value)
+        values[f"attr.{attr_key(key)}"] = str(value)
     return values
 
 

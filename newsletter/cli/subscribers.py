@@ -127,9 +127,11 @@ def _attributes(pairs: list[str]) -> dict[str, str]:
         key, eq, value = pair.partition("=")
         if not eq or not key.strip():
             raise ValidationError(f"--attr {pair!r}: expected KEY=VALUE")
-        if key.strip().lower() in ("email", "name", "status"):
+        from newsletter.attributes import attr_key
+
+        if attr_key(key) in ("email", "name", "status"):
             raise ValidationError(f"--attr {key.strip()!r}: that name is reserved")
-        out[key.strip()] = value
+        out[attr_key(key)] = value
     return out
 
 

@@ -31,14 +31,17 @@ def migrations() -> list[tuple[int, str, str]]:
         if m:
             found.append((int(m.group(1)), entry.name, entry.read_text(encoding="utf-8")))
     found.sort()
-    for expected, (version, name, _) in enumerate(found, start=1):
-        if version != expected:
-            raise StoreError(f"migration {name} is out of sequence (expected {expected:03d})")
+    # Gaps are allowed (branches number their migrations apart; on main they are contiguous);
+    # two files with one number are not.
+    for (a, name_a, _), (b, name_b, _) in zip(found, found[1:]):
+        if a == b:
+            raise StoreError(f"migrations {name_a} and {name_b} have the same number")
     return found
 
 
 def latest_version() -> int:
-    return len(migrations())
+    found = migrations()
+    return found[-1][0] if found else 0
 
 
 def sqlite_path(url: str) -> Path:
@@ -83,9 +86,13 @@ def migrate_database(conn: sqlite3.Connection, path: Path | None = None) -> int:
 
     A database newer than this code is a ``StoreError`` (upgrade the program), not a crash.
     """
+    from newsletter.attributes import attr_key
+
     steps = migrations()
-    latest = len(steps)
+    latest = steps[-1][0] if steps else 0
     current = schema_version(conn)
+    # SQL functions the migrations may call (008 normalises attribute names with it)
+    conn.create_function("nl_attr_key", 1, attr_key, deterministic=True)
     if current > latest:
         raise StoreError(
             f"database schema version {current} is newer than this program knows ({latest}); "
