@@ -23,9 +23,12 @@ def build_edition(path: str | Path, config: Config, essay_path: str | Path | Non
     from newsletter.edition import load_edition
     from newsletter.render import render_edition
 
+    from newsletter.covered import covered_check
+
     edition = load_edition(path, config=config, essay_path=essay_path)
     rendered = render_edition(edition, config)
-    return edition, rendered, check_edition(edition, rendered, config)
+    findings = check_edition(edition, rendered, config) + covered_check(edition, config)
+    return edition, rendered, findings
 
 
 def write_build(rendered: RenderedEmail, folder: Path) -> list[Path]:
