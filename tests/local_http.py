@@ -37,6 +37,7 @@ class LocalSite:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body leave at once (no 40 ms delayed-ACK stall)
 
             def log_message(self, *args):  # quiet
                 pass
@@ -86,8 +87,11 @@ class LocalSite:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 128  # the default backlog of 5 drops concurrent connects (1 s SYN retry)
+            daemon_threads = True
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
