@@ -5,6 +5,12 @@ unique open. A click counts as an open too, since a reader who clicked has opene
 even when their client blocked the tracking pixel. Bounce and complaint rates are over the
 messages sent; open and click rates over the messages delivered (or, when no Delivery events
 are published, over those sent that did not bounce).
+
+Opens and clicks are split into a reader's (human) and a machine's (Apple Mail Privacy
+Protection, image proxies, security scanners, clicks too soon after delivery or on every link at
+once): the rules are ``newsletter.engagement``'s. ``unique_opens``/``unique_clicks`` count both.
+A send through the outbox transport has no delivery events at all: ``delivery_events`` is False
+and its delivery, open and click figures are not rates of anything.
 """
 
 from __future__ import annotations
@@ -47,6 +53,17 @@ class EditionStats:
     unique_clicks: int = 0
     delayed: int = 0
     top_links: list[LinkStat] = field(default_factory=list)
+    human_opens: int = 0
+    machine_opens: int = 0      # readers whose message only machines opened
+    human_clicks: int = 0
+    machine_clicks: int = 0     # readers whose message only machines clicked
+    transport: str = "ses"
+    machine_reasons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def delivery_events(self) -> bool:
+        """Whether this send can have delivery, open and click events (the outbox has none)."""
+        return self.transport != "outbox"
 
     @property
     def bounces(self) -> int:
@@ -65,6 +82,10 @@ class EditionStats:
             "complaint": _ratio(self.complaints, self.sent),
             "open": _ratio(self.unique_opens, self.engaged_base),
             "click": _ratio(self.unique_clicks, self.engaged_base),
+            "human_open": _ratio(self.human_opens, self.engaged_base),
+            "human_click": _ratio(self.human_clicks, self.engaged_base),
+            "machine_open": _ratio(self.machine_opens, self.engaged_base),
+            "machine_click": _ratio(self.machine_clicks, self.engaged_base),
         }
 
     @property
@@ -84,6 +105,10 @@ class EditionStats:
         data = asdict(self)
         data["bounces"] = self.bounces
         data["rates"] = {k: round(v, 6) for k, v in self.rates.items()}
+        data["delivery_events"] = self.delivery_events
+        if not self.delivery_events:
+            for key in ("delivery", "open", "click", "human_open", "human_click", "machine_open", "machine_click"):
+                data["rates"][key] = None
         data["warnings"] = self.warnings
         return data
 
@@ -110,6 +135,7 @@ def _stats(conn: sqlite3.Connection, send: sqlite3.Row, *, with_links: bool) -> 
         (send["id"],),
     ).fetchone()
     events = conn.execute(_PER_READER, (send["id"],)).fetchone()
+    human = _engagement(conn, send["id"])
     return EditionStats(
         slug=send["slug"], subject=send["subject"], list_name=send["list_name"],
         created_at=send["created_at"], finished_at=send["finished_at"],
@@ -120,7 +146,49 @@ def _stats(conn: sqlite3.Connection, send: sqlite3.Row, *, with_links: bool) -> 
         unique_opens=events["opened"] or 0, unique_clicks=events["clicked"] or 0,
         delayed=events["delayed"] or 0,
         top_links=_top_links(conn, send["id"]) if with_links else [],
+        transport=send["transport"], **human,
     )
+
+
+def _engagement(conn: sqlite3.Connection, send_id: int) -> dict:
+    """Human and machine unique opens and clicks (``newsletter.engagement`` decides), read
+    one reader at a time in delivery order."""
+    from collections import Counter
+
+    from newsletter.engagement import activity, judge, parse_time, sent_time
+
+    links = conn.execute("SELECT COUNT(DISTINCT e.link) FROM events e JOIN deliveries d ON d.id = e.delivery_id "
+                         "WHERE d.send_id = ? AND e.type = 'click'", (send_id,)).fetchone()[0]
+    cur = conn.execute(
+        "SELECT e.delivery_id, e.type, e.occurred_at, e.link, e.payload FROM events e "
+        "JOIN deliveries d ON d.id = e.delivery_id WHERE d.send_id = ? "
+        "AND e.type IN ('delivery', 'open', 'click') ORDER BY e.delivery_id", (send_id,))
+    out = {"human_opens": 0, "machine_opens": 0, "human_clicks": 0, "machine_clicks": 0}
+    reasons: Counter = Counter()
+    current, opens, clicks, delivered, accepted = None, [], [], None, None
+
+    def flush() -> None:
+        if not opens and not clicks:
+            return
+        v = judge(opens, clicks, delivered_at=delivered or accepted, send_links=links)
+        out["human_opens"] += v.human_open
+        out["machine_opens"] += v.machine_open
+        out["human_clicks"] += v.human_click
+        out["machine_clicks"] += v.machine_click
+        reasons.update(v.reasons)
+
+    for delivery_id, kind, occurred_at, link, payload in cur:
+        if delivery_id != current:
+            flush()
+            current, opens, clicks, delivered, accepted = delivery_id, [], [], None, None
+        if kind == "delivery":
+            delivered = parse_time(occurred_at)
+            continue
+        if accepted is None:
+            accepted = sent_time(payload)
+        (opens if kind == "open" else clicks).append(activity(kind, payload, occurred_at, link))
+    flush()
+    return {**out, "machine_reasons": dict(reasons.most_common())}
 
 
 # One row per reader (delivery) with a flag per kind of event, then summed.
