@@ -25,7 +25,6 @@ A reader's click by a human also counts as a human open (their client may block 
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -150,28 +149,6 @@ def _burst(clicks: list[Activity], send_links: int) -> set[int]:
         if len({link for _, _, link in window}) >= need and need >= 2:
             found.update(i for _, i, _ in window)
     return found
-
-
-def activity(kind: str, payload: str, occurred_at: str | None, link: str | None = None) -> Activity:
-    """An ``Activity`` from a stored SES event (``events.payload``: the SES JSON)."""
-    try:
-        doc = json.loads(payload)
-    except ValueError:
-        doc = {}
-    detail = doc.get(kind) if isinstance(doc, dict) else None
-    detail = detail if isinstance(detail, dict) else {}
-    return Activity(kind, parse_time(detail.get("timestamp") or occurred_at),
-                    str(detail.get("userAgent") or ""), str(detail.get("ipAddress") or ""),
-                    link or detail.get("link"))
-
-
-def sent_time(payload: str) -> datetime | None:
-    """``mail.timestamp`` of a stored SES event: when SES accepted the message."""
-    try:
-        doc = json.loads(payload)
-        return parse_time(doc["mail"]["timestamp"])
-    except (ValueError, KeyError, TypeError):
-        return None
 
 
 def parse_time(value) -> datetime | None:
