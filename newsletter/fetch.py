@@ -217,6 +217,8 @@ def link_item(url: str, *, title: str | None, summary: str | None, agent: str,
     (or ``fetch`` is off). A fetch that fails is an error only when there is no ``title``: then
     ``FetchError`` propagates; with a title the item is made from what was given."""
     url = url.strip()
+    if not re.match(r"^https?://[^\s/]+", url, re.IGNORECASE):
+        raise FetchError(f"URL {url[:80]!r} is not an http(s) address: expected https://…")
     if fetch and not (title and summary is not None):
         try:
             page = fetch_page(url, agent=agent, **limits)

@@ -173,3 +173,9 @@ def test_add_with_no_network_still_adds_a_titled_item(cli, edition):
     failed = cli("add", str(edition), dead)
     assert failed.exit_code == 2 and "Traceback" not in failed.output
     assert len(failed.stderr.strip().splitlines()) == 1 and "cannot fetch" in failed.stderr
+
+
+def test_add_refuses_a_non_http_address_before_fetching(cli, edition, site):
+    result = cli("add", str(edition), "javascript:alert(1)", "--title", "x")
+    assert result.exit_code == 2 and "not an http(s) address" in result.stderr
+    assert site.requests == []
