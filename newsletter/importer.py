@@ -123,10 +123,10 @@ def import_export(store: Store, path: str | Path, *, list_name: str, fmt: str = 
     skipped: list = []
     summary = ImportSummary(dry_run=dry_run)
     with _sources(path, is_zip, skipped) as sources:
-        rows = _service_rows(sources, path, fmt, summary, consents.append, reports, check_dns,
-                             on_reject or (lambda r: None))
-        store.import_rows(rows, list_name=list_name, dry_run=dry_run, summary=summary,
-                          source=f"import:{fmt if fmt != 'auto' else 'service'}")
+        plans = _plan_sources(sources, path, fmt, consents.append, reports, on_reject or (lambda r: None))
+        service = "+".join(dict.fromkeys(r.fmt for r in reports))
+        store.import_rows(_service_rows(plans, summary, check_dns), list_name=list_name,
+                          dry_run=dry_run, summary=summary, source=f"import:{service}")
     if reports:
         label = f"{reports[0].fmt} export ({path.name})"
         kept = 0 if dry_run else record_consent(store, consents, label)
@@ -199,19 +199,21 @@ def _member_order(name: str) -> int:
     return 0 if base.startswith("subscribed") else 1
 
 
-def _service_rows(sources, path: Path, fmt: str, summary: ImportSummary, on_consent, reports: list,
-                  check_dns: bool, on_reject: Callable[[Reject], None]) -> Iterator[ImportRow]:
+def _plan_sources(sources, path: Path, fmt: str, on_consent, reports: list,
+                  on_reject: Callable[[Reject], None]) -> list[tuple]:
+    """Read each file's header and choose its mapping, before anything is written: a file that
+    is not the export it should be stops the import with nothing done."""
     from dataclasses import replace
 
     from newsletter import import_formats as formats
 
-    rows_before = 0
+    plans = []
     for name, raw, file_status in sources:
         text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
         reader = csv.reader(text, strict=True)
         where = name if name != str(path) else None
         reject = on_reject if where is None else (lambda r, w=where: on_reject(replace(r, file=w)))
-        try:
+        with _read_errors(name, reader):
             header_fields = next((f for f in reader if any(x.strip() for x in f)), None)
             if header_fields is None:
                 raise ValidationError("is empty: expected a header row", file=name)
@@ -229,15 +231,31 @@ def _service_rows(sources, path: Path, fmt: str, summary: ImportSummary, on_cons
                 keys = mapped.header
                 header = Header(0, 1, 2, tuple((i, k) for i, k in enumerate(keys) if 3 <= i < len(keys) - 1),
                                 len(keys), extra=len(keys) - 1)
+        plans.append((name, reader, mapped, header, reject))
+    return plans
+
+
+@contextmanager
+def _read_errors(name: str, reader):
+    """Decoding and CSV errors as one-line ``ValidationError`` naming the file and line."""
+    try:
+        yield
+    except UnicodeDecodeError:
+        # (no line: the decoder reads ahead in blocks, so the reader's line is not the bad one)
+        raise ValidationError("is not UTF-8 text (save it as UTF-8 and try again)", file=name) from None
+    except csv.Error as err:
+        raise ValidationError(f"malformed CSV: {err}", file=name, line=reader.line_num) from None
+    except OSError as err:
+        raise ValidationError(f"cannot read: {err}", file=name) from None
+
+
+def _service_rows(plans: list[tuple], summary: ImportSummary, check_dns: bool) -> Iterator[ImportRow]:
+    total = 0
+    for name, reader, mapped, header, reject in plans:
+        with _read_errors(name, reader):
             yield from _rows(mapped, header, summary, check_dns, reject, None)
-            rows_before += summary.rows
-            summary.rows = rows_before
-        except UnicodeDecodeError:
-            raise ValidationError("is not UTF-8 text (save it as UTF-8 and try again)", file=name) from None
-        except csv.Error as err:
-            raise ValidationError(f"malformed CSV: {err}", file=name, line=reader.line_num) from None
-        except OSError as err:
-            raise ValidationError(f"cannot read: {err}", file=name) from None
+        total += summary.rows  # _rows leaves this file's count in summary.rows
+        summary.rows = total
 
 
 def _size(raw) -> int:

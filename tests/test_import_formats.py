@@ -221,3 +221,19 @@ def test_detect_and_times():
     assert normal_time("2023-03-04 05:06:07.123456+00") == "2023-03-04T05:06:07Z"
     assert normal_time("2023-03-04T13:06:07+08:00") == "2023-03-04T05:06:07Z"
     assert normal_time("last tuesday") == "last tuesday"
+
+
+def test_a_bad_file_in_the_zip_stops_everything(news, cli):
+    path = news / "broken.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("subscribed_members_export_1.csv", MC_SUBSCRIBED.encode("utf-8"))
+        z.writestr("unsubscribed_members_export_1.csv",
+                   (MC_COLUMNS + "\r\nzoë@example.com,Zoë,Ä,,,2\r\n").encode("latin-1"))
+    result = cli("subscribers", "import", str(path), "--list", "news")
+    assert result.exit_code == 2 and "unsubscribed_members_export_1.csv: is not UTF-8" in result.stderr
+    with _store() as s:
+        assert s.count_subscribers() == 0
+    z2 = _zip(news / "ok.zip", {"subscribed_members_export_1.csv": MC_SUBSCRIBED})
+    assert cli("subscribers", "import", str(z2), "--list", "news").exit_code == 0
+    with _store() as s:
+        assert s.get_subscriber("ada@example.com").source == "import:mailchimp"
