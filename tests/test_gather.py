@@ -134,3 +134,14 @@ def test_a_feed_without_entries_but_valid_is_not_an_error():
     assert (title, entries) == ("Empty", [])
     with pytest.raises(ValueError):
         parse_feed(b"\x00\x01 garbage", "https://x.example/rss")
+
+
+def test_sources_configuration_errors(project, cli):
+    assert cli("gather").exit_code == 2  # no feeds configured
+    assert "no feeds: add [sources] feeds" in cli("gather").stderr
+    toml = (project / "newsletter.toml").read_text(encoding="utf-8")
+    (project / "newsletter.toml").write_text(toml + '\n[sources]\nfeeds = ["ftp://example.com/rss"]\n', encoding="utf-8")
+    bad = cli("gather")
+    assert bad.exit_code == 2 and "sources.feeds: 'ftp://example.com/rss' is not an http(s) URL" in bad.stderr
+    (project / "newsletter.toml").write_text(toml + '\n[sources]\nfeeds = "https://example.com/rss"\n', encoding="utf-8")
+    assert "sources.feeds must be an array of strings" in cli("gather").stderr
