@@ -33,6 +33,9 @@ class LocalSite:
     def __init__(self, routes: dict[str, Route] | None = None):
         self.routes: dict[str, Route] = dict(routes or {})
         self.requests: list[tuple[str, dict]] = []
+        self.in_flight = 0
+        self.max_in_flight = 0  # the most requests being answered at once
+        lock = threading.Lock()
         site = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -43,6 +46,16 @@ class LocalSite:
                 pass
 
             def do_GET(self):
+                with lock:
+                    site.in_flight += 1
+                    site.max_in_flight = max(site.max_in_flight, site.in_flight)
+                try:
+                    self._get()
+                finally:
+                    with lock:
+                        site.in_flight -= 1
+
+            def _get(self):
                 site.requests.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
                 route = site.routes.get(self.path) or site.routes.get(self.path.split("?")[0])
                 if route is None:

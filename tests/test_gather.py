@@ -79,6 +79,13 @@ def test_three_formats_broken_feeds_and_candidates(cli, desk, site):
     assert first["first_sentence"] == "The atom story number 5."  # plain text, tags gone
 
 
+def test_feeds_are_fetched_at_the_same_time(cli, desk, site):
+    for path in ("/rss", "/atom", "/rdf"):
+        site.routes[path].delay = 0.3  # each answer takes a while: they overlap only if concurrent
+    assert cli("gather", "--json").exit_code == 0
+    assert site.max_in_flight >= 3
+
+
 def test_conditional_get_and_304_keeps_the_candidates(cli, desk, site):
     first = json.loads(cli("gather", "--json").stdout)
     site.requests.clear()
