@@ -156,6 +156,8 @@ class MappedReader:
             self.email = next((i for i, f in enumerate(folded) if f in _MC_EMAIL), None)
             self.first = next((i for i, f in enumerate(folded) if f in _MC_FIRST), None)
             self.last = next((i for i, f in enumerate(folded) if f in _MC_LAST), None)
+            if self.first is None and self.last is None:
+                self.name = find("name", "fullname")  # a merge field holding the whole name
             self.consent = {i: _MC_CONSENT[f] for i, f in enumerate(folded) if f in _MC_CONSENT}
             self.unsub = find("unsubtime")
             self.clean = find("cleantime")

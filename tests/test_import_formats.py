@@ -147,6 +147,14 @@ def test_mailchimp_localised_header_and_a_single_file(news, cli):
         assert s.get_subscriber("grace@example.com").status.value == "unsubscribed"
 
 
+def test_mailchimp_with_a_full_name_field(news, cli):
+    (news / "mc.csv").write_text("Email Address,Name,City\nx@example.com,Xavier Roe,Lyon\n", encoding="utf-8")
+    assert cli("subscribers", "import", "mc.csv", "--list", "news").exit_code == 0
+    with _store() as s:
+        x = s.get_subscriber("x@example.com")
+        assert (x.name, x.attributes) == ("Xavier Roe", {"city": "Lyon"})
+
+
 def test_substack(news, cli):
     (news / "email_list.mypub.csv").write_text(SUBSTACK, encoding="utf-8")
     result = cli("subscribers", "import", "email_list.mypub.csv", "--list", "news", "--from", "substack")
@@ -218,6 +226,7 @@ def test_detect_and_times():
     assert detect(BUTTONDOWN.split("\n")[0].split(",")) == "buttondown"
     assert detect(LISTMONK.split("\n")[0].split(",")) == "listmonk"
     assert detect(["Email", "Name", "City"]) == "csv"
+    assert detect(["Email Address", "Name"]) == "mailchimp"
     assert normal_time("2023-03-04 05:06:07.123456+00") == "2023-03-04T05:06:07Z"
     assert normal_time("2023-03-04T13:06:07+08:00") == "2023-03-04T05:06:07Z"
     assert normal_time("last tuesday") == "last tuesday"
