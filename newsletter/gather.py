@@ -227,7 +227,7 @@ def html_to_markdown(safe_html: str) -> str:
         elif mark and inner:
             out.append(f"{mark}{inner}{mark}")
         else:
-            out.append(inner if tag else "".join(inner))
+            out.append(inner)
         if tag in _BLOCKS:
             out.append("\n\n")
         if el.tail:
