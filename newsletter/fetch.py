@@ -20,6 +20,7 @@ TIMEOUT = 10.0
 MAX_REDIRECTS = 5
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
 _META_CHARSET_RE = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_:.-]+)""", re.IGNORECASE)
+_XML_ENCODING_RE = re.compile(rb"""^\s*<\?xml[^>]+encoding\s*=\s*["']([A-Za-z0-9_:.-]+)""", re.IGNORECASE)
 # Declared names that browsers (and the WHATWG encoding standard) read as a larger charset.
 _SUPERSETS = {"gb2312": "gb18030", "gbk": "gb18030", "gb_2312-80": "gb18030", "x-gbk": "gb18030",
               "iso-8859-1": "cp1252", "latin1": "cp1252", "ascii": "cp1252", "us-ascii": "cp1252",
@@ -120,9 +121,10 @@ def decode_html(body: bytes, declared: str | None = None) -> tuple[str, str]:
         candidates.append("utf-8-sig")
     if declared:
         candidates.append(declared)
-    m = _META_CHARSET_RE.search(body[:4096])
-    if m:
-        candidates.append(m.group(1).decode("ascii", "replace"))
+    for pattern in (_XML_ENCODING_RE, _META_CHARSET_RE):  # XHTML's declaration, then <meta>
+        m = pattern.search(body[:4096])
+        if m:
+            candidates.append(m.group(1).decode("ascii", "replace"))
     for name in candidates:
         codec = _codec(name)
         if codec is None:

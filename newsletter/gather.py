@@ -116,7 +116,7 @@ def parse_feed(body: bytes, feed_url: str, *, content_type: str = "") -> tuple[s
         summary_html = raw.get("summary") or ""
         if not summary_html and raw.get("content"):
             summary_html = raw["content"][0].get("value", "")
-        entries.append(Entry(feed_url, link, _plain_title(title), clean_summary(summary_html),
+        entries.append(Entry(feed_url, link, _plain_title(title), clean_summary(summary_html, base=link),
                              _published(raw)))
     return " ".join(str(doc.feed.get("title", "")).split()), entries
 
@@ -152,10 +152,10 @@ def _published(raw) -> datetime | None:
     return datetime.fromtimestamp(calendar.timegm(parsed), timezone.utc)
 
 
-def clean_summary(html_text: str, limit: int = SUMMARY_CHARS) -> str:
+def clean_summary(html_text: str, limit: int = SUMMARY_CHARS, *, base: str = "") -> str:
     """A feed's HTML summary as plain Markdown: sanitised (no scripts, styles, images; links
-    http/https only), paragraphs kept (blank line between), cut after about ``limit`` characters
-    at a paragraph or sentence end."""
+    http/https only, relative ones resolved against ``base``, the entry's link), paragraphs kept
+    (blank line between), cut after about ``limit`` characters at a paragraph or sentence end."""
     import nh3
 
     if not html_text.strip():
@@ -166,7 +166,7 @@ def clean_summary(html_text: str, limit: int = SUMMARY_CHARS) -> str:
         safe = nh3.clean(html_text, tags=_ALLOWED_TAGS, attributes={"a": {"href"}},
                          url_schemes={"http", "https"}, link_rel=None, strip_comments=True,
                          clean_content_tags={"script", "style"})
-        text = html_to_markdown(safe)
+        text = html_to_markdown(safe, base)
     paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", text) if p.strip()]
     paragraphs = [re.sub(r"\[\s*\]\([^)]*\)", "", p).strip() for p in paragraphs]  # empty links
     out: list[str] = []
@@ -193,11 +193,17 @@ _BLOCKS = {"p", "ul", "ol", "li", "blockquote"}
 _MARKS = {"strong": "**", "b": "**", "em": "*", "i": "*", "code": "`"}
 
 
-def html_to_markdown(safe_html: str) -> str:
+def html_to_markdown(safe_html: str, base: str = "") -> str:
     """Sanitised HTML (only ``_ALLOWED_TAGS``, links already http/https) as Markdown: text
     escaped, ``**bold**``, ``*italic*``, `` `code` ``, ``[text](url)``, paragraphs and list entries
     separated by blank lines."""
+    from urllib.parse import urljoin
+
     import lxml.html
+
+    def absolute(href: str | None) -> str | None:
+        href = urljoin(base, href.strip()) if href else None
+        return href if href and href.lower().startswith(("http://", "https://")) else None
 
     try:
         root = lxml.html.fragment_fromstring(safe_html, create_parent="div")
@@ -214,7 +220,7 @@ def html_to_markdown(safe_html: str) -> str:
         elif tag == "br":
             out.append("\n\n")
         mark = _MARKS.get(tag, "")
-        href = el.get("href") if tag == "a" else None
+        href = absolute(el.get("href")) if tag == "a" else None
         inner_start = len(out)
         if el.text:
             out.append(escape_markdown(el.text) if tag != "code" else el.text.replace("`", "'"))

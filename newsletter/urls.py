@@ -30,6 +30,9 @@ def strip_tracking(url: str) -> str:
         parts = urlsplit(url)
     except ValueError:
         return url
+    if parts.fragment.startswith(":~:"):  # a text fragment (#:~:text=…): where someone scrolled
+        parts = parts._replace(fragment="")
+        url = urlunsplit(parts)
     if not parts.query:
         return url
     kept = [pair for pair in parse_qsl(parts.query, keep_blank_values=True) if not is_tracking(pair[0])]

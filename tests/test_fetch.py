@@ -179,3 +179,10 @@ def test_add_refuses_a_non_http_address_before_fetching(cli, edition, site):
     result = cli("add", str(edition), "javascript:alert(1)", "--title", "x")
     assert result.exit_code == 2 and "not an http(s) address" in result.stderr
     assert site.requests == []
+
+
+def test_xhtml_declaration_and_text_fragments():
+    body = '<?xml version="1.0" encoding="gbk"?><html><head><title>标题</title></head></html>'.encode("gbk")
+    assert page_from_html(body, "https://x.example/").title == "标题"
+    assert strip_tracking("https://a.com/x#:~:text=hello") == "https://a.com/x"
+    assert strip_tracking("https://a.com/x#section") == "https://a.com/x#section"

@@ -152,3 +152,16 @@ def test_sources_configuration_errors(project, cli):
     assert bad.exit_code == 2 and "sources.feeds: 'ftp://example.com/rss' is not an http(s) URL" in bad.stderr
     (project / "newsletter.toml").write_text(toml + '\n[sources]\nfeeds = "https://example.com/rss"\n', encoding="utf-8")
     assert "sources.feeds must be an array of strings" in cli("gather").stderr
+
+
+def test_gbk_feed_and_relative_links_in_summaries():
+    body = ('<?xml version="1.0" encoding="gbk"?><rss version="2.0"><channel><title>中文频道</title>'
+            "<item><title>国产芯片量产</title><link>/news/1?utm_source=rss</link>"
+            "<description>&lt;p&gt;详见&lt;a href=&quot;/news/1/more&quot;&gt;全文&lt;/a&gt;。&lt;/p&gt;</description>"
+            "<pubDate>Tue, 24 Nov 2026 08:00:00 +0800</pubDate></item></channel></rss>").encode("gbk")
+    title, entries = parse_feed(body, "https://news.example.cn/rss.xml")
+    assert title == "中文频道"
+    [entry] = entries
+    assert entry.title == "国产芯片量产" and entry.url == "https://news.example.cn/news/1"
+    assert entry.summary == "详见[全文](https://news.example.cn/news/1/more)。"
+    assert entry.published.isoformat() == "2026-11-24T00:00:00+00:00"
