@@ -25,6 +25,8 @@ def build_edition(path: str | Path, config: Config, essay_path: str | Path | Non
     from newsletter.edition import load_edition
     from newsletter.ledger import planned_number
 
+    from newsletter.covered import covered_check
+
     edition = load_edition(path, config=config, essay_path=essay_path)
     edition = replace(edition, number=planned_number(config, edition))
     return render_checked(edition, config)
@@ -36,7 +38,8 @@ def render_checked(edition: Edition, config: Config) -> tuple[Edition, RenderedE
     from newsletter.render import render_edition
 
     rendered = render_edition(edition, config)
-    return edition, rendered, check_edition(edition, rendered, config)
+    findings = check_edition(edition, rendered, config) + covered_check(edition, config)
+    return edition, rendered, findings
 
 
 def write_build(rendered: RenderedEmail, folder: Path) -> list[Path]:

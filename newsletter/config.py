@@ -67,12 +67,20 @@ class EventsConfig:
     soft_bounce_window_days: int = 14
 
 
+@dataclass(frozen=True)
+class SourcesConfig:
+    feeds: tuple[str, ...] = ()  # RSS/Atom/RDF feed URLs that `newsletter gather` polls
+    timeout: float = 10.0  # seconds per feed
+    concurrency: int = 10  # feeds fetched at once
+
+
 _SECTIONS = {
     "ses": SesConfig,
     "smtp": SmtpConfig,
     "send": SendConfig,
     "web": WebConfig,
     "events": EventsConfig,
+    "sources": SourcesConfig,
 }
 
 
@@ -100,6 +108,7 @@ class Config:
     send: SendConfig = field(default_factory=SendConfig)
     web: WebConfig = field(default_factory=WebConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
+    sources: SourcesConfig = field(default_factory=SourcesConfig)
 
     def path(self, value: str | Path) -> Path:
         """A path from the configuration, resolved against the project folder."""
@@ -202,6 +211,11 @@ def config_from_dict(data: dict[str, Any], *, root: Path, file: Path | None = No
     if config.send.concurrency < 1 or config.send.rate < 0:
         raise ConfigError("send.concurrency must be ≥ 1 and send.rate ≥ 0", file=file)
     _check_values(config, file)
+    for feed in config.sources.feeds:
+        if not feed.lower().startswith(("http://", "https://")):
+            raise ConfigError(f"sources.feeds: {feed!r} is not an http(s) URL", file=file)
+    if config.sources.concurrency < 1 or config.sources.timeout <= 0:
+        raise ConfigError("sources.concurrency must be ≥ 1 and sources.timeout > 0", file=file)
     return config
 
 
@@ -277,6 +291,10 @@ def _section(cls: type, section: str, values: dict[str, Any], file: Path | None)
 
 def _typed(key: str, value: Any, default: Any, file: Path | None) -> Any:
     expected = type(default)
+    if expected is tuple:  # a TOML array of strings (sources.feeds)
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+            raise ConfigError(f"{key} must be an array of strings, e.g. [\"https://example.com/rss\"]", file=file)
+        return tuple(v.strip() for v in value)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if expected is int and isinstance(value, float) and value.is_integer():

@@ -19,10 +19,12 @@ import io
 import json
 import re
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from newsletter.attributes import attr_key
 from newsletter.addresses import clean_text, fast_key, has_control_chars, parse_address
 from newsletter.errors import ValidationError
 from newsletter.store.base import ImportRow, ImportSummary, Store
@@ -46,6 +48,7 @@ class Reject:
     line: int
     email: str
     reason: str
+    file: str | None = None  # set when not the file named on the command line (a zip member)
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class Header:
     status: int | None
     attributes: tuple[tuple[int, str], ...]
     width: int
+    extra: int | None = None  # a column of JSON objects spread into attributes (service imports)
 
 
 Progress = Callable[[int, int], None]  # (done, total): bytes for imports, rows for exports
@@ -103,6 +107,181 @@ def _refuse_binary(raw, path: Path) -> None:
         kind = kind or {b"\x1f\x8b": " (gzip)"}.get(head[:2], "")
         raise ValidationError(f"is not a text file{kind}: expected a UTF-8 CSV with a header row "
                               "(export it as CSV from the spreadsheet)", file=path)
+@dataclass
+class ImportResult:
+    """A service import: the counts, what each file's columns became, consent records kept."""
+
+    summary: ImportSummary
+    reports: list = None  # newsletter.import_formats.FormatReport, one per file read
+    consent_records: int = 0
+    skipped_files: list = None  # zip members left out, with why
+
+
+def import_export(store: Store, path: str | Path, *, list_name: str, fmt: str = "auto",
+                  dry_run: bool = False, check_dns: bool = False,
+                  on_reject: Callable[[Reject], None] | None = None,
+                  on_progress: Progress | None = None) -> ImportResult:
+    """Import a CSV file or export ``.zip`` written by Mailchimp, Substack, Buttondown, listmonk
+    or this program (``fmt``: one of ``import_formats.FORMATS``; ``auto`` reads the header).
+    One store transaction for every file of a zip; consent evidence becomes consent records
+    (written right after, idempotently: running the same import again completes them)."""
+    import zipfile
+
+    from newsletter import import_formats as formats
+    from newsletter.store.consent import record_consent
+
+    path = Path(path)
+    if fmt not in formats.FORMATS:
+        raise ValidationError(f"--from must be one of {', '.join(formats.FORMATS)}, not {fmt!r}")
+    if store.get_list(list_name) is None:
+        raise ValidationError(f"no such list {list_name!r} (create it with `newsletter lists "
+                              f"create {list_name}`)")
+    try:
+        is_zip = zipfile.is_zipfile(path)
+    except OSError as err:
+        raise ValidationError(f"cannot read: {err.strerror or err}", file=path) from None
+    if not is_zip and fmt in ("auto", "csv") and _native(path, fmt):
+        summary = import_csv(store, path, list_name=list_name, dry_run=dry_run, check_dns=check_dns,
+                             on_reject=on_reject, on_progress=on_progress)
+        return ImportResult(summary, [], 0, [])
+    consents: list = []
+    reports: list = []
+    skipped: list = []
+    summary = ImportSummary(dry_run=dry_run)
+    with _sources(path, is_zip, skipped) as sources:
+        plans = _plan_sources(sources, path, fmt, consents.append, reports, on_reject or (lambda r: None))
+        service = "+".join(dict.fromkeys(r.fmt for r in reports))
+        store.import_rows(_service_rows(plans, summary, check_dns), list_name=list_name,
+                          dry_run=dry_run, summary=summary, source=f"import:{service}")
+    if reports:
+        label = f"{reports[0].fmt} export ({path.name})"
+        kept = 0 if dry_run else record_consent(store, consents, label)
+    else:
+        kept = 0
+    return ImportResult(summary, reports, kept, skipped)
+
+
+def _native(path: Path, fmt: str) -> bool:
+    """Whether ``path`` is in the importer's own format (``auto`` looks at the header)."""
+    from newsletter import import_formats as formats
+
+    if fmt == "csv":
+        return True
+    try:
+        with open(path, "rb") as raw:
+            text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
+            for fields in csv.reader(text):
+                if any(f.strip() for f in fields):
+                    return formats.detect(fields) == "csv"
+    except ValidationError:
+        return True  # nothing recognised: the native reader says which column is missing, and where
+    except (UnicodeDecodeError, csv.Error, OSError):
+        return True  # the native reader reports what is wrong, with the line
+    return True
+
+
+@contextmanager
+def _sources(path: Path, is_zip: bool, skipped: list):
+    """``(display name, binary stream, status from the file name)`` for each CSV to read."""
+    import zipfile
+
+    from newsletter.import_formats import mailchimp_member_status
+
+    if not is_zip:
+        try:
+            raw = open(path, "rb")
+        except OSError as err:
+            raise ValidationError(f"cannot read: {err.strerror or err}", file=path) from None
+        with raw:
+            yield [(str(path), raw, None)]
+        return
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as err:
+        raise ValidationError(f"not a readable zip file: {err}", file=path) from None
+    with archive:
+        members = [m for m in archive.infolist() if not m.is_dir() and m.filename.lower().endswith(".csv")
+                   and not m.filename.startswith("__MACOSX/") and not m.filename.rsplit("/", 1)[-1].startswith(".")]
+        if not members:
+            raise ValidationError("the zip file holds no .csv file", file=path)
+        out = []
+        for m in sorted(members, key=lambda m: (_member_order(m.filename), m.filename)):
+            status = mailchimp_member_status(m.filename)
+            if status is None:
+                skipped.append((m.filename, "contacts who never subscribed (no consent to mail them)"))
+                continue
+            out.append((f"{path}:{m.filename}", archive.open(m), status or None))
+        try:
+            yield out
+        finally:
+            for _, stream, _ in out:
+                stream.close()
+
+
+def _member_order(name: str) -> int:
+    """Subscribed first, then unsubscribed and cleaned: an address in two files ends as the
+    later (opted-out) one."""
+    base = name.rsplit("/", 1)[-1].lower()
+    return 0 if base.startswith("subscribed") else 1
+
+
+def _plan_sources(sources, path: Path, fmt: str, on_consent, reports: list,
+                  on_reject: Callable[[Reject], None]) -> list[tuple]:
+    """Read each file's header and choose its mapping, before anything is written: a file that
+    is not the export it should be stops the import with nothing done."""
+    from dataclasses import replace
+
+    from newsletter import import_formats as formats
+
+    plans = []
+    for name, raw, file_status in sources:
+        text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
+        reader = csv.reader(text, strict=True)
+        where = name if name != str(path) else None
+        reject = on_reject if where is None else (lambda r, w=where: on_reject(replace(r, file=w)))
+        with _read_errors(name, reader):
+            header_fields = next((f for f in reader if any(x.strip() for x in f)), None)
+            if header_fields is None:
+                raise ValidationError("is empty: expected a header row", file=name)
+            chosen = formats.detect(header_fields) if fmt == "auto" else fmt
+            if chosen == "csv":
+                header = parse_header(header_fields, Path(name), reader.line_num)
+                mapped = reader
+                reports.append(formats.FormatReport("csv", name, ["the file's own columns"],
+                                                    [n for _, n in header.attributes]))
+            else:
+                mapped = formats.MappedReader(reader, header_fields, chosen, file=name,
+                                              file_status=file_status if chosen == "mailchimp" else None,
+                                              on_consent=on_consent)
+                reports.append(mapped.report)
+                keys = mapped.header
+                header = Header(0, 1, 2, tuple((i, k) for i, k in enumerate(keys) if 3 <= i < len(keys) - 1),
+                                len(keys), extra=len(keys) - 1)
+        plans.append((name, reader, mapped, header, reject))
+    return plans
+
+
+@contextmanager
+def _read_errors(name: str, reader):
+    """Decoding and CSV errors as one-line ``ValidationError`` naming the file and line."""
+    try:
+        yield
+    except UnicodeDecodeError:
+        # (no line: the decoder reads ahead in blocks, so the reader's line is not the bad one)
+        raise ValidationError("is not UTF-8 text (save it as UTF-8 and try again)", file=name) from None
+    except csv.Error as err:
+        raise ValidationError(f"malformed CSV: {err}", file=name, line=reader.line_num) from None
+    except OSError as err:
+        raise ValidationError(f"cannot read: {err}", file=name) from None
+
+
+def _service_rows(plans: list[tuple], summary: ImportSummary, check_dns: bool) -> Iterator[ImportRow]:
+    total = 0
+    for name, reader, mapped, header, reject in plans:
+        with _read_errors(name, reader):
+            yield from _rows(mapped, header, summary, check_dns, reject, None)
+        total += summary.rows  # _rows leaves this file's count in summary.rows
+        summary.rows = total
 
 
 def _size(raw) -> int:
@@ -165,15 +344,19 @@ def _read_header(reader, path: Path) -> Header:
 
 def parse_header(fields: list[str], path: Path | None = None, line: int = 1) -> Header:
     """Column positions. ``email``, ``name`` and ``status`` are matched in any case; other
-    columns are attributes named exactly as written (so ``City`` and ``city`` may coexist)."""
+    columns are attributes, their names normalised (``attr_key``: ``City`` and ``city`` are one
+    attribute, so both in one header is an error)."""
     names = [unquote_formula(f.strip().lstrip("\ufeff")) for f in fields]
     seen: dict[str, int] = {}
     for index, name in enumerate(names):
         if not name:
             continue  # e.g. a trailing comma: a column without a name is ignored
-        key = name.lower() if name.lower() in RESERVED else name
+        key = attr_key(name)
         if key in seen:
-            raise ValidationError(f"column {name!r} appears twice in the header", file=path, line=line)
+            first = names[seen[key]]
+            also = "" if first == name else f" (as {first!r}: names are compared as {key!r})"
+            raise ValidationError(f"column {name!r} appears twice in the header{also}", file=path,
+                                  line=line)
         if has_control_chars(name):
             raise ValidationError(f"column name {name!r} contains control characters", file=path,
                                   line=line)
@@ -182,7 +365,7 @@ def parse_header(fields: list[str], path: Path | None = None, line: int = 1) -> 
         found = ", ".join(repr(n) for n in names if n) or "nothing"
         raise ValidationError(f"no 'email' column in the header (found {found})", file=path,
                               line=line)
-    attributes = tuple((i, names[i]) for key, i in seen.items() if key not in RESERVED)
+    attributes = tuple((i, key) for key, i in seen.items() if key not in RESERVED)
     return Header(seen["email"], seen.get("name"), seen.get("status"), attributes, len(names))
 
 
@@ -272,6 +455,12 @@ def _full_row(fields: list[str], header: Header, line: int, email: str, key: str
         cleaned |= changed
         if value:
             attributes[attr] = value
+    if header.extra is not None and _get(fields, header.extra):
+        for attr, raw in json.loads(fields[header.extra]).items():
+            value, changed = clean_text(raw)
+            cleaned |= changed
+            if value and attr not in attributes:
+                attributes[attr] = value
     if cleaned:
         summary.cleaned += 1
     attrs = json.dumps(attributes, ensure_ascii=False, sort_keys=True) if attributes else "{}"

@@ -31,6 +31,7 @@ from email.utils import format_datetime, make_msgid
 from datetime import datetime, timezone
 
 from newsletter import headers
+from newsletter.attributes import attr_key
 from newsletter.config import Config
 from newsletter.rendered import PLACEHOLDER_RE, RenderedEmail, parse_placeholder
 from newsletter.store.models import Recipient
@@ -118,7 +119,7 @@ def reader_values(ctx: SendContext, recipient: Recipient, base: str | None = Non
         "_token": token,
     }
     for key, value in recipient.attributes.items():
-        values[f"attr.{key}"] = str(value)
+        values[f"attr.{attr_key(key)}"] = str(value)
     return values
 
 

@@ -24,6 +24,7 @@ def placeholder(key: str, fallback: str = "") -> str:
     """The marker for ``key`` (with an optional fallback) to put into a template's output."""
     if key not in KEYS and not key.startswith("attr."):
         raise ValueError(f"unknown placeholder key {key!r}")
+    key = _normal_key(key)
     if not PLACEHOLDER_RE.fullmatch(f"@@nl:{key}@@"):
         raise ValueError(f"placeholder key {key!r} has characters that are not allowed")
     if fallback:
@@ -33,8 +34,17 @@ def placeholder(key: str, fallback: str = "") -> str:
 
 def parse_placeholder(match: re.Match[str]) -> tuple[str, str]:
     """``(key, fallback)`` of a ``PLACEHOLDER_RE`` match."""
-    key, hexed = match.group(1), match.group(2)
+    key, hexed = _normal_key(match.group(1)), match.group(2)
     return key, bytes.fromhex(hexed).decode("utf-8") if hexed else ""
+
+
+def _normal_key(key: str) -> str:
+    """``attr.City`` names the stored attribute ``city`` (``newsletter.attributes.attr_key``)."""
+    if key.startswith("attr.") and not key.islower():
+        from newsletter.attributes import attr_key
+
+        return "attr." + attr_key(key[5:])
+    return key
 
 
 @dataclass(frozen=True)

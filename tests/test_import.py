@@ -46,12 +46,12 @@ def test_bom_crlf_quoted_commas_blank_lines_and_case_insensitive_header(store, t
     assert rejects == []
     assert (summary.rows, summary.added, summary.rejected) == (2, 2, 0)
     ada = store.get_subscriber("ada@example.com")
-    assert ada.name == "Lovelace, Ada" and ada.attributes == {"City": "London"}
+    assert ada.name == "Lovelace, Ada" and ada.attributes == {"city": "London"}  # names normalised
     grace = store.get_subscriber("grace@example.com")
     assert grace.name == 'Grace "Amazing" Hopper' and grace.attributes == {}
 
 
-def test_duplicates_differing_in_case_are_merged_later_values_winning(store, tmp_path):
+def test_duplicates_differing_in_case_are_merged_the_last_row_kept_whole(store, tmp_path):
     path = write(tmp_path, "email,name,city\n"
                            "Ada@Example.com,Ada,London\n"
                            "b@example.com,B,\n"
@@ -60,8 +60,10 @@ def test_duplicates_differing_in_case_are_merged_later_values_winning(store, tmp
     summary, _ = run(store, path)
     assert (summary.added, summary.duplicates) == (2, 2)
     ada = store.get_subscriber("ada@example.com")
-    assert ada.email == "Ada@Example.com"  # the first spelling is kept
-    assert ada.name == "Ada L." and ada.attributes == {"city": "Paris"}
+    # the spelling and the values come from the same (last) row, never one row's spelling
+    # with another's values
+    assert ada.email == "ada@example.com"
+    assert ada.name == "Ada L." and ada.attributes == {}
     assert store.count_subscribers(list_name="news") == 2
 
 
@@ -302,13 +304,15 @@ def test_an_opt_out_later_in_the_file_wins_over_an_earlier_duplicate(store, tmp_
     assert list(store.recipients("news")) == []
 
 
-def test_attribute_names_keep_their_case_and_survive_a_round_trip(store, tmp_path):
-    summary, _ = run(store, write(tmp_path, "EMAIL,City,city\na@example.com,Paris,paris\n"))
+def test_attribute_names_are_normalised_and_survive_a_round_trip(store, tmp_path):
+    summary, _ = run(store, write(tmp_path, "EMAIL,Home City,Zip\na@example.com,Paris,75001\n"))
     assert summary.added == 1
-    assert store.get_subscriber("a@example.com").attributes == {"City": "Paris", "city": "paris"}
+    assert store.get_subscriber("a@example.com").attributes == {"home_city": "Paris", "zip": "75001"}
+    store.add_subscriber("a@example.com", attributes={"HOME  City": "Lyon"})
+    assert store.get_subscriber("a@example.com").attributes == {"home_city": "Lyon", "zip": "75001"}
     out = io.StringIO()
     export_subscribers(store, out)
-    assert out.getvalue().splitlines()[0] == "email,name,status,City,city"
+    assert out.getvalue().splitlines()[0] == "email,name,status,home_city,zip"
     assert import_csv(store, write(tmp_path, out.getvalue(), "again.csv"),
                       list_name="news").unchanged == 1
 
@@ -348,8 +352,10 @@ def test_the_bulk_and_the_staged_path_agree(tmp_path):
     assert results[0] == results[1]
     summary, (subscribers, recipients), suppressed = results[0]
     assert (summary["added"], summary["duplicates"], summary["rejected"]) == (5, 2, 1)
-    assert recipients == ["A@example.com"] and suppressed
-    assert ("b@example.com", "B", {"city": "Oslo"}, "unsubscribed", False, True,
+    # duplicates: the last row kept whole (spelling and values), an opt-out winning
+    assert recipients == ["a@EXAMPLE.com"] and suppressed
+    assert ("a@EXAMPLE.com", "", {"city": "Rome"}, "active", True, False, ("active",)) in subscribers
+    assert ("b@example.com", "", {}, "unsubscribed", False, True,
             ("unsubscribed",)) in subscribers
 
 
@@ -361,7 +367,7 @@ def test_a_database_without_the_named_index_uses_the_staged_path(tmp_path):
         assert not sqlite_bulk.can_bulk_load(s.conn)
         summary = import_csv(s, write(tmp_path, MIXED), list_name="news")
         assert (summary.added, summary.duplicates) == (5, 2)
-        assert [r.email for r in s.recipients("news")] == ["A@example.com"]
+        assert [r.email for r in s.recipients("news")] == ["a@EXAMPLE.com"]
 
 
 def test_import_rows_api_records_the_source_verbatim(store):

@@ -71,13 +71,30 @@ def add(
     ctx: typer.Context,
     edition: EditionArgument,
     url: Annotated[str, typer.Argument(help="The item's link (http or https).")],
-    title: Annotated[str, typer.Option("--title", "-t", help="The item's headline.")],
-    summary: Annotated[str, typer.Option("--summary", "-s", help="The item's summary (Markdown).")] = "",
+    title: Annotated[Optional[str], typer.Option("--title", "-t", help="The item's headline (default: the page's).")] = None,
+    summary: Annotated[Optional[str], typer.Option("--summary", "-s", help="The item's summary (Markdown; default: the page's description).")] = None,
+    no_fetch: Annotated[bool, typer.Option("--no-fetch", help="Do not fetch the page (needs --title).")] = False,
 ) -> None:
-    """Append an item (linked title and summary) to an edition, numbered after the last one."""
+    """Append an item (linked title and summary) to an edition, numbered after the last one.
+
+    Without --title or --summary the page is fetched for its title (og:title, twitter:title,
+    <title>), description and canonical URL; tracking parameters are removed from the link."""
+    from newsletter.fetch import link_item, user_agent
     from newsletter.project import add_item
 
-    item = add_item(edition, url, title, summary, config=get_config(ctx))
+    config = get_config(ctx)
+    found = link_item(url, title=title, summary=summary, fetch=not no_fetch,
+                      agent=user_agent(config.name, config.base_url))
+    if found.error:
+        notice(f"warning: not fetched: {found.error}; adding the item as given")
+    elif found.page is not None:
+        page = found.page
+        notice(f"fetched {page.fetched_url}" + (" (first 2 MB only)" if page.truncated else ""))
+        notice(f"  title:   {page.title or '-'}" + ("  (yours used)" if title else ""))
+        notice(f"  summary: {page.summary or '-'}" + ("  (yours used)" if summary is not None else ""))
+        if page.url != url.strip():
+            notice(f"  link:    {page.url}")
+    item = add_item(edition, found.url, found.title, found.summary, config=config)
     typer.echo(f"added item {item.number} to {_shown(edition)}: {item.title} ({item.domain})")
 
 

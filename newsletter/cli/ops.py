@@ -87,6 +87,9 @@ def stats(
     else:
         _render_stats(found, detailed=bool(slug))
     for stat in found:
+        if not stat.delivery_events and (slug or not as_json):
+            notice(f"note: {stat.slug} was sent through the outbox, which produces no delivery, bounce, "
+                   "open or click events (nothing left the machine)")
         for warning in stat.warnings:
             notice(f"warning: {warning}")
 
@@ -112,15 +115,19 @@ def _stats_rows(found) -> list[list[str]]:
     rows = []
     for s in found:
         r = s.rates
+        if not s.delivery_events:  # the outbox: nothing can come back, so no figures to show
+            rows.append([s.slug, str(s.recipients), str(s.sent), "n/a (outbox)", "n/a", "n/a", "n/a", "n/a"])
+            continue
         rows.append([s.slug, str(s.recipients), str(s.sent), f"{s.delivered} ({_pct(r['delivery'])})",
                      f"{s.hard_bounces}+{s.soft_bounces} ({_pct(r['bounce'])})",
-                     f"{s.complaints} ({_pct(r['complaint'])})", f"{s.unique_opens} ({_pct(r['open'])})",
-                     f"{s.unique_clicks} ({_pct(r['click'])})"])
+                     f"{s.complaints} ({_pct(r['complaint'])})",
+                     f"{s.human_opens} ({_pct(r['human_open'])}) +{s.machine_opens} machine",
+                     f"{s.human_clicks} ({_pct(r['human_click'])}) +{s.machine_clicks} machine"])
     return rows
 
 
 _HEADERS = ["edition", "recipients", "sent", "delivered", "bounced hard+soft", "complaints",
-            "unique opens", "unique clicks"]
+            "unique opens (human)", "unique clicks (human)"]
 
 
 def _render_stats(found, *, detailed: bool) -> None:
@@ -146,6 +153,8 @@ def _render_stats(found, *, detailed: bool) -> None:
         typer.echo(f"subject: {s.subject}  list: {s.list_name}  failed: {s.failed}  pending: {s.pending}"
                    f"  skipped: {s.skipped}"
                    f"  delayed: {s.delayed}")
+        if s.machine_reasons:
+            typer.echo("machine activity: " + ", ".join(f"{why} {n}" for why, n in s.machine_reasons.items()))
         for link in s.top_links:
             typer.echo(f"  {link.unique_clicks:>5} readers {link.clicks:>5} clicks  {link.url}")
 

@@ -127,9 +127,11 @@ def _attributes(pairs: list[str]) -> dict[str, str]:
         key, eq, value = pair.partition("=")
         if not eq or not key.strip():
             raise ValidationError(f"--attr {pair!r}: expected KEY=VALUE")
-        if key.strip().lower() in ("email", "name", "status"):
+        from newsletter.attributes import attr_key
+
+        if attr_key(key) in ("email", "name", "status"):
             raise ValidationError(f"--attr {key.strip()!r}: that name is reserved")
-        out[key.strip()] = value
+        out[attr_key(key)] = value
     return out
 
 
@@ -234,6 +236,12 @@ def subscribers_show(ctx: typer.Context, email: str,
     if data["suppressed"]:
         typer.echo(f"{'suppressed:':<17}{data['suppressed']['reason']} "
                    f"({data['suppressed']['created_at']})")
+    for c in data.get("consent", []):
+        parts = [f"opted in {c['optin_at']}" if c["optin_at"] else "",
+                 f"from {c['optin_ip']}" if c["optin_ip"] else "",
+                 f"confirmed {c['confirmed_at']}" if c["confirmed_at"] else "",
+                 f"from {c['confirm_ip']}" if c["confirm_ip"] else ""]
+        typer.echo(f"{'consent:':<17}{' '.join(p for p in parts if p)} ({c['source']})")
     typer.echo(f"{'deliveries:':<17}{len(data['deliveries'])}")
 
 
@@ -249,8 +257,10 @@ def subscribers_count(ctx: typer.Context, list_: ListOpt = None, status: StatusO
 @subscribers_app.command("import")
 def subscribers_import(
     ctx: typer.Context,
-    file: Annotated[Path, typer.Argument(help="CSV with a header row and an 'email' column.")],
+    file: Annotated[Path, typer.Argument(help="CSV with a header row and an 'email' column, or a service's export (.csv or .zip).")],
     list_: Annotated[str, typer.Option("--list", "-l", help="Import into this list.")],
+    from_: Annotated[str, typer.Option("--from", metavar="SERVICE",
+                                       help="Whose export: mailchimp, substack, buttondown, listmonk, csv (this program's), or auto (read the header).")] = "auto",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Check and count, write nothing.")] = False,
     rejects: Annotated[Optional[Path], typer.Option("--rejects", help="Write rejected rows here as CSV (line,email,reason).")] = None,
     check_dns: Annotated[bool, typer.Option("--check-dns", help="Also check each domain in DNS (slow).")] = False,
@@ -262,27 +272,42 @@ def subscribers_import(
     every other column becomes an attribute. UTF-8 with or without BOM. Duplicates are merged;
     unsubscribed, bounced, complained, suppressed or erased addresses are never reactivated
     (counted as kept-by-consent). Rejected rows are listed on stderr with their line numbers;
-    the exit code is then 1. A bad file changes nothing (exit 2); so does Ctrl-C (exit 130)."""
-    from newsletter.importer import import_csv, write_rejects
+    the exit code is then 1. A bad file changes nothing (exit 2); so does Ctrl-C (exit 130).
+
+    --from maps another service's export (Mailchimp's .zip included) and keeps its consent
+    evidence (opt-in/confirm times and IPs) as the subscriber's consent record."""
+    from newsletter.importer import import_export, write_rejects
 
     sink, finish = write_rejects(rejects) if rejects else (None, None)
 
     def on_reject(reject) -> None:
-        notice(f"{file}:{reject.line}: rejected: {reject.reason}")
+        notice(f"{reject.file or file}:{reject.line}: rejected: {reject.reason}")
         if sink:
             sink(reject)
 
     ok = False
     try:
         with _store(ctx) as store, _progress("importing") as update:
-            summary = import_csv(store, file, list_name=list_, dry_run=dry_run, check_dns=check_dns,
-                                 on_reject=on_reject, on_progress=update)
+            result = import_export(store, file, list_name=list_, fmt=from_, dry_run=dry_run,
+                                   check_dns=check_dns, on_reject=on_reject, on_progress=update)
         ok = True
     finally:
         if finish:
             finish(ok)
+    summary = result.summary
+    for report in result.reports:
+        if report.fmt != "csv" or len(result.reports) > 1:
+            for line in report.lines():
+                notice(line)
+    for member, why in result.skipped_files:
+        notice(f"{file}:{member}: skipped: {why}")
+    if result.consent_records:
+        notice(f"kept {result.consent_records} consent records (opt-in and confirmation evidence)")
     if as_json:
-        typer.echo(json.dumps(summary.as_dict()))
+        typer.echo(json.dumps({**summary.as_dict(), "consent_records": result.consent_records,
+                               "files": [{"file": r.file, "format": r.fmt, "rows": r.rows, "used": r.used,
+                                          "attributes": r.attributes} for r in result.reports]}
+                              if result.reports else summary.as_dict()))
     else:
         typer.echo(("dry run, nothing written: " if dry_run else "")
                    + f"added {summary.added}, updated {summary.updated}, unchanged "

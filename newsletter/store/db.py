@@ -108,9 +108,13 @@ def migrate_database(conn: sqlite3.Connection, path: Path | None = None) -> int:
 
     A database newer than this code is a ``StoreError`` (upgrade the program), not a crash.
     """
+    from newsletter.attributes import attr_key
+
     steps = migrations()
     latest = steps[-1][0] if steps else 0
     current = schema_version(conn)
+    # SQL functions the migrations may call (008 normalises attribute names with it)
+    conn.create_function("nl_attr_key", 1, attr_key, deterministic=True)
     if current > latest:
         raise StoreError(
             f"database schema version {current} is newer than this program knows ({latest}); "

@@ -149,6 +149,7 @@ def _set_active_lists(store: "SqliteStore", subscriber: Subscriber, wanted: set[
 def export_subscriber(store: "SqliteStore", subscriber_id: int) -> dict:
     """Everything stored about one subscriber, JSON-ready."""
     from newsletter.addresses import parse_address
+    from newsletter.store.consent import consent_records
 
     subscriber = store.get_subscriber_by_id(subscriber_id)
     if subscriber is None:
@@ -175,6 +176,7 @@ def export_subscriber(store: "SqliteStore", subscriber_id: int) -> dict:
         "suppressed": dict(suppression) if suppression else None,
         "deliveries": deliveries,
         "events": events,
+        "consent": consent_records(conn, subscriber_id),
     }
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from newsletter.addresses import Address, clean_text, parse_address
 from newsletter.audience import Audience, Condition
+from newsletter.attributes import attr_key
 from newsletter.errors import StoreError, ValidationError
 from newsletter.store import db
 from newsletter.store.db import utc_now
@@ -57,6 +58,7 @@ def _clean_attributes(attributes: dict[str, str] | None, notes: list[str]) -> di
     out: dict[str, str] = {}
     for key, value in (attributes or {}).items():
         k, k_changed = clean_text(str(key))
+        k = attr_key(k)
         if not k:
             raise ValidationError("attribute names must not be empty")
         v, v_changed = clean_text(str(value))

@@ -4,8 +4,8 @@ With no subscriber and no suppression yet there is nothing to check a row agains
 are appended to ``subscribers`` in file order with the unique index on the address dropped,
 and the index is built again afterwards in one sort: far cheaper than keeping a B-tree up to
 date through a million random inserts (or sorting whole rows, as the general path does).
-Duplicates within the file make the rebuild fail; they are then merged (later non-empty values
-win, an opt-out wins, the first spelling and id stay) and the index is built again. All of it
+Duplicates within the file make the rebuild fail; they are then merged (the last row's spelling,
+name and attributes, an opt-out wins, the first id stays) and the index is built again. All of it
 runs inside the import's transaction: the DROP INDEX is undone by a rollback like any write.
 """
 
@@ -82,23 +82,22 @@ def _merge_duplicates(conn: sqlite3.Connection) -> None:
     # copied aside first (in SQLite, not in memory), so that reading them back is unaffected
     # by the updates and deletes that follow
     conn.execute(
-        "CREATE TEMP TABLE bulk_dups AS SELECT id, email_key, name, attributes, status "
+        "CREATE TEMP TABLE bulk_dups AS SELECT id, email_key, name, attributes, status, email "
         "FROM subscribers WHERE email_key IN (SELECT email_key FROM subscribers "
         "GROUP BY email_key HAVING count(*) > 1) ORDER BY email_key, id")
     cur = conn.execute("SELECT * FROM temp.bulk_dups ORDER BY rowid")
     groups = itertools.chain.from_iterable(iter(lambda: cur.fetchmany(_BATCH), []))
     for _key, group in itertools.groupby(groups, key=lambda r: r[1]):
         group = list(group)
-        first, name, attributes, status = group[0], "", {}, "active"
+        # the last row is kept whole (spelling, name, attributes: one row's, never a mix)
+        first, last, status = group[0], group[-1], "active"
         for row in group:
-            name = row[2] or name
-            attributes.update(json.loads(row[3]))
             status = row[4] if row[4] != "active" else status
         conn.execute(
-            "UPDATE subscribers SET name = ?1, attributes = ?2, status = ?3, "
+            "UPDATE subscribers SET name = ?1, attributes = ?2, status = ?3, email = ?5, "
             "confirmed_at = CASE WHEN ?3 = 'active' THEN created_at END, "
             f"unsubscribed_at = CASE WHEN ?3 IN {_OPTED_OUT_SQL} THEN created_at END "
             "WHERE id = ?4",
-            (name, json.dumps(attributes, ensure_ascii=False), status, first[0]))
+            (last[2], last[3], status, first[0], last[5]))
         conn.executemany("DELETE FROM subscribers WHERE id = ?", [(r[0],) for r in group[1:]])
     conn.execute("DROP TABLE temp.bulk_dups")

@@ -40,8 +40,9 @@ CREATE TEMP TABLE import_rows (
     blocked INTEGER NOT NULL DEFAULT 0, sub_id INTEGER
 )"""
 
-# Merging a duplicate: later non-empty values win, an opt-out wins. In an upsert every
-# unqualified column is the stored row's value; excluded.* is the incoming one.
+# Merging a duplicate: the later row is kept whole (its spelling of the address, its name and
+# attributes: never one row's spelling with another's values), an opt-out wins. In an upsert
+# every unqualified column is the stored row's value; excluded.* is the incoming one.
 _STATUS = ("CASE WHEN excluded.status <> 'active' THEN excluded.status "
            "ELSE subscribers.status END")
 _NEW_INSERT = f"""
@@ -52,9 +53,9 @@ SELECT key, coalesce(email, key), name, attributes, status, ?1, ?2,
        CASE WHEN status IN {_OPTED_OUT_SQL} THEN ?2 END
 FROM temp.import_rows WHERE blocked = 0 AND sub_id IS NULL ORDER BY key, rowid
 ON CONFLICT (email_key) DO UPDATE SET
-    name = CASE WHEN excluded.name <> '' THEN excluded.name ELSE subscribers.name END,
-    attributes = CASE WHEN excluded.attributes = '{{}}' THEN subscribers.attributes
-                      ELSE json_patch(subscribers.attributes, excluded.attributes) END,
+    email = excluded.email,
+    name = excluded.name,
+    attributes = excluded.attributes,
     status = {_STATUS},
     confirmed_at = CASE WHEN {_STATUS} = 'active' THEN subscribers.created_at END,
     unsubscribed_at = CASE WHEN {_STATUS} IN {_OPTED_OUT_SQL} THEN subscribers.created_at END
@@ -185,13 +186,13 @@ def _existing_groups(conn) -> Iterator[tuple[int, list]]:
 
 
 def merge_rows(group: list) -> dict:
-    """Duplicates of one address merged: later non-empty values win, an opt-out wins."""
-    name, attributes, status = "", {}, "active"
-    for _key, _id, row_name, row_attributes, row_status, _rowid in group:
-        name = row_name or name
-        attributes.update(json.loads(row_attributes))
-        status = row_status if row_status != "active" else status
-    return {"name": name, "attributes": attributes, "wanted": status}
+    """Duplicates of one address merged: the last row's name and attributes (the values of one
+    row, never a mix), an opt-out in any of them wins."""
+    status = "active"
+    for row in group:
+        status = row[4] if row[4] != "active" else status
+    last = group[-1]
+    return {"name": last[2], "attributes": json.loads(last[3]), "wanted": status}
 
 
 def _apply_existing(store: "SqliteStore", target: MailingList, now: str,
