@@ -25,8 +25,6 @@ def build_edition(path: str | Path, config: Config, essay_path: str | Path | Non
     from newsletter.edition import load_edition
     from newsletter.ledger import planned_number
 
-    from newsletter.covered import covered_check
-
     edition = load_edition(path, config=config, essay_path=essay_path)
     edition = replace(edition, number=planned_number(config, edition))
     return render_checked(edition, config)
@@ -35,6 +33,7 @@ def build_edition(path: str | Path, config: Config, essay_path: str | Path | Non
 def render_checked(edition: Edition, config: Config) -> tuple[Edition, RenderedEmail, list[Finding]]:
     """``edition`` rendered, and its check findings."""
     from newsletter.checks import check_edition
+    from newsletter.covered import covered_check
     from newsletter.render import render_edition
 
     rendered = render_edition(edition, config)

@@ -1,10 +1,9 @@
 """"Already covered": an item whose story ran in an edition sent in the last 30 days.
 
 ``sent_items`` is the ONE reader of what was sent (every caller — ``check``, the preview,
-``gather`` — goes through it). Today it reads the delivery ledger's ``sends`` and the source
-editions they came from (``editions/<slug>.md``, or whichever edition file has that slug); once
-sends carry a frozen snapshot of their content it should read the snapshot instead, with the
-same result type. ``covered_findings`` is pure: an edition and those items in, warnings out.
+``gather`` — goes through it); it reads the send snapshots (``ledger.sent_snapshots``), so what
+counts is what readers got. ``covered_findings`` is pure: an edition and those items in,
+warnings out.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from difflib import SequenceMatcher
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from newsletter.urls import url_key
@@ -39,54 +37,31 @@ class SentItem:
 
 
 def sent_items(conn: sqlite3.Connection, since: datetime, *, config: Config) -> list[SentItem]:
-    """Items of every edition sent since ``since`` (UTC), newest send first."""
+    """Items of every edition sent since ``since`` (UTC), newest send first, as their readers
+    got them: read from the send snapshots (later edits, moved or broken files change nothing)."""
+    from newsletter.errors import StoreError
+    from newsletter.ledger import sent_snapshots
+
     since_text = since.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     try:
-        rows = conn.execute(
-            "SELECT slug, coalesce(first_sent_at, created_at) AS at FROM sends "
-            "WHERE coalesce(first_sent_at, created_at) >= ? ORDER BY at DESC", (since_text,)).fetchall()
-    except sqlite3.Error:
+        snapshots = sent_snapshots(conn)
+    except StoreError:
         return []  # no ledger yet
     out: list[SentItem] = []
-    editions = _EditionFinder(config)
-    for row in rows:
-        edition = editions.find(row[0])
-        if edition is None:
+    for snap in snapshots:
+        if (snap.sent_at or "") < since_text:
             continue
-        for item in edition.items:
-            out.append(SentItem(item.url, item.title, edition.date.date(), edition.number, edition.slug))
+        day = _day(snap.date) or _day(snap.sent_at)
+        for item in snap.items:
+            out.append(SentItem(item.get("url", ""), item.get("title", ""), day, snap.number, snap.slug))
     return out
 
 
-class _EditionFinder:
-    """The source edition of a send's slug: ``editions/<slug>.md`` first, else a scan."""
-
-    def __init__(self, config: Config):
-        self.config = config
-        self._by_slug: dict[str, Edition] | None = None
-
-    def find(self, slug: str) -> Edition | None:
-        direct = self._load(self.config.editions_path / f"{slug}.md")
-        if direct is not None and direct.slug == slug:
-            return direct
-        if self._by_slug is None:
-            self._by_slug = {}
-            for path in sorted(self.config.editions_path.glob("*.md")):
-                found = self._load(path)
-                if found is not None:
-                    self._by_slug.setdefault(found.slug, found)
-        return self._by_slug.get(slug)
-
-    def _load(self, path: Path) -> Edition | None:
-        from newsletter.edition import load_edition
-        from newsletter.errors import NewsletterError
-
-        if not path.is_file():
-            return None
-        try:
-            return load_edition(path, config=self.config)
-        except NewsletterError:
-            return None  # an edition that no longer parses cannot be compared
+def _day(text: str | None) -> date | None:
+    try:
+        return datetime.fromisoformat(str(text).replace("Z", "+00:00")).date()
+    except (TypeError, ValueError):
+        return None
 
 
 def normal_title(title: str) -> str:
