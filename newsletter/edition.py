@@ -404,13 +404,23 @@ def _assemble(f: dict[str, Any], lines: dict[str, int], lede, items, essay, path
     lede_text = "\n\n".join(b.text for b in lede if b.kind is BlockKind.PARAGRAPH)
     preheader = f["preheader"] if f["preheader"] is not None else first_sentence(lede_text)
     lang = f["lang"] or detect_lang(f["title"], lede_text, items, config.lang)
+    number = f["number"] or _position(path)
+    subject = f["subject"] or default_subject(config, f["title"], f["date"], number)
     return Edition(
-        source=path, slug=slug, title=f["title"], subject=f["subject"] or f["title"],
+        source=path, slug=slug, title=f["title"], subject=subject,
         preheader=preheader, date=f["date"], lang=lang, categories=f["categories"],
         lede_blocks=lede, items=items, essay=essay,
-        number=f["number"] or _position(path), preheader_given=f["preheader"] is not None,
+        number=number, preheader_given=f["preheader"] is not None,
         lines=dict(lines),
     )
+
+
+def default_subject(config: Config, title: str, day: datetime, number: int | None) -> str:
+    """The subject of an edition whose front matter sets none: ``subject_template`` filled in
+    (``{title}``, ``{name}``, ``{date}``, ``{number}``; checked when the configuration loads)."""
+    template = config.subject_template or "{title}"
+    return " ".join(template.format(title=title, name=config.name, date=day.strftime("%Y-%m-%d"),
+                                    number=number if number is not None else "").split())
 
 
 def detect_lang(title: str, lede: str, items: tuple[Item, ...], default: str) -> str:
