@@ -16,24 +16,31 @@ if TYPE_CHECKING:
     from newsletter.edition import Edition
 
 
-def build_edition(path: str | Path, config: Config, essay_path: str | Path | None = None,
-                  ) -> tuple[Edition, RenderedEmail, list[Finding]]:
-    """The edition at ``path`` parsed, rendered, and its check findings."""
+def build_edition(path: str | Path, config: Config, essay_path: str | Path | None = None, *,
+                  sending: bool = False) -> tuple[Edition, RenderedEmail, list[Finding]]:
+    """The edition at ``path`` parsed, rendered, and its check findings (``sending``: those of a
+    real send, where a draft's TODO markers and a missing postal address are errors)."""
     from newsletter.checks import check_edition
     from newsletter.edition import load_edition
     from newsletter.render import render_edition
 
     edition = load_edition(path, config=config, essay_path=essay_path)
     rendered = render_edition(edition, config)
-    return edition, rendered, check_edition(edition, rendered, config)
+    return edition, rendered, check_edition(edition, rendered, config, sending=sending)
 
 
-def write_build(rendered: RenderedEmail, folder: Path) -> list[Path]:
-    """Write both parts (placeholders left in) to ``folder``; each file is replaced atomically."""
+def write_build(rendered: RenderedEmail, folder: Path, config: Config) -> list[Path]:
+    """Write the edition's web version to ``folder``: ``<slug>.html`` and ``<slug>.txt`` as the
+    archive shows them (archive.web_version: no reader's address, name or live token, no
+    ``@@nl:…@@`` placeholder), so that the file an editor opens in a browser reads right. The
+    per-reader template stays in the ``RenderedEmail`` the send builds its messages from. Each file
+    is replaced atomically."""
+    from newsletter.archive import web_text, web_version
+
     try:
         folder.mkdir(parents=True, exist_ok=True)
         written = []
-        for suffix, body in ((".html", rendered.html), (".txt", rendered.text)):
+        for suffix, body in ((".html", web_version(config, rendered)), (".txt", web_text(config, rendered))):
             path = folder / f"{rendered.slug}{suffix}"
             tmp = folder / f".{rendered.slug}{suffix}.tmp"
             tmp.write_text(body, encoding="utf-8", newline="\n")

@@ -68,6 +68,7 @@ class Item:
     summary: str
     line: int = 0
     end: int = 0  # the item's last source line (where `add` appends after)
+    title_html: tuple[str, ...] = ()  # raw HTML written in the title, which the title leaves out
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class Essay:
     blocks: tuple[Block, ...] = ()
     source: Path | None = None  # the file it came from when not the edition itself
     heading_line: int = 0
+    punctuation_fixed: int = 0  # half-width marks made full-width in a pasted article
 
 
 @dataclass(frozen=True)
@@ -300,11 +302,16 @@ def _item(entry, number: int, path: Path) -> Item:
         raise EditionError(f"item {number} has no link: expected its first line to be `[title](https://…)`",
                            file=path, line=line)
     title, url, rest = _link_line(children[0], number, path, line)
+    raw_html: tuple[str, ...] = ()
+    if "<" in _inline_source(children[0]).split("\n")[0]:
+        tokens = _inline_children(children[0])
+        close = next((i for i, t in enumerate(tokens) if t.type == "link_close"), 0)
+        raw_html = tuple(t.content for t in tokens[1:close] if t.type == "html_inline")
     summary = [rest] if rest else []
     # A list or quote inside a summary is kept as running text: a summary is paragraphs.
     summary += [p for p in (_flatten(c) for c in children[1:]) if p]
     return Item(number=number, title=title, url=url, domain=domain_of(url), summary="\n\n".join(summary),
-                line=line, end=end)
+                line=line, end=end, title_html=raw_html)
 
 
 def _link_line(paragraph, number: int, path: Path, line: int | None) -> tuple[str, str, str]:

@@ -47,7 +47,7 @@ def send(
 
     config = get_config(ctx)
     when = parse_when(at) if at else None
-    rendered = _checked_render(config, edition, essay)
+    rendered = _checked_render(config, edition, essay, sending=not test)
     options = SendOptions(transport=transport, rate=rate, concurrency=concurrency, retry_unknown=retry_unknown)
     job = SendJob(config, rendered, list_name, options, notify=notice)
     try:
@@ -72,11 +72,11 @@ def send(
         job.close()
 
 
-def _checked_render(config, edition: Path, essay: Path | None):
+def _checked_render(config, edition: Path, essay: Path | None, *, sending: bool = True):
     from newsletter.build import build_edition
     from newsletter.checks import has_errors
 
-    _, rendered, findings = build_edition(edition, config, essay)
+    _, rendered, findings = build_edition(edition, config, essay, sending=sending)
     for finding in findings:
         notice(finding.format(edition))
     if has_errors(findings):
