@@ -73,8 +73,16 @@ class UnsubscribeConfig:
     mailto: str = ""
 
 
+@dataclass(frozen=True)
+class DnsConfig:
+    # Resolvers `doctor` asks (DMARC, SPF, DKIM, MX): "host[:port], …"; "" = the system's.
+    # Env NEWSLETTER_DNS_NAMESERVERS wins.
+    nameservers: str = ""
+
+
 _SECTIONS = {
     "unsubscribe": UnsubscribeConfig,
+    "dns": DnsConfig,
     "ses": SesConfig,
     "smtp": SmtpConfig,
     "send": SendConfig,
@@ -110,6 +118,7 @@ class Config:
     web: WebConfig = field(default_factory=WebConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
     unsubscribe: UnsubscribeConfig = field(default_factory=UnsubscribeConfig)
+    dns: DnsConfig = field(default_factory=DnsConfig)
 
     def path(self, value: str | Path) -> Path:
         """A path from the configuration, resolved against the project folder."""

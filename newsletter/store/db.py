@@ -31,14 +31,19 @@ def migrations() -> list[tuple[int, str, str]]:
         if m:
             found.append((int(m.group(1)), entry.name, entry.read_text(encoding="utf-8")))
     found.sort()
-    for expected, (version, name, _) in enumerate(found, start=1):
-        if version != expected:
-            raise StoreError(f"migration {name} is out of sequence (expected {expected:03d})")
+    # Strictly increasing from 001; gaps are allowed (branches number their migrations apart and
+    # are merged later), a repeated number is not.
+    previous = 0
+    for version, name, _ in found:
+        if version <= previous or (previous == 0 and version != 1):
+            raise StoreError(f"migration {name} is out of sequence (after {previous:03d})")
+        previous = version
     return found
 
 
 def latest_version() -> int:
-    return len(migrations())
+    steps = migrations()
+    return steps[-1][0] if steps else 0
 
 
 def sqlite_path(url: str) -> Path:
@@ -84,7 +89,7 @@ def migrate_database(conn: sqlite3.Connection, path: Path | None = None) -> int:
     A database newer than this code is a ``StoreError`` (upgrade the program), not a crash.
     """
     steps = migrations()
-    latest = len(steps)
+    latest = steps[-1][0] if steps else 0
     current = schema_version(conn)
     if current > latest:
         raise StoreError(
