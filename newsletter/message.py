@@ -2,14 +2,15 @@
 
 MJML and premailer ran once per edition (``RenderedEmail``); what differs per reader is a handful of
 placeholders. ``MessageTemplate`` compiles the edition once into precomputed byte chunks — the
-static parts already quoted-printable encoded, each placeholder on a line of its own between soft
-line breaks — so that a reader's message is a join of those chunks and a few freshly encoded
-values (~15 µs). ``build_message_slow`` builds the same message with Python's ``email`` package:
+static parts already encoded (quoted-printable: each placeholder on a line of its own between soft
+line breaks; base64, for CJK-heavy parts: see ``_Base64Body``) — so that a reader's message is a
+join of those chunks and a few freshly encoded values (~15 µs). ``build_message_slow`` builds the same message with Python's ``email`` package:
 the reference the fast path is tested against, and the baseline of ``bench/message.py``.
 
-Both produce, for each reader: multipart/alternative (text + HTML, UTF-8, quoted-printable), From,
-To, Reply-To, Subject, Date, Message-ID on the sender's domain, List-Id, List-Unsubscribe (one-click
-https URL + mailto) and List-Unsubscribe-Post, each exactly once. Header values with CR or LF are
+Both produce, for each reader: multipart/alternative (text + HTML, UTF-8, each part quoted-printable
+or base64 by ``body_encoding``), From, To, Reply-To, Subject, Date, Message-ID on the sender's
+domain, List-Id, List-Unsubscribe (one-click https URL, + mailto when ``[unsubscribe] mailto`` is
+set) and List-Unsubscribe-Post, each exactly once. Header values with CR or LF are
 refused (``ValidationError``). ``simple_message`` builds transactional mail (confirmations).
 """
 
