@@ -311,11 +311,19 @@ class MessageTemplate:
         self._mailbox = unsubscribe_mailbox(ctx.config)
         self._tokens = _Tokens(ctx.secret)
         self._b64: list[_Base64Body] = []
+        self._b64_keys: dict[str, tuple[int, int]] = {}
         self._parts = self._compile()
+        # A base64 part's pieces are made together and put in place with one slice assignment.
+        self._b64_spans = []
+        for number in range(len(self._b64)):
+            at = [i for i, p in enumerate(self._parts) if isinstance(p, tuple) and p[0] in self._b64_keys
+                  and self._b64_keys[p[0]][0] == number]
+            self._b64_spans.append((number, at[0], at[-1] + 1))
         # Each distinct slot is encoded once per reader, then placed wherever it occurs.
-        self._slots = list(dict.fromkeys(p for p in self._parts if isinstance(p, tuple)))
+        self._slots = list(dict.fromkeys(p for p in self._parts if isinstance(p, tuple)
+                                         and p[0] not in self._b64_keys))
         self._positions = [(i, self._slots.index(p)) for i, p in enumerate(self._parts)
-                           if isinstance(p, tuple)]
+                           if isinstance(p, tuple) and p[0] not in self._b64_keys]
 
     def _compile(self) -> list[bytes | _Slot]:
         boundary = "=_nl_" + secrets.token_hex(12)  # "=_" can never occur in QP-encoded text
@@ -330,8 +338,13 @@ class MessageTemplate:
             parts.append((f"--{boundary}\r\nContent-Type: text/{subtype}; charset=\"utf-8\"\r\n"
                           f"Content-Transfer-Encoding: {cte}\r\n\r\n").encode("ascii"))
             if cte == "base64":
-                self._b64.append(_Base64Body(_lf(body), html=subtype == "html"))
-                parts.append((f"b64:{len(self._b64) - 1}", "", subtype == "html"))
+                b64 = _Base64Body(_lf(body), html=subtype == "html")
+                self._b64.append(b64)
+                parts.append(b64.head)
+                for j in range(2 * len(b64.steps) + 1):  # markers for its pieces (see render)
+                    key = f"b64:{len(self._b64) - 1}:{j}"
+                    self._b64_keys[key] = (len(self._b64) - 1, j)
+                    parts.append((key, "", False))
             else:
                 parts += _compile_body(_lf(body), html=subtype == "html")
                 parts.append(b"\r\n")
@@ -353,6 +366,8 @@ class MessageTemplate:
         encoded = [self._encode(slot, values, recipient, cache) for slot in self._slots]
         for index, slot_no in self._positions:
             out[index] = encoded[slot_no]
+        for number, start, end in self._b64_spans:
+            out[start:end] = self._b64[number].pieces(values)
         return OutgoingMessage(sender=self.sender, recipients=(recipient.email,), raw=b"".join(out),
                                slug=self.rendered.slug)
 
@@ -365,8 +380,6 @@ class MessageTemplate:
             return message_id(self.ctx, recipient.subscriber_id, self._domain).encode("ascii")
         if key == "hdr:list_unsubscribe":
             return list_unsubscribe(values, self._mailbox).encode("ascii")
-        if key[:4] == "b64:":
-            return self._b64[int(key[4:])].render(values)
         value = values.get(key) or fallback
         if html and _NEEDS_ESCAPE(value):
             value = html_lib.escape(value)
@@ -397,10 +410,14 @@ _B64_LINE = 57  # bytes per base64 line: 76 characters
 def _b64_lines(data: bytes) -> bytes:
     """``data`` (a multiple of 3 bytes, or the last piece) as base64 lines of ≤ 76 characters,
     each ending in CRLF."""
-    if len(data) <= _B64_LINE:
-        return binascii.b2a_base64(data, newline=False) + b"\r\n" if data else b""
-    return b"".join(binascii.b2a_base64(data[i:i + _B64_LINE], newline=False) + b"\r\n"
-                    for i in range(0, len(data), _B64_LINE))
+    if not data:
+        return b""
+    encoded = binascii.b2a_base64(data, newline=False)
+    if len(encoded) <= 76:
+        return encoded + b"\r\n"
+    if len(encoded) <= 152:  # a URL: two lines
+        return encoded[:76] + b"\r\n" + encoded[76:] + b"\r\n"
+    return b"\r\n".join([encoded[i:i + 76] for i in range(0, len(encoded), 76)]) + b"\r\n"
 
 
 class _Base64Body:
@@ -411,7 +428,11 @@ class _Base64Body:
     shifts: per reader, a value is encoded together with the 0-2 bytes left over before it and the
     0-2 bytes of the next chunk that complete its last group; the rest of that chunk is the
     pre-encoded piece for that shift. Every piece is a whole number of groups on lines of its own
-    (a decoder ignores line breaks), so the result decodes to exactly the substituted text."""
+    (a decoder ignores line breaks), so the result decodes to exactly the substituted text.
+
+    ``head`` is static; ``pieces(values)`` gives the 2n+1 pieces after it for n placeholders
+    (value, static, value, static, …, the last leftover bytes), the static ones the precomputed
+    objects themselves, so that the message is joined with one copy of the body."""
 
     def __init__(self, body: str, *, html: bool):
         self.html = html
@@ -427,12 +448,12 @@ class _Base64Body:
         first = chunks[0]
         cut = len(first) - len(first) % 3
         self.head, self.head_tail = _b64_lines(first[:cut]), first[cut:]
-        # per later chunk: its bytes, and for shift k (bytes it lends the value before it):
-        # (pre-encoded rest, leftover bytes), or None when the chunk is shorter than k
-        self.chunks = chunks[1:]
-        self.shifted: list[list[tuple[bytes, bytes] | None]] = []
-        for chunk in self.chunks:
-            variants = []
+        # per placeholder: (key, fallback, the next chunk, and for each shift k — the bytes it
+        # lends the value before it — (pre-encoded rest, leftover bytes), or None when the
+        # chunk is shorter than k)
+        self.steps: list[tuple[str, str, bytes, list[tuple[bytes, bytes] | None]]] = []
+        for (key, fallback), chunk in zip(self.slots, chunks[1:]):
+            variants: list[tuple[bytes, bytes] | None] = []
             for k in range(3):
                 if len(chunk) < k:
                     variants.append(None)
@@ -440,13 +461,13 @@ class _Base64Body:
                 rest = chunk[k:]
                 cut = len(rest) - len(rest) % 3
                 variants.append((_b64_lines(rest[:cut]), rest[cut:]))
-            self.shifted.append(variants)
+            self.steps.append((key, fallback, chunk, variants))
 
-    def render(self, values: dict[str, str]) -> bytes:
-        out = [self.head]
+    def pieces(self, values: dict[str, str]) -> list[bytes]:
+        out = []
         pending = self.head_tail
         html = self.html
-        for (key, fallback), chunk, variants in zip(self.slots, self.chunks, self.shifted):
+        for key, fallback, chunk, variants in self.steps:
             value = values.get(key) or fallback
             if html and _NEEDS_ESCAPE(value):
                 value = html_lib.escape(value)
@@ -455,12 +476,15 @@ class _Base64Body:
             variant = variants[k]
             if variant is None:  # the next chunk is too short to complete the group: carry on
                 pending = data + chunk
+                out += (b"", b"")
                 continue
-            out.append(_b64_lines(data + chunk[:k]))
-            out.append(variant[0])
+            out += (_b64_lines(data + chunk[:k]), variant[0])
             pending = variant[1]
         out.append(_b64_lines(pending))
-        return b"".join(out)
+        return out
+
+    def render(self, values: dict[str, str]) -> bytes:
+        return self.head + b"".join(self.pieces(values))
 
 
 def _merge(parts: list[bytes | _Slot]) -> list[bytes | _Slot]:
