@@ -518,7 +518,7 @@ def simple_message(config: Config, *, to_email: str, to_name: str = "", subject:
     for key, value in (extra_headers or {}).items():
         check_header_value(key, key)
         msg[key] = check_header_value(key, value)
-    msg.set_content(_lf(text), cte="quoted-printable")
+    msg.set_content(_lf(text), cte=body_encoding(text))
     if html is not None:
-        msg.add_alternative(_lf(html), subtype="html", cte="quoted-printable")
+        msg.add_alternative(_lf(html), subtype="html", cte=body_encoding(html))
     return OutgoingMessage(sender=addr, recipients=(to_email,), raw=msg.as_bytes(), slug="")
