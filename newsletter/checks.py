@@ -145,15 +145,15 @@ def _fields(edition: Edition, rendered: RenderedEmail, config: Config | None, se
             ) -> Iterator[Finding]:
     if not rendered.subject.strip():
         yield Finding(Level.ERROR, "missing-field", "the subject is empty", edition.lines.get("subject"))
-    elif subject_all_caps(rendered.subject):
+    elif len(rendered.subject) > SUBJECT_MAX:
+        yield Finding(Level.WARNING, "subject-long",
+                      f"subject is {len(rendered.subject)} characters: phones cut it after {SUBJECT_MAX}",
+                      edition.lines.get("subject") or edition.lines.get("title"))
+    if subject_all_caps(rendered.subject):
         yield Finding(Level.WARNING, "subject-all-caps",
                       f"the subject's Latin letters are all capitals ({rendered.subject[:60]!r}): spam filters "
                       "score that (SpamAssassin SUBJ_ALL_CAPS, rspamd); write a `subject:` or set "
                       "subject_template = \"{name} · {title}\" in newsletter.toml",
-                      edition.lines.get("subject") or edition.lines.get("title"))
-    elif len(rendered.subject) > SUBJECT_MAX:
-        yield Finding(Level.WARNING, "subject-long",
-                      f"subject is {len(rendered.subject)} characters: phones cut it after {SUBJECT_MAX}",
                       edition.lines.get("subject") or edition.lines.get("title"))
     if not rendered.preheader.strip():
         yield Finding(Level.WARNING, "no-preheader",

@@ -186,7 +186,8 @@ def _active_subscribers(config: Config) -> int | None:
 # -- SES ---------------------------------------------------------------------------------------
 
 def _uses_ses(config: Config) -> bool:
-    return config.transport == "ses" or bool(config.ses.queue_url or config.ses.configuration_set)
+    return config.transport == "ses" or bool(config.ses.queue_url or config.ses.configuration_set
+                                             or config.unsubscribe.mailto.strip())
 
 
 def _call(name: str, fn: Callable[..., Any], **kwargs: Any) -> Any:
