@@ -147,6 +147,11 @@ def web_version(config: Config, rendered: RenderedEmail) -> str:
     return depersonalize(rendered.html, neutral_values(config, rendered.lang or config.lang), html=True)
 
 
+def web_text(config: Config, rendered: RenderedEmail) -> str:
+    """The text part as anyone may read it (what ``build`` writes next to the web version)."""
+    return depersonalize(rendered.text, neutral_values(config, rendered.lang or config.lang), html=False)
+
+
 def feed_content(config: Config, rendered: RenderedEmail) -> str:
     """The body of the web version for a feed entry: without the hidden preheader, Outlook
     comments and inline styles (feed readers apply their own), sanitized by nh3."""

@@ -16,37 +16,43 @@ if TYPE_CHECKING:
     from newsletter.edition import Edition
 
 
-def build_edition(path: str | Path, config: Config, essay_path: str | Path | None = None,
-                  ) -> tuple[Edition, RenderedEmail, list[Finding]]:
+def build_edition(path: str | Path, config: Config, essay_path: str | Path | None = None, *,
+                  sending: bool = False) -> tuple[Edition, RenderedEmail, list[Finding]]:
     """The edition at ``path`` parsed, rendered with the number it has or will get at its first
-    send, and its check findings."""
-    from dataclasses import replace
-
-    from newsletter.edition import load_edition
+    send, and its check findings (``sending``: those of a real send, where a draft's TODO
+    markers and a missing postal address are errors)."""
+    from newsletter.edition import load_edition, numbered
     from newsletter.ledger import planned_number
 
     edition = load_edition(path, config=config, essay_path=essay_path)
-    edition = replace(edition, number=planned_number(config, edition))
-    return render_checked(edition, config)
+    edition = numbered(edition, planned_number(config, edition), config)
+    return render_checked(edition, config, sending=sending)
 
 
-def render_checked(edition: Edition, config: Config) -> tuple[Edition, RenderedEmail, list[Finding]]:
-    """``edition`` rendered, and its check findings."""
+def render_checked(edition: Edition, config: Config, *, sending: bool = False,
+                   ) -> tuple[Edition, RenderedEmail, list[Finding]]:
+    """``edition`` rendered, and its check findings (``sending``: as for a real send)."""
     from newsletter.checks import check_edition
     from newsletter.covered import covered_check
     from newsletter.render import render_edition
 
     rendered = render_edition(edition, config)
-    findings = check_edition(edition, rendered, config) + covered_check(edition, config)
+    findings = check_edition(edition, rendered, config, sending=sending) + covered_check(edition, config)
     return edition, rendered, findings
 
 
-def write_build(rendered: RenderedEmail, folder: Path) -> list[Path]:
-    """Write both parts (placeholders left in) to ``folder``; each file is replaced atomically."""
+def write_build(rendered: RenderedEmail, folder: Path, config: Config) -> list[Path]:
+    """Write the edition's web version to ``folder``: ``<slug>.html`` and ``<slug>.txt`` as the
+    archive shows them (archive.web_version: no reader's address, name or live token, no
+    ``@@nl:…@@`` placeholder), so that the file an editor opens in a browser reads right. The
+    per-reader template stays in the ``RenderedEmail`` the send builds its messages from. Each file
+    is replaced atomically."""
+    from newsletter.archive import web_text, web_version
+
     try:
         folder.mkdir(parents=True, exist_ok=True)
         written = []
-        for suffix, body in ((".html", rendered.html), (".txt", rendered.text)):
+        for suffix, body in ((".html", web_version(config, rendered)), (".txt", web_text(config, rendered))):
             path = folder / f"{rendered.slug}{suffix}"
             tmp = folder / f".{rendered.slug}{suffix}.tmp"
             tmp.write_text(body, encoding="utf-8", newline="\n")

@@ -33,6 +33,7 @@ _ALT_RE = re.compile(r"""\balt\s*=\s*(?:"\s*[^"\s][^"]*"|'\s*[^'\s][^']*'|[^\s"'
 class Level(str, Enum):
     ERROR = "error"
     WARNING = "warning"
+    NOTE = "note"  # what a command changed for the editor, to look over (not a problem)
 
 
 @dataclass(frozen=True)
@@ -61,18 +62,24 @@ def has_errors(findings: list[Finding]) -> bool:
     return any(f.level is Level.ERROR for f in findings)
 
 
-def check_edition(edition: Edition, rendered: RenderedEmail, config: Config | None = None) -> list[Finding]:
+def check_edition(edition: Edition, rendered: RenderedEmail, config: Config | None = None, *,
+                  sending: bool = False) -> list[Finding]:
     """Every finding for ``edition`` as rendered, errors first, then in source order.
 
     ``config`` adds the checks on configuration the email depends on (the footer's postal address).
+    ``sending`` is a real send: what is only unfinished in a draft (the skeleton's TODO markers and
+    example link, no postal address) stops it; ``check``, ``build`` and the preview warn.
     """
     found = _source_links(edition)  # parsed once: both link and image checks read them
     findings = [
         *_size(rendered),
         *_links(edition, found),
         *_images(found, rendered),
-        *_fields(edition, rendered, config),
-        *_placeholders(edition),
+        *_fields(edition, rendered, config, sending),
+        *_placeholders(edition, sending),
+        *_skeleton_link(edition, found, sending),
+        *_dropped_html(edition),
+        *_essay_notes(edition),
         *_header_fields(edition, rendered),
         *_numbering(edition),
     ]
@@ -136,12 +143,19 @@ def _images(found: list[tuple[Link, int | None, str | None]], rendered: Rendered
             yield Finding(Level.ERROR, "image-alt", f"image without alt text: {tag[:80]}")
 
 
-def _fields(edition: Edition, rendered: RenderedEmail, config: Config | None) -> Iterator[Finding]:
+def _fields(edition: Edition, rendered: RenderedEmail, config: Config | None, sending: bool = False,
+            ) -> Iterator[Finding]:
     if not rendered.subject.strip():
         yield Finding(Level.ERROR, "missing-field", "the subject is empty", edition.lines.get("subject"))
     elif len(rendered.subject) > SUBJECT_MAX:
         yield Finding(Level.WARNING, "subject-long",
                       f"subject is {len(rendered.subject)} characters: phones cut it after {SUBJECT_MAX}",
+                      edition.lines.get("subject") or edition.lines.get("title"))
+    if subject_all_caps(rendered.subject):
+        yield Finding(Level.WARNING, "subject-all-caps",
+                      f"the subject's Latin letters are all capitals ({rendered.subject[:60]!r}): spam filters "
+                      "score that (SpamAssassin SUBJ_ALL_CAPS, rspamd); write a `subject:` or set "
+                      "subject_template = \"{name} · {title}\" in newsletter.toml",
                       edition.lines.get("subject") or edition.lines.get("title"))
     if not rendered.preheader.strip():
         yield Finding(Level.WARNING, "no-preheader",
@@ -154,12 +168,76 @@ def _fields(edition: Edition, rendered: RenderedEmail, config: Config | None) ->
     if not edition.items and edition.essay is None and not edition.lede_blocks:
         yield Finding(Level.ERROR, "missing-field", "the edition has no content: no lede, items or essay")
     if config is not None and not config.postal_address.strip():
-        yield Finding(Level.ERROR, "missing-field",
+        yield Finding(Level.ERROR if sending else Level.WARNING, "missing-field",
                       "postal_address is not set in newsletter.toml: the footer must carry a postal "
-                      "address (CAN-SPAM)", file=str(config.file) if config.file else "newsletter.toml")
+                      "address (CAN-SPAM)" + ("" if sending else "; a real send refuses without it"),
+                      file=str(config.file) if config.file else "newsletter.toml")
 
 
-def _placeholders(edition: Edition) -> Iterator[Finding]:
+_LETTERS_RE = re.compile(r"[A-Za-z]")
+
+
+def subject_all_caps(subject: str) -> bool:
+    """True when a subject of more than one word has Latin letters and all of them are capitals
+    (as SpamAssassin's SUBJ_ALL_CAPS sees it: a Chinese subject whose only letters are "AI")."""
+    subject = subject.strip()
+    if len(subject) < 10 or not any(c.isspace() for c in subject):
+        return False
+    letters = "".join(_LETTERS_RE.findall(subject))
+    return bool(letters) and letters.isupper()
+
+
+SKELETON_LINK = "https://example.com/"  # the example link in newsletter/skeletons/edition.md
+
+
+def _skeleton_link(edition: Edition, found, sending: bool) -> Iterator[Finding]:
+    items = [(Link(item.url, item.title), item.line, None) for item in edition.items]
+    for link, line, file in items + list(found):
+        if link.url.strip() == SKELETON_LINK:
+            yield Finding(Level.ERROR if sending else Level.WARNING, "skeleton-link",
+                          f"the skeleton's example link {SKELETON_LINK} is still in"
+                          + ("" if sending else " (a real send refuses it)"), line, file)
+
+
+_TAG_NAME_RE = re.compile(r"<\s*/?\s*([A-Za-z][A-Za-z0-9:-]*)")
+
+
+def _dropped_html(edition: Edition) -> Iterator[Finding]:
+    """Raw HTML the sanitiser will drop: a tag it does not allow (``<angle>`` in "Quotes & <angle>
+    brackets"), or a comment. Quoted, with how to write it as text."""
+    from newsletter.markdown import ALLOWED_TAGS, inline_tokens
+
+    def raw_html():
+        for item in edition.items:  # a title keeps its text only: every tag in it vanishes
+            yield from ((raw, item.line, None, True) for raw in item.title_html)
+        for text, line, file in _sources(edition):
+            if text and "<" in text:
+                yield from ((t.content, line, file, False) for t in inline_tokens(text) if t.type == "html_inline")
+
+    seen = set()
+    for raw, line, file, in_title in raw_html():
+        name = _TAG_NAME_RE.match(raw)
+        if not in_title and name and name.group(1).lower() in ALLOWED_TAGS:
+            continue
+        if (raw, line, file) in seen:
+            continue
+        seen.add((raw, line, file))
+        escaped = raw.replace("<", "\\<").replace(">", "\\>")
+        yield Finding(Level.WARNING, "html-dropped",
+                      f"raw HTML {raw[:60]!r} will vanish (the sanitiser drops it); to show it as text "
+                      f"write {escaped[:64]}", line, file)
+
+
+def _essay_notes(edition: Edition) -> Iterator[Finding]:
+    essay = edition.essay
+    if essay is not None and essay.punctuation_fixed:
+        yield Finding(Level.NOTE, "essay-punctuation",
+                      f"{essay.punctuation_fixed} half-width punctuation mark(s) between Chinese characters "
+                      "in the pasted article made full-width (, → ，  : → ：  ( ) → （ ）…)",
+                      essay.heading_line or None, str(essay.source) if essay.source else None)
+
+
+def _placeholders(edition: Edition, sending: bool = False) -> Iterator[Finding]:
     texts = [(edition.title, edition.lines.get("title"), None)]
     if "subject" in edition.lines:
         texts.append((edition.subject, edition.lines["subject"], None))
@@ -178,7 +256,9 @@ def _placeholders(edition: Edition) -> Iterator[Finding]:
             if (word.lower(), line, file) in seen:
                 continue
             seen.add((word.lower(), line, file))
-            yield Finding(Level.WARNING, "placeholder-text", f"placeholder text left in: {word!r}", line, file)
+            yield Finding(Level.ERROR if sending else Level.WARNING, "placeholder-text",
+                          f"placeholder text left in: {word!r}" + ("" if sending else " (a real send refuses it)"),
+                          line, file)
 
 
 def _header_fields(edition: Edition, rendered: RenderedEmail) -> Iterator[Finding]:

@@ -74,7 +74,23 @@ class SourcesConfig:
     concurrency: int = 10  # feeds fetched at once
 
 
+@dataclass(frozen=True)
+class UnsubscribeConfig:
+    # An address SES receives (a receipt rule → SNS → the events queue) that `events pull` reads:
+    # when set, List-Unsubscribe offers it as a mailto next to the one-click https URL.
+    mailto: str = ""
+
+
+@dataclass(frozen=True)
+class DnsConfig:
+    # Resolvers `doctor` asks (DMARC, SPF, DKIM, MX): "host[:port], …"; "" = the system's.
+    # Env NEWSLETTER_DNS_NAMESERVERS wins.
+    nameservers: str = ""
+
+
 _SECTIONS = {
+    "unsubscribe": UnsubscribeConfig,
+    "dns": DnsConfig,
     "ses": SesConfig,
     "smtp": SmtpConfig,
     "send": SendConfig,
@@ -103,12 +119,16 @@ class Config:
     templates_dir: str = "templates"
     outbox_dir: str = "outbox"
     build_dir: str = "build"
+    subject_template: str = "{title}"  # the subject when an edition sets none: {title} {name} {date} {number}
+    essay_label: str = ""  # over an essay without a heading; "" = 编者按 / Editor's note by language
     ses: SesConfig = field(default_factory=SesConfig)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     send: SendConfig = field(default_factory=SendConfig)
     web: WebConfig = field(default_factory=WebConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
     sources: SourcesConfig = field(default_factory=SourcesConfig)
+    unsubscribe: UnsubscribeConfig = field(default_factory=UnsubscribeConfig)
+    dns: DnsConfig = field(default_factory=DnsConfig)
 
     def path(self, value: str | Path) -> Path:
         """A path from the configuration, resolved against the project folder."""
@@ -208,6 +228,21 @@ def config_from_dict(data: dict[str, Any], *, root: Path, file: Path | None = No
         raise ConfigError(f"transport must be one of {', '.join(TRANSPORTS)}, not {config.transport!r}", file=file)
     if config.smtp.security not in ("starttls", "ssl", "none"):
         raise ConfigError("smtp.security must be starttls, ssl or none", file=file)
+    try:
+        import string
+
+        fields_used = [f for _, f, _, _ in string.Formatter().parse(config.subject_template) if f is not None]
+        unknown = [f for f in fields_used if f not in ("title", "name", "date", "number")]
+        if unknown:
+            raise KeyError(unknown[0])
+        config.subject_template.format(title="t", name="n", date="2000-01-01", number=1)
+    except (KeyError, IndexError, ValueError) as err:
+        raise ConfigError(f"subject_template {config.subject_template!r} is not a valid pattern ({err}): "
+                          "expected text with {title}, {name}, {date} or {number}", file=file) from None
+    mailto = config.unsubscribe.mailto.strip()
+    if mailto and (not re.fullmatch(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}", mailto)):
+        raise ConfigError(f"unsubscribe.mailto must be a plain address like unsubscribe@news.example.com, "
+                          f"not {mailto!r}", file=file)
     if config.send.concurrency < 1 or config.send.rate < 0:
         raise ConfigError("send.concurrency must be ≥ 1 and send.rate ≥ 0", file=file)
     _check_values(config, file)

@@ -57,13 +57,21 @@ def run_checks(config: Config, *, clients: Callable[[str], Any] | None = None) -
     if not _uses_ses(config):
         checks.append(Check("SES", Status.SKIP, f"transport is {config.transport}; SES checks skipped",
                             'set transport = "ses" to send through Amazon SES'))
+        if config.transport == "smtp":
+            checks += check_dns(config)
+            checks.append(_smtp_dkim_note(config))
         return checks
     make = clients or (lambda service: aws_client(config, service))
     try:
         ses = make("ses")
         checks += check_identity(config, ses)
+        checks += check_dns(config, ses)
+        if config.transport == "smtp":
+            checks.append(_smtp_dkim_note(config))
         checks += check_account(ses, make, _active_subscribers(config))
         checks.append(check_configuration_set(config, ses))
+        if config.unsubscribe.mailto.strip():
+            checks += check_inbound(config, ses, make)
     except _AwsFailed as failed:
         checks.append(failed.check)
     checks.append(check_queue(config, make))
@@ -178,7 +186,8 @@ def _active_subscribers(config: Config) -> int | None:
 # -- SES ---------------------------------------------------------------------------------------
 
 def _uses_ses(config: Config) -> bool:
-    return config.transport == "ses" or bool(config.ses.queue_url or config.ses.configuration_set)
+    return config.transport == "ses" or bool(config.ses.queue_url or config.ses.configuration_set
+                                             or config.unsubscribe.mailto.strip())
 
 
 def _call(name: str, fn: Callable[..., Any], **kwargs: Any) -> Any:
@@ -301,3 +310,176 @@ def check_queue(config: Config, make: Callable[[str], Any]) -> Check:
     waiting = int(attrs.get("ApproximateNumberOfMessages", 0))
     return Check("SQS queue", Status.OK, f"{url} reachable, {waiting} messages waiting"
                  + (" (run `newsletter events pull`)" if waiting else ""))
+
+
+# -- DNS: DMARC and alignment ------------------------------------------------------------------
+
+def check_dns(config: Config, ses: Any = None) -> list[Check]:
+    """DMARC for the From domain; with SES, the DKIM CNAMEs and the custom MAIL FROM domain (SPF
+    alignment). Lookups go to ``[dns] nameservers`` (or the system's resolver); when no resolver
+    answers, one line says so and the other DNS checks are left out."""
+    from newsletter.dnscheck import LookupFailed, Resolver, dmarc_policy, dmarc_record, lookups_off
+
+    if lookups_off(config):
+        return [Check("DNS", Status.SKIP, "lookups turned off ([dns] nameservers / NEWSLETTER_DNS_NAMESERVERS = off): "
+                      "DMARC, DKIM and MAIL FROM records not checked")]
+    domain = config.from_domain.lower()
+    resolver = Resolver(config)
+    checks = []
+    try:
+        where, record = dmarc_record(resolver, domain)
+        policy = dmarc_policy(record)
+        line = f"{where}: p={policy}"
+        checks.append(Check("DMARC", Status.OK, line + (" (monitoring only)" if policy == "none" else "")))
+    except LookupFailed as err:
+        if err.kind == "unreachable":
+            return [Check("DNS", Status.WARN, f"cannot look up {err.name}: {err.detail}",
+                          "point [dns] nameservers (or NEWSLETTER_DNS_NAMESERVERS) at a resolver that answers")]
+        checks.append(Check("DMARC", Status.FAIL, f"no DMARC record for {domain} (_dmarc.{domain} TXT)",
+                            f'publish _dmarc.{domain} TXT "v=DMARC1; p=none; rua=mailto:dmarc@{domain}": '
+                            "Gmail and Yahoo require DMARC of bulk senders"))
+    if ses is not None:
+        checks += _check_dkim_dns(resolver, ses, domain)
+        checks += _check_mail_from(config, resolver, ses, domain)
+    return checks
+
+
+def _check_dkim_dns(resolver, ses: Any, domain: str) -> list[Check]:
+    from newsletter.dnscheck import LookupFailed
+
+    dkim = _call("DKIM", ses.get_identity_dkim_attributes, Identities=[domain])["DkimAttributes"].get(domain, {})
+    tokens = dkim.get("DkimTokens") or []
+    if not tokens:
+        return [Check("DKIM DNS", Status.WARN, f"SES has no DKIM tokens for {domain}",
+                      f"`aws ses verify-domain-dkim --domain {domain}` and publish the three CNAMEs")]
+    missing = []
+    for token in tokens:
+        name = f"{token}._domainkey.{domain}"
+        try:
+            target = resolver.cname(name)
+        except LookupFailed as err:
+            missing.append(f"{name} ({err.detail})")
+            continue
+        if not target.endswith("dkim.amazonses.com"):
+            missing.append(f"{name} → {target}")
+    if missing:
+        return [Check("DKIM DNS", Status.FAIL, f"{len(missing)} of {len(tokens)} DKIM CNAMEs wrong or missing: "
+                      + "; ".join(missing[:3]),
+                      f"publish each as CNAME <token>._domainkey.{domain} → <token>.dkim.amazonses.com")]
+    return [Check("DKIM DNS", Status.OK, f"{len(tokens)} CNAMEs under _domainkey.{domain} point at SES")]
+
+
+def _check_mail_from(config: Config, resolver, ses: Any, domain: str) -> list[Check]:
+    """A custom MAIL FROM domain under the From domain makes SPF align (DMARC passes on SPF as
+    well as DKIM); without one the envelope sender is amazonses.com."""
+    from newsletter.dnscheck import LookupFailed
+
+    attrs = _call("MAIL FROM", ses.get_identity_mail_from_domain_attributes,
+                  Identities=[domain])["MailFromDomainAttributes"].get(domain, {})
+    mail_from = (attrs.get("MailFromDomain") or "").lower()
+    region = config.ses.region or "us-east-1"
+    mx_host = f"feedback-smtp.{region}.amazonses.com"
+    if not mail_from:
+        return [Check("MAIL FROM", Status.WARN,
+                      f"no custom MAIL FROM domain for {domain}: SPF passes for amazonses.com, not aligned "
+                      "with the From domain (DMARC rests on DKIM alone)",
+                      f"`aws sesv2 put-email-identity-mail-from-attributes --email-identity {domain} "
+                      f"--mail-from-domain mail.{domain}`, then MX mail.{domain} → 10 {mx_host} and "
+                      f'TXT mail.{domain} "v=spf1 include:amazonses.com ~all"')]
+    problems = []
+    status = attrs.get("MailFromDomainStatus", "Pending")
+    if status != "Success":
+        problems.append(f"SES says {status}")
+    if not (mail_from == domain or mail_from.endswith("." + domain)):
+        problems.append(f"{mail_from} is not under {domain} (no alignment)")
+    try:
+        if mx_host not in resolver.mx(mail_from):
+            problems.append(f"MX {mail_from} does not point at {mx_host}")
+    except LookupFailed as err:
+        problems.append(f"MX {mail_from}: {err.detail}")
+    try:
+        spf = [r for r in resolver.txt(mail_from) if r.lower().startswith("v=spf1")]
+        if not any("include:amazonses.com" in r.lower() for r in spf):
+            problems.append(f"TXT {mail_from} has no SPF record including amazonses.com")
+    except LookupFailed as err:
+        problems.append(f"TXT {mail_from} has no SPF record including amazonses.com" if err.kind == "missing"
+                        else f"SPF TXT {mail_from}: {err.detail}")
+    if problems:
+        return [Check("MAIL FROM", Status.FAIL, f"{mail_from}: " + "; ".join(problems),
+                      f"MX {mail_from} → 10 {mx_host}; TXT {mail_from} \"v=spf1 include:amazonses.com ~all\"")]
+    return [Check("MAIL FROM", Status.OK, f"{mail_from}: MX and SPF in place (SPF aligned with {domain})")]
+
+
+def _smtp_dkim_note(config: Config) -> Check:
+    return Check("DKIM (SMTP relay)", Status.WARN,
+                 f"cannot be checked from here: the relay ({config.smtp.host}) must DKIM-sign as "
+                 f"{config.from_domain} and cover List-Unsubscribe and List-Unsubscribe-Post",
+                 "Gmail and Yahoo ignore one-click unsubscribe unless DKIM signs those two headers "
+                 "(h=…:list-unsubscribe:list-unsubscribe-post); the SES SMTP interface does so")
+
+
+# -- the mailto unsubscribe: SES inbound --------------------------------------------------------
+
+def check_inbound(config: Config, ses: Any, make: Callable[[str], Any]) -> list[Check]:
+    """``[unsubscribe] mailto`` is only real when SES receives that address and tells our queue:
+    an active receipt rule covering it with an SNS action, the topic subscribed by the queue,
+    and the domain's MX at SES's inbound endpoint."""
+    from newsletter.dnscheck import LookupFailed, Resolver
+
+    address = config.unsubscribe.mailto.strip().lower()
+    domain = address.rpartition("@")[2]
+    hint = ("create a receipt rule for it with an SNS action to the events topic: `aws ses create-receipt-rule "
+            "--rule-set-name newsletter --rule '{\"Name\":\"unsubscribe\",\"Enabled\":true,\"Recipients\":"
+            f"[\"{address}\"],\"Actions\":[{{\"SNSAction\":{{\"TopicArn\":\"<TOPIC>\"}}}}]}}'` "
+            "and `aws ses set-active-receipt-rule-set --rule-set-name newsletter`")
+    try:
+        active = ses.describe_active_receipt_rule_set()
+    except Exception as err:
+        return [Check("unsubscribe mailto", Status.FAIL, f"cannot read the receipt rules: {error_code(err)}",
+                      "check the region (SES receives mail in a few regions only) and ses:Describe* permissions")]
+    rules = [r for r in active.get("Rules") or [] if r.get("Enabled", False)]
+    if not active.get("Metadata"):
+        return [Check("unsubscribe mailto", Status.FAIL, f"{address}: no active receipt rule set", hint)]
+
+    def covers(rule: dict) -> bool:
+        recipients = [r.lower() for r in rule.get("Recipients") or []]
+        return (not recipients or address in recipients or domain in recipients
+                or any(r.startswith(".") and domain.endswith(r) for r in recipients))
+
+    topics = [a["SNSAction"]["TopicArn"] for r in rules if covers(r)
+              for a in r.get("Actions") or [] if a.get("SNSAction", {}).get("TopicArn")]
+    if not topics:
+        return [Check("unsubscribe mailto", Status.FAIL,
+                      f"no enabled receipt rule sends mail for {address} to SNS", hint)]
+    checks = [Check("unsubscribe mailto", Status.OK, f"{address}: receipt rule → {topics[0]}")]
+    queue_url = config.ses.queue_url.strip()
+    if queue_url:
+        try:
+            queue_arn = make("sqs").get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+                "Attributes"]["QueueArn"]
+            subs = make("sns").list_subscriptions_by_topic(TopicArn=topics[0]).get("Subscriptions", [])
+            if not any(s.get("Protocol") == "sqs" and s.get("Endpoint") == queue_arn for s in subs):
+                checks.append(Check("unsubscribe topic", Status.FAIL,
+                                    f"{topics[0]} is not subscribed by the queue {queue_arn}",
+                                    f"`aws sns subscribe --topic-arn {topics[0]} --protocol sqs "
+                                    f"--notification-endpoint {queue_arn}`"))
+        except Exception as err:
+            checks.append(Check("unsubscribe topic", Status.WARN, f"cannot check the topic's subscriptions: "
+                                f"{error_code(err)}", "allow sns:ListSubscriptionsByTopic"))
+    inbound = f"inbound-smtp.{config.ses.region or 'us-east-1'}.amazonaws.com"
+    from newsletter.dnscheck import lookups_off
+
+    if lookups_off(config):
+        return checks
+    try:
+        hosts = Resolver(config).mx(domain)
+        if inbound not in hosts:
+            checks.append(Check("unsubscribe MX", Status.FAIL, f"MX {domain}: {', '.join(hosts)}",
+                                f"point MX {domain} at 10 {inbound} so that SES receives {address}"))
+        else:
+            checks.append(Check("unsubscribe MX", Status.OK, f"MX {domain} → {inbound}"))
+    except LookupFailed as err:
+        status = Status.WARN if err.kind == "unreachable" else Status.FAIL
+        checks.append(Check("unsubscribe MX", status, f"MX {domain}: {err.detail}",
+                            f"point MX {domain} at 10 {inbound} so that SES receives {address}"))
+    return checks

@@ -69,6 +69,7 @@ class Item:
     line: int = 0
     end: int = 0  # the item's last source line (where `add` appends after)
     marker: int | None = None  # the number written in the source (`3.`), when there is one
+    title_html: tuple[str, ...] = ()  # raw HTML written in the title, which the title leaves out
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ class Essay:
     blocks: tuple[Block, ...] = ()
     source: Path | None = None  # the file it came from when not the edition itself
     heading_line: int = 0
+    punctuation_fixed: int = 0  # half-width marks made full-width in a pasted article
 
 
 @dataclass(frozen=True)
@@ -366,12 +368,17 @@ def _item(entry, number: int, path: Path) -> Item:
         raise EditionError(f"item {number} has no link: expected its first line to be `[title](https://…)`",
                            file=path, line=line)
     title, url, rest = _link_line(children[0], number, path, line)
+    raw_html: tuple[str, ...] = ()
+    if "<" in _inline_source(children[0]).split("\n")[0]:
+        tokens = _inline_children(children[0])
+        close = next((i for i, t in enumerate(tokens) if t.type == "link_close"), 0)
+        raw_html = tuple(t.content for t in tokens[1:close] if t.type == "html_inline")
     summary = [rest] if rest else []
     # A list or quote inside a summary is kept as running text: a summary is paragraphs.
     summary += [p for p in (_flatten(c) for c in children[1:]) if p]
     marker = str(getattr(entry, "info", "") or "")
     return Item(number=number, title=title, url=url, domain=domain_of(url), summary="\n\n".join(summary),
-                line=line, end=end, marker=int(marker) if marker.isdigit() else None)
+                line=line, end=end, marker=int(marker) if marker.isdigit() else None, title_html=raw_html)
 
 
 def _link_line(paragraph, number: int, path: Path, line: int | None) -> tuple[str, str, str]:
@@ -471,13 +478,30 @@ def _assemble(f: dict[str, Any], lines: dict[str, int], lede, items, essay, path
     lede_text = "\n\n".join(b.text for b in lede if b.kind is BlockKind.PARAGRAPH)
     preheader = f["preheader"] if f["preheader"] is not None else first_sentence(lede_text)
     lang = f["lang"] or detect_lang(f["title"], lede_text, items, config.lang)
+    subject = f["subject"] or default_subject(config, f["title"], f["date"], f["number"])
     return Edition(
-        source=path, slug=slug, title=f["title"], subject=f["subject"] or f["title"],
+        source=path, slug=slug, title=f["title"], subject=subject,
         preheader=preheader, date=f["date"], lang=lang, categories=f["categories"],
         lede_blocks=lede, items=items, essay=essay,
         number=f["number"], preheader_given=f["preheader"] is not None,
         lines=dict(lines),
     )
+
+
+def numbered(edition: Edition, number: int | None, config: Config) -> Edition:
+    """``edition`` with the number it has or will get (assigned at its first send), and a subject
+    from ``subject_template`` filled in again when the front matter sets none (``{number}``)."""
+    subject = edition.subject if "subject" in edition.lines else default_subject(
+        config, edition.title, edition.date, number)
+    return replace(edition, number=number, subject=subject)
+
+
+def default_subject(config: Config, title: str, day: datetime, number: int | None) -> str:
+    """The subject of an edition whose front matter sets none: ``subject_template`` filled in
+    (``{title}``, ``{name}``, ``{date}``, ``{number}``; checked when the configuration loads)."""
+    template = config.subject_template or "{title}"
+    return " ".join(template.format(title=title, name=config.name, date=day.strftime("%Y-%m-%d"),
+                                    number=number if number is not None else "").split())
 
 
 def detect_lang(title: str, lede: str, items: tuple[Item, ...], default: str) -> str:

@@ -58,8 +58,69 @@ def pasted_essay(text: str) -> Essay:
     (_, title), body = lines[0], lines[1:]
     body = _drop_dateline(body)
     body = _cut_after_attribution(body)
-    blocks = tuple(Block(BlockKind.PARAGRAPH, escape(_tidy(t)), line=n) for n, t in body)
-    return Essay(heading=_tidy(title), blocks=blocks, heading_line=lines[0][0])
+    fixed = 0
+    title, count = full_width_punctuation(_tidy(title))
+    fixed += count
+    paragraphs = []
+    for n, t in body:
+        t, count = full_width_punctuation(_tidy(t))
+        fixed += count
+        paragraphs.append(Block(BlockKind.PARAGRAPH, escape(t), line=n))
+    return Essay(heading=title, blocks=tuple(paragraphs), heading_line=lines[0][0], punctuation_fixed=fixed)
+
+
+_FULL_WIDTH = {",": "，", ";": "；", ":": "：", "?": "？", "!": "！", "(": "（", ")": "）"}
+_URL_RE = re.compile(r"(?:https?://|www\.)[^\s\u3000-\u303f\uff00-\uffef]+|[\w.+-]+@[\w-]+\.[\w.-]+", re.I)
+_PUNCT_RE = re.compile(r"[,;:?!]")
+_PAREN_RE = re.compile(r"\(([^()]{0,80})\)")
+
+
+def full_width_punctuation(text: str) -> tuple[str, int]:
+    """A pasted Chinese article's half-width ``, ; : ? ! ( )`` next to Chinese text turned into
+    their full-width forms (the digest's own punctuation), with how many were changed.
+
+    A mark is changed when the character before it is CJK, or the one right after it is and the
+    one before is a letter or digit ("DeepSeek,正在"); a pair of parentheses when what is
+    around or inside them is CJK. Untouched: URLs and addresses, numbers ("1,000", "10:30"),
+    and Latin text ("Hello, world"). The space that often follows a half-width mark goes too.
+    """
+    from newsletter.markdown import is_cjk
+
+    if not any(is_cjk(c) for c in text):
+        return text, 0
+    protected = [(m.start(), m.end()) for m in _URL_RE.finditer(text)]
+
+    def inside(pos: int) -> bool:
+        return any(a <= pos < b for a, b in protected)
+
+    count = 0
+    out = list(text)
+    drop_space: set[int] = set()
+    for m in _PUNCT_RE.finditer(text):
+        i = m.start()
+        if inside(i):
+            continue
+        before = text[i - 1] if i else ""
+        j = i + 1
+        while j < len(text) and text[j] == " ":
+            j += 1
+        after = text[j] if j < len(text) else ""
+        if before.isdigit() and after.isdigit():
+            continue
+        if (before and is_cjk(before)) or (j == i + 1 and after and is_cjk(after) and before.isalnum()):
+            out[i] = _FULL_WIDTH[m.group(0)]
+            drop_space.update(range(i + 1, j))
+            count += 1
+    for m in _PAREN_RE.finditer(text):
+        i, k = m.start(), m.end() - 1
+        if inside(i) or inside(k):
+            continue
+        around = (i and is_cjk(text[i - 1])) or (k + 1 < len(text) and is_cjk(text[k + 1]))
+        if around or any(is_cjk(c) for c in m.group(1)):
+            out[i], out[k] = "（", "）"
+            drop_space.update(x for x in (i - 1, k + 1) if 0 <= x < len(text) and text[x] == " ")
+            count += 2
+    return "".join(c for n, c in enumerate(out) if n not in drop_space), count
 
 
 def _drop_dateline(body: list[tuple[int, str]]) -> list[tuple[int, str]]:

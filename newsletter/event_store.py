@@ -54,6 +54,7 @@ class EventRecorder:
     conn: sqlite3.Connection
     store: Store
     settings: EventsConfig = field(default_factory=EventsConfig)
+    secret: bytes | None = None  # verifies the token of an unsubscribe received by mail
 
     def record(self, event: Event) -> RecordResult:
         """Store ``event`` once and apply its effect; a repeat is a ``DUPLICATE`` doing nothing."""
@@ -76,6 +77,8 @@ class EventRecorder:
 
     # -- effects ---------------------------------------------------------------------------
     def _apply(self, event: Event) -> str | None:
+        if event.type is EventType.UNSUBSCRIBE:
+            return self._mailto_unsubscribe(event)
         if event.email is None:
             return None
         if event.is_hard_bounce:
@@ -85,6 +88,36 @@ class EventRecorder:
         if event.type is EventType.COMPLAINT and event.subtype != "not-spam":
             return self._final(event.email, SubscriberStatus.COMPLAINED, f"complaint ({event.subtype or 'unspecified'})")
         return None
+
+    def _mailto_unsubscribe(self, event: Event) -> str:
+        """What the one-click POST does, for the token a reader's mail carried: the subscriber
+        and list it names are unsubscribed (idempotently), whoever the mail came from — the
+        token, signed for that reader and list, is the proof, as it is for the https link."""
+        from newsletter.errors import NewsletterError, TokenError
+        from newsletter.tokens import verify_token
+
+        who = event.email or "an unknown sender"
+        if not event.token:
+            return f"mail from {who} to the unsubscribe address carried no unsubscribe token: nothing done"
+        if self.secret is None:
+            raise StoreError("cannot verify an unsubscribe token: no signing secret")
+        try:
+            claims = verify_token(self.secret, "unsubscribe", event.token)
+        except TokenError:
+            return f"mail from {who}: its unsubscribe token is not genuine: nothing done"
+        try:
+            subscriber = self.store.get_subscriber_by_id(claims.subscriber_id)
+            changed = self.store.unsubscribe(claims.subscriber_id, claims.list_id or None)
+        except NewsletterError:
+            return f"mail from {who}: subscriber {claims.subscriber_id} or its list no longer exists: nothing to stop"
+        if subscriber is None:
+            return f"mail from {who}: subscriber {claims.subscriber_id} no longer exists: nothing to stop"
+        scope = "all lists"
+        if claims.list_id:
+            found = self.store.get_list_by_id(claims.list_id)
+            scope = f"list {found.name}" if found else f"list {claims.list_id}"
+        state = "unsubscribed" if changed else "was already unsubscribed"
+        return f"{subscriber.email} {state} from {scope} (by mail)"
 
     def _final(self, email: str, status: SubscriberStatus, reason: str) -> str:
         """Make the address bounced/complained (which suppresses it everywhere), or, for an
@@ -157,9 +190,20 @@ def open_recorder(config: Config) -> Iterator[EventRecorder]:
     conn = connect(sqlite_path(config.database_url))
     try:
         with open_store(config) as store:
-            yield EventRecorder(conn, store, config.events)
+            yield EventRecorder(conn, store, config.events, _secret(config))
     finally:
         conn.close()
+
+
+def _secret(config: Config) -> bytes | None:
+    """The signing secret when there is one (only mailto unsubscribes need it: never created here)."""
+    from newsletter.config import load_secret
+    from newsletter.errors import ConfigError
+
+    try:
+        return load_secret(config, create=False)
+    except ConfigError:
+        return None
 
 
 def dead_letters(conn: sqlite3.Connection) -> list[DeadLetter]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -35,6 +36,7 @@ class EventType(str, Enum):
     CLICK = "click"
     RENDERING_FAILURE = "rendering_failure"
     DELIVERY_DELAY = "delivery_delay"
+    UNSUBSCRIBE = "unsubscribe"  # a mail to [unsubscribe] mailto, received by SES (notificationType Received)
 
 
 class BounceType(str, Enum):
@@ -82,6 +84,7 @@ class Event:
     subtype: str | None = None  # bounceType, complaintFeedbackType, delayType
     detail: str | None = None  # diagnostic code, bounce sub type, reject reason, error message
     link: str | None = None  # the clicked URL
+    token: str | None = None  # an inbound unsubscribe's token (from the subject or the +tag), unverified
     payload: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     payload_json: str = field(default="", compare=False, repr=False)  # canonical JSON of payload
 
@@ -124,6 +127,8 @@ def parse_message(body: str) -> list[Event] | Ignored:
 def parse_ses(doc: dict[str, Any]) -> list[Event] | Ignored:
     """Events from one SES notification (either shape), already decoded from JSON."""
     name = doc.get("eventType") or doc.get("notificationType")
+    if name == "Received":
+        return parse_received(doc)
     if name in _NOT_TRACKED:
         return Ignored(_NOT_TRACKED[name])
     known = _SES_TYPES.get(name) if isinstance(name, str) else None
@@ -152,6 +157,42 @@ def parse_ses(doc: dict[str, Any]) -> list[Event] | Ignored:
         Event(event_id=f"{event_id}:{n}" if many else event_id, type=etype, **base, **row)
         for n, row in enumerate(rows)
     ]
+
+
+# The unsubscribe token (tokens.make_token): base64url payload "." base64url HMAC-SHA256 (43).
+_TOKEN_RE = re.compile(r"(?<![A-Za-z0-9_.-])([A-Za-z0-9_-]{2,60}\.[A-Za-z0-9_-]{43})(?![A-Za-z0-9_-])")
+
+
+def parse_received(doc: dict[str, Any]) -> list[Event]:
+    """An SES inbound (receipt rule → SNS) notification: a mail to the ``[unsubscribe] mailto``
+    address. Its token is looked for in the recipient's ``+tag`` (``unsubscribe+TOKEN@…``), then
+    in the subject (``unsubscribe TOKEN``, as List-Unsubscribe's mailto writes it, maybe behind a
+    "Re:"); verifying it is the recorder's job. A mail with no token is still one event (its
+    effect says nothing was done), so an editor can see who wrote."""
+    mail = doc.get("mail")
+    if not isinstance(mail, dict) or not isinstance(mail.get("messageId"), str) or not mail["messageId"]:
+        raise MalformedMessage("Received notification without mail.messageId")
+    receipt = doc.get("receipt") if isinstance(doc.get("receipt"), dict) else {}
+    headers = mail.get("commonHeaders") if isinstance(mail.get("commonHeaders"), dict) else {}
+    sender = mail.get("source")
+    if not isinstance(sender, str) or "@" not in sender:
+        sender = (headers.get("from") or [""])[0] if isinstance(headers.get("from"), list) else ""
+    recipients = receipt.get("recipients") if isinstance(receipt.get("recipients"), list) else _destinations(mail)
+    subject = headers.get("subject") if isinstance(headers.get("subject"), str) else ""
+    token = None
+    for candidate in [*(r.partition("@")[0].partition("+")[2] for r in recipients if isinstance(r, str)), subject]:
+        found = _TOKEN_RE.search(candidate or "")
+        if found:
+            token = found.group(1)
+            break
+    canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return [Event(
+        event_id=hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:40],
+        type=EventType.UNSUBSCRIBE, provider_message_id=mail["messageId"],
+        occurred_at=_timestamp(receipt.get("timestamp") or mail.get("timestamp"), "Received"),
+        email=_address(sender) if sender else None, subtype="mailto",
+        detail=(subject[:200] or None), token=token, payload=doc, payload_json=canonical,
+    )]
 
 
 def _infer_type(doc: dict[str, Any], name: object) -> tuple[EventType, str]:

@@ -2,14 +2,16 @@
 
 MJML and premailer ran once per edition (``RenderedEmail``); what differs per reader is a handful of
 placeholders. ``MessageTemplate`` compiles the edition once into precomputed byte chunks — the
-static parts already quoted-printable encoded, each placeholder on a line of its own between soft
-line breaks — so that a reader's message is a join of those chunks and a few freshly encoded
-values (~15 µs). ``build_message_slow`` builds the same message with Python's ``email`` package:
-the reference the fast path is tested against, and the baseline of ``bench/message.py``.
+static parts already encoded (quoted-printable: each placeholder on a line of its own between soft
+line breaks; base64, for CJK-heavy parts: see ``_Base64Body``) — so that a reader's message is a
+join of those chunks and a few freshly encoded values (~15 µs). ``build_message_slow`` builds the
+same message with Python's ``email`` package: the reference the fast path is tested against, and
+the baseline of ``bench/message.py``.
 
-Both produce, for each reader: multipart/alternative (text + HTML, UTF-8, quoted-printable), From,
-To, Reply-To, Subject, Date, Message-ID on the sender's domain, List-Id, List-Unsubscribe (one-click
-https URL + mailto) and List-Unsubscribe-Post, each exactly once. Every header value goes through
+Both produce, for each reader: multipart/alternative (text + HTML, UTF-8, each part quoted-printable
+or base64 by ``body_encoding``), From, To, Reply-To, Subject, Date, Message-ID on the sender's
+domain, List-Id, List-Unsubscribe (one-click https URL, + mailto when ``[unsubscribe] mailto`` is
+set) and List-Unsubscribe-Post, each exactly once. Every header value goes through
 ``newsletter.headers`` (control characters refused after RFC 2047 decoding, the value encoded by
 us) and is never handed to the ``email`` package to parse. ``simple_message`` builds
 transactional mail (confirmations).
@@ -148,14 +150,20 @@ def to_header(name: str, email: str) -> str:
 
 
 def unsubscribe_mailbox(config: Config) -> str:
-    if config.reply_to:
-        return headers.parse_mailbox("reply_to", config.reply_to)[1]
-    return from_address(config)[1]
+    """The address a mailto unsubscribe goes to: ``[unsubscribe] mailto`` (received by SES and
+    read by ``events pull``), or "" when none is set: then no mailto is offered at all, never
+    one pointing at a mailbox nobody reads."""
+    mailto = config.unsubscribe.mailto.strip()
+    return headers.parse_mailbox("unsubscribe.mailto", mailto)[1] if mailto else ""
 
 
 def list_unsubscribe(values: dict[str, str], mailbox: str) -> str:
-    """RFC 8058: the one-click https URL first, then a mailto for clients without HTTP support.
-    (The token is URL-safe base64, so only the space needs quoting.)"""
+    """RFC 8058: the one-click https URL; then, when a mailbox that ``events pull`` reads is
+    configured, a mailto for clients that unsubscribe by mail (Apple Mail…). The token goes in the
+    subject (a local part would outgrow its 64 characters); it is URL-safe base64, so only the
+    space needs quoting."""
+    if not mailbox:
+        return f"<{values['unsubscribe_url']}>"
     mailto = f"mailto:{mailbox}?subject=unsubscribe%20{values['_token']}"
     return f"<{values['unsubscribe_url']}>,\r\n <{mailto}>"
 
@@ -211,10 +219,22 @@ def build_message_slow(rendered: RenderedEmail, ctx: SendContext, recipient: Rec
     msg.set_raw("To", to_header(recipient.name, recipient.email))
     msg.set_raw("Message-ID", message_id(ctx, recipient.subscriber_id))
     msg.set_raw("List-Unsubscribe", list_unsubscribe(values, unsubscribe_mailbox(ctx.config)))
-    msg.set_content(substitute(_lf(rendered.text), values, html=False), cte="quoted-printable")
+    msg.set_content(substitute(_lf(rendered.text), values, html=False), cte=body_encoding(rendered.text))
     msg.add_alternative(substitute(_lf(rendered.html), values, html=True), subtype="html",
-                        cte="quoted-printable")
+                        cte=body_encoding(rendered.html))
     return msg.as_bytes()
+
+
+def body_encoding(body: str) -> str:
+    """The transfer encoding of one part: whichever of quoted-printable and base64 is smaller.
+    QP spells every byte of a CJK character as ``=XX`` (9 characters for 3 bytes); base64 costs
+    4 for 3 on every byte. So mostly-Latin parts stay QP (readable in the raw source), CJK-heavy
+    ones go base64 (the seed edition's HTML part, 35 KB of UTF-8: 52 KB as QP, 48 KB as base64; its
+    text part 23 KB → 12 KB). Decided on the edition's template, the same for every reader."""
+    data = _lf(body).encode("utf-8")
+    qp_size = len(binascii.b2a_qp(data, istext=True)) + data.count(b"\n")
+    b64_size = (len(data) + 2) // 3 * 4 * 78 // 76
+    return "base64" if b64_size < qp_size else "quoted-printable"
 
 
 def _lf(text: str) -> str:
@@ -279,11 +299,20 @@ class MessageTemplate:
         self._domain = ctx.config.from_domain
         self._mailbox = unsubscribe_mailbox(ctx.config)
         self._tokens = _Tokens(ctx.secret)
+        self._b64: list[_Base64Body] = []
+        self._b64_keys: dict[str, tuple[int, int]] = {}
         self._parts = self._compile()
+        # A base64 part's pieces are made together and put in place with one slice assignment.
+        self._b64_spans = []
+        for number in range(len(self._b64)):
+            at = [i for i, p in enumerate(self._parts) if isinstance(p, tuple) and p[0] in self._b64_keys
+                  and self._b64_keys[p[0]][0] == number]
+            self._b64_spans.append((number, at[0], at[-1] + 1))
         # Each distinct slot is encoded once per reader, then placed wherever it occurs.
-        self._slots = list(dict.fromkeys(p for p in self._parts if isinstance(p, tuple)))
+        self._slots = list(dict.fromkeys(p for p in self._parts if isinstance(p, tuple)
+                                         and p[0] not in self._b64_keys))
         self._positions = [(i, self._slots.index(p)) for i, p in enumerate(self._parts)
-                           if isinstance(p, tuple)]
+                           if isinstance(p, tuple) and p[0] not in self._b64_keys]
 
     def _compile(self) -> list[bytes | _Slot]:
         boundary = "=_nl_" + secrets.token_hex(12)  # "=_" can never occur in QP-encoded text
@@ -294,10 +323,20 @@ class MessageTemplate:
             parts += [f"{name}: ".encode("ascii"), (key, "", False), b"\r\n"]
         parts.append(f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'.encode("ascii"))
         for subtype, body in (("plain", self.rendered.text), ("html", self.rendered.html)):
+            cte = body_encoding(body)
             parts.append((f"--{boundary}\r\nContent-Type: text/{subtype}; charset=\"utf-8\"\r\n"
-                          "Content-Transfer-Encoding: quoted-printable\r\n\r\n").encode("ascii"))
-            parts += _compile_body(_lf(body), html=subtype == "html")
-            parts.append(b"\r\n")
+                          f"Content-Transfer-Encoding: {cte}\r\n\r\n").encode("ascii"))
+            if cte == "base64":
+                b64 = _Base64Body(_lf(body), html=subtype == "html")
+                self._b64.append(b64)
+                parts.append(b64.head)
+                for j in range(2 * len(b64.steps) + 1):  # markers for its pieces (see render)
+                    key = f"b64:{len(self._b64) - 1}:{j}"
+                    self._b64_keys[key] = (len(self._b64) - 1, j)
+                    parts.append((key, "", False))
+            else:
+                parts += _compile_body(_lf(body), html=subtype == "html")
+                parts.append(b"\r\n")
         parts.append(f"--{boundary}--\r\n".encode("ascii"))
         return _merge(parts)
 
@@ -314,6 +353,8 @@ class MessageTemplate:
         encoded = [self._encode(slot, values, recipient, cache) for slot in self._slots]
         for index, slot_no in self._positions:
             out[index] = encoded[slot_no]
+        for number, start, end in self._b64_spans:
+            out[start:end] = self._b64[number].pieces(values)
         return OutgoingMessage(sender=self.sender, recipients=(recipient.email,), raw=b"".join(out),
                                slug=self.rendered.slug)
 
@@ -350,6 +391,86 @@ def _compile_body(body: str, *, html: bool) -> list[bytes | _Slot]:
     return parts
 
 
+def _b64_lines(data: bytes) -> bytes:
+    """``data`` (a multiple of 3 bytes, or the last piece) as base64 lines of ≤ 76 characters,
+    each ending in CRLF."""
+    if not data:
+        return b""
+    encoded = binascii.b2a_base64(data, newline=False)
+    if len(encoded) <= 76:
+        return encoded + b"\r\n"
+    if len(encoded) <= 152:  # a URL: two lines
+        return encoded[:76] + b"\r\n" + encoded[76:] + b"\r\n"
+    return b"\r\n".join([encoded[i:i + 76] for i in range(0, len(encoded), 76)]) + b"\r\n"
+
+
+class _Base64Body:
+    """A base64 part compiled once: the static text between placeholders encoded ahead of time.
+
+    base64 works on groups of 3 bytes, and a reader's value shifts what follows it by its length
+    modulo 3. So each static chunk after a placeholder is pre-encoded for each of the 3 possible
+    shifts: per reader, a value is encoded together with the 0-2 bytes left over before it and the
+    0-2 bytes of the next chunk that complete its last group; the rest of that chunk is the
+    pre-encoded piece for that shift. Every piece is a whole number of groups on lines of its own
+    (a decoder ignores line breaks), so the result decodes to exactly the substituted text.
+
+    ``head`` is static; ``pieces(values)`` gives the 2n+1 pieces after it for n placeholders
+    (value, static, value, static, …, the last leftover bytes), the static ones the precomputed
+    objects themselves, so that the message is joined with one copy of the body."""
+
+    def __init__(self, body: str, *, html: bool):
+        self.html = html
+        body = body.replace("\n", "\r\n")  # text in base64 is encoded in its canonical CRLF form
+        chunks: list[bytes] = []
+        self.slots: list[tuple[str, str]] = []
+        pos = 0
+        for match in PLACEHOLDER_RE.finditer(body):
+            chunks.append(body[pos:match.start()].encode("utf-8"))
+            self.slots.append(parse_placeholder(match))
+            pos = match.end()
+        chunks.append(body[pos:].encode("utf-8"))
+        first = chunks[0]
+        cut = len(first) - len(first) % 3
+        self.head, self.head_tail = _b64_lines(first[:cut]), first[cut:]
+        # per placeholder: (key, fallback, the next chunk, and for each shift k — the bytes it
+        # lends the value before it — (pre-encoded rest, leftover bytes), or None when the
+        # chunk is shorter than k)
+        self.steps: list[tuple[str, str, bytes, list[tuple[bytes, bytes] | None]]] = []
+        for (key, fallback), chunk in zip(self.slots, chunks[1:]):
+            variants: list[tuple[bytes, bytes] | None] = []
+            for k in range(3):
+                if len(chunk) < k:
+                    variants.append(None)
+                    continue
+                rest = chunk[k:]
+                cut = len(rest) - len(rest) % 3
+                variants.append((_b64_lines(rest[:cut]), rest[cut:]))
+            self.steps.append((key, fallback, chunk, variants))
+
+    def pieces(self, values: dict[str, str]) -> list[bytes]:
+        out = []
+        pending = self.head_tail
+        html = self.html
+        for key, fallback, chunk, variants in self.steps:
+            value = values.get(key) or fallback
+            if html and _NEEDS_ESCAPE(value):
+                value = html_lib.escape(value)
+            data = pending + value.encode("utf-8")
+            k = -len(data) % 3
+            variant = variants[k]
+            if variant is None:  # the next chunk is too short to complete the group: carry on
+                pending = data + chunk
+                out += (b"", b"")
+                continue
+            out += (_b64_lines(data + chunk[:k]), variant[0])
+            pending = variant[1]
+        out.append(_b64_lines(pending))
+        return out
+
+    def render(self, values: dict[str, str]) -> bytes:
+        return self.head + b"".join(self.pieces(values))
+
+
 def _merge(parts: list[bytes | _Slot]) -> list[bytes | _Slot]:
     """Join adjacent static chunks so that ``render`` joins as few pieces as possible."""
     merged: list[bytes | _Slot] = []
@@ -382,7 +503,7 @@ def simple_message(config: Config, *, to_email: str, to_name: str = "", subject:
     msg.set_raw("Message-ID", make_msgid(domain=addr.rpartition("@")[2]))
     for key, value in (extra_headers or {}).items():
         msg.set_raw(headers.field_name(key), headers.text(key, value, name_length=len(key)))
-    msg.set_content(_lf(text), cte="quoted-printable")
+    msg.set_content(_lf(text), cte=body_encoding(text))
     if html is not None:
-        msg.add_alternative(_lf(html), subtype="html", cte="quoted-printable")
+        msg.add_alternative(_lf(html), subtype="html", cte=body_encoding(html))
     return OutgoingMessage(sender=addr, recipients=(to_email,), raw=msg.as_bytes(), slug="")

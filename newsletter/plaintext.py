@@ -12,7 +12,7 @@ import textwrap
 from typing import TYPE_CHECKING
 
 from newsletter.edition import Block, BlockKind, Edition, paragraphs
-from newsletter.markdown import cjk_ratio, is_cjk, plain_text
+from newsletter.markdown import Link, cjk_ratio, is_cjk, plain_text
 from newsletter.rendered import placeholder
 
 if TYPE_CHECKING:
@@ -36,8 +36,9 @@ def render_text(edition: Edition, config: Config) -> str:
         parts += [_item_text(item), ""]
     if edition.essay is not None:
         parts += [RULE, ""]
-        if edition.essay.heading:
-            parts += [edition.essay.heading, ""]
+        from newsletter.render import essay_label
+
+        parts += [edition.essay.heading or essay_label(edition, config), ""]
         for block in edition.essay.blocks:
             parts += [block_text(block), ""]
     parts += [RULE, _footer(edition, config, lab, web_url(edition, config))]
@@ -50,7 +51,8 @@ def _item_text(item) -> str:
     lines = [wrap(head, subsequent_indent=indent)]
     for paragraph in paragraphs(item.summary):
         lines.append(wrap(plain_text(paragraph), initial_indent=indent, subsequent_indent=indent))
-    lines.append(indent + item.url)
+    if Link(item.url, item.title).safe:  # an unsafe link never reaches either part
+        lines.append(indent + item.url)
     return "\n".join(lines)
 
 

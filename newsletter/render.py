@@ -45,6 +45,7 @@ LABELS = {
         "preferences": "订阅设置",
         "view_in_browser": "在浏览器中查看",
         "essay": "编者按",
+        "editors_note": "编者按",
     },
     "en": {
         "number": "No. {n}",
@@ -53,6 +54,7 @@ LABELS = {
         "preferences": "Preferences",
         "view_in_browser": "View in browser",
         "essay": "Essay",
+        "editors_note": "Editor's note",
     },
 }
 
@@ -125,11 +127,24 @@ def mjml_to_html(source: str, config: Config) -> str:
         raise RenderError(f"the MJML nests elements more than {limit} levels deep (mjml cannot render "
                           "that); simplify the formatting", file=_template_file(env, BASE_TEMPLATE))
     try:
-        return mjml.mjml2html(source, disable_comments=True)
+        # fonts={}: mjml's default font list would add a Google Fonts <link> and @import for
+        # Roboto (a third-party fetch on every open); our stack is system fonts only.
+        html = mjml.mjml2html(source, disable_comments=True, fonts={})
     except ValueError as err:
         env = environment(str(config.templates_path))
         raise RenderError(f"invalid MJML after rendering the templates: {err}",
                           file=_template_file(env, BASE_TEMPLATE)) from None
+    return _quiet_preheader(html)
+
+
+_PREVIEW_STYLE_RE = re.compile(r'(<div style="display:none;[^"]*?)color:#ffffff;')
+
+
+def _quiet_preheader(html: str) -> str:
+    """mjml hides the preheader with display/opacity/max-height *and* paints it white: the colour
+    trick is what SpamAssassin's HTML_FONT_LOW_CONTRAST scores (white on the grey background), and
+    it adds nothing, so it goes."""
+    return _PREVIEW_STYLE_RE.sub(r"\1mso-hide:all;", html, count=1)
 
 
 def inline_css(html: str) -> str:
@@ -252,13 +267,15 @@ def view(edition: Edition, config: Config) -> dict[str, Any]:
         # A namespace, not a dict: `edition.items` must not find dict.items.
         "edition": SimpleNamespace(
             lang=edition.lang, dir="auto", subject=edition.subject, title=edition.title,
+            title_html=keep_last_together(edition.title),
+            categories_lang=categories_lang(edition),
             preheader=edition.preheader, categories=edition.categories,
             date_label=date_label(edition),
             number_label=lab["number"].format(n=edition.number) if edition.number else "",
             lede=[guarded(lambda b=b: block_html(b), b.line) for b in edition.lede_blocks],
             items=[guarded(lambda i=i: _item_view(i), i.line) for i in edition.items],
             essay=None if edition.essay is None else {
-                "heading": edition.essay.heading,
+                "heading": edition.essay.heading, "label": essay_label(edition, config),
                 "blocks": [guarded(lambda b=b: block_html(b), b.line, essay_file) for b in edition.essay.blocks]},
         ),
         "typography": {"font_stack": FONT_STACK, "font_size": "17px" if zh else "16px",
@@ -276,6 +293,42 @@ def _item_view(item) -> dict[str, Any]:
     href = item.url if Link(item.url, item.title).scheme in SAFE_SCHEMES else ""
     summary = [Markup(inline_html(p)) for p in paragraphs(item.summary)]
     return {"number": item.number, "title": item.title, "href": href, "domain": item.domain, "summary": summary}
+
+
+def essay_label(edition: Edition, config: Config) -> str:
+    """What stands over an essay that has no heading: ``essay_label`` from the configuration, else
+    "编者按" / "Editor's note" by the edition's language."""
+    return config.essay_label or labels(edition.lang)["editors_note"]
+
+
+WORD_JOINER = "\u2060"
+
+
+def keep_last_together(title: str) -> str:
+    """The title with its last two characters kept on one line, so that a narrow screen never
+    leaves one character alone on the h1's last line: a word joiner (U+2060) between two CJK
+    characters, a no-break space before a short last Latin word. No inline tag: a tag between CJK
+    characters is what SpamAssassin's HTML_OBFUSCATE rules count."""
+    from newsletter.markdown import is_cjk
+
+    text = title.rstrip()
+    if len(text) >= 4 and is_cjk(text[-1]) and is_cjk(text[-2]) and not text[-2].isspace():
+        return text[:-1] + WORD_JOINER + text[-1]
+    head, space, last = text.rpartition(" ")
+    if space and head and len(last) <= 10 and not any(is_cjk(c) for c in last):
+        return head + "\u00a0" + last
+    return text
+
+
+def categories_lang(edition: Edition) -> str:
+    """``en`` when a Chinese (or other non-Latin) edition's category line is written in Latin
+    letters, so that screen readers and hyphenation use English for it; else no attribute."""
+    from newsletter.markdown import cjk_ratio
+
+    line = " ".join(edition.categories)
+    if not line or language(edition.lang) != "zh":
+        return ""
+    return "en" if cjk_ratio(line) == 0 and any(c.isalpha() for c in line) else ""
 
 
 def block_html(block: Block) -> Markup:

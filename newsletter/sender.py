@@ -73,20 +73,22 @@ class Prepared:
 
 
 def prepare_send(config: Config, path: str | Path, audience: Audience, *, essay: str | Path | None = None,
-                 ledger: Ledger | None = None) -> Prepared:
-    """Match the edition file to the ledger and decide what is sent (nothing is written)."""
+                 ledger: Ledger | None = None, sending: bool = True) -> Prepared:
+    """Match the edition file to the ledger and decide what is sent (nothing is written;
+    ``sending``: check as a real send, where a draft's leftovers are errors)."""
     own = ledger is None
     ledger = ledger or Ledger.open(config)
     try:
-        return _prepare(config, Path(path), audience, Path(essay) if essay else None, ledger)
+        return _prepare(config, Path(path), audience, Path(essay) if essay else None, ledger, sending)
     finally:
         if own:
             ledger.close()
 
 
-def _prepare(config: Config, path: Path, audience: Audience, essay: Path | None, ledger: Ledger) -> Prepared:
+def _prepare(config: Config, path: Path, audience: Audience, essay: Path | None, ledger: Ledger,
+             sending: bool = True) -> Prepared:
     from newsletter.build import render_checked
-    from newsletter.edition import load_edition
+    from newsletter.edition import load_edition, numbered
 
     key = resolved(path)
     try:
@@ -125,7 +127,7 @@ def _prepare(config: Config, path: Path, audience: Audience, essay: Path | None,
             raise EditionError(f"number {number} is already edition {owner.slug!r}'s: remove `number:` "
                                f"(the next free one is {ledger.next_number()})", file=path,
                                line=parsed.lines.get("number"))
-    parsed, rendered, findings = render_checked(replace(parsed, number=number), config)
+    parsed, rendered, findings = render_checked(numbered(parsed, number, config), config, sending=sending)
     snap = make_snapshot(parsed, rendered, essay_path=essay)
     if edition is not None:
         before = ledger.latest_snapshot(edition.id)

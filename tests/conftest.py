@@ -50,6 +50,9 @@ def _isolated_env(monkeypatch):
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    # doctor's DNS lookups never leave the machine: off (tests that check DNS start
+    # tests/dns_stub.py and point this at it)
+    monkeypatch.setenv("NEWSLETTER_DNS_NAMESERVERS", "off")
 
 
 @pytest.fixture

@@ -89,11 +89,62 @@ def test_html_size_limits(project):
     assert [f.code for f in check_edition(edition, large)] == ["html-large"]
 
 
-def test_missing_postal_address_is_an_error(project):
+def test_missing_postal_address_warns_and_stops_only_a_real_send(project):
     (project / "newsletter.toml").write_text('name = "X"\n', encoding="utf-8")
-    findings, *_ = run(project, "Lede." + ITEMS)
-    assert [(f.level, f.code) for f in findings] == [(Level.ERROR, "missing-field")]
+    findings, edition, rendered = run(project, "Lede." + ITEMS)
+    assert [(f.level, f.code) for f in findings] == [(Level.WARNING, "missing-field")]
     assert "postal_address" in findings[0].message
+    sending = check_edition(edition, rendered, load_config(), sending=True)
+    assert [(f.level, f.code) for f in sending] == [(Level.ERROR, "missing-field")]
+
+
+@pytest.mark.parametrize("title, caps", [
+    ("2025.10.14 全球AI新闻速递", True), ("\"今日 AI 与 GPU 要闻\"", True), ("AI WEEKLY ROUNDUP", True),
+    ("AI Daily · 2025.10.14 全球AI新闻速递", False), ("全球新闻速递第一期", False), ("OPENAI", False),
+])
+def test_subject_whose_latin_letters_are_all_capitals_is_a_warning(project, title, caps):
+    findings, *_ = run(project, "Lede." + ITEMS, title=title)
+    assert ("subject-all-caps" in [f.code for f in findings]) is caps
+    assert not has_errors(findings)
+
+
+def test_subject_template_gives_the_default_subject(project):
+    (project / "newsletter.toml").write_text(
+        'name = "AI Daily"\npostal_address = "1 Road"\nsubject_template = "{name} · {title}"\n', encoding="utf-8")
+    findings, edition, rendered = run(project, "Lede." + ITEMS, title="2025.10.14 全球AI新闻速递")
+    assert rendered.subject == "AI Daily · 2025.10.14 全球AI新闻速递"
+    assert findings == []
+    findings, edition, rendered = run(project, "Lede." + ITEMS, title="T", extra="subject: Mine\n")
+    assert rendered.subject == "Mine"
+
+
+@pytest.mark.parametrize("template", ["{nope}", "{title", "{title.__class__}", "{0}"])
+def test_bad_subject_template_is_a_config_error(project, template):
+    from newsletter.errors import ConfigError
+
+    (project / "newsletter.toml").write_text(f'subject_template = "{template}"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="subject_template"):
+        load_config()
+
+
+def test_skeleton_todo_and_example_link_are_errors_only_for_a_real_send(project):
+    body = "TODO: the lede.\n\n---\n\n1. [TODO: title](https://example.com/)\n\n    Sum.\n"
+    findings, edition, rendered = run(project, body)
+    assert {(f.level.value, f.code) for f in findings} == {("warning", "placeholder-text"), ("warning", "skeleton-link")}
+    sending = check_edition(edition, rendered, load_config(), sending=True)
+    assert {(f.level.value, f.code) for f in sending} == {("error", "placeholder-text"), ("error", "skeleton-link")}
+
+
+def test_raw_html_the_sanitiser_drops_is_a_warning_quoting_it(project):
+    body = ("A lede with <b>bold</b> kept.\n\n---\n\n1. [Quotes & <angle> brackets](https://one.example/a)\n\n"
+            "    Summary <!-- note --> with <blink>x</blink>.\n")
+    findings, edition, rendered = run(project, body)
+    dropped = [f for f in findings if f.code == "html-dropped"]
+    assert [f.level.value for f in dropped] == ["warning"] * 4
+    assert "'<angle>'" in dropped[0].message and r"\<angle\>" in dropped[0].message
+    assert {f.line for f in dropped} == {edition.items[0].line}
+    assert "<b>" not in " ".join(f.message for f in dropped)
+    assert "&lt;angle&gt;" not in rendered.html  # what the warning says: it vanishes
 
 
 def test_finding_format_and_dict():

@@ -173,6 +173,6 @@ def test_build_sample_with_pasted_essay(cli, project):
     result = cli("build", SAMPLES / "2025-10-14-ai-digest.md", "--essay", SAMPLES / "2025-10-15-essay.txt")
     assert result.exit_code == 0, result.output
     text = (project / "build" / "2025-10-14.txt").read_text(encoding="utf-8")
-    assert "OpenAI与DeepSeek,正在把AI竞争引入软硬协同阶段" in text
+    assert "OpenAI与DeepSeek，正在把AI竞争引入软硬协同阶段" in text
     assert "用户登录" not in text and "新浪科技" in text
     assert text.count("https://www.ithome.com/") == 6

@@ -90,7 +90,7 @@ def test_sample_digest_has_ten_items_and_five_essay_paragraphs(config):
 def test_pasted_essay_through_essay_option(config):
     edition = load_edition(DIGEST, config=config, essay_path=ESSAY_TXT)
     essay = edition.essay
-    assert essay.heading == "OpenAI与DeepSeek,正在把AI竞争引入软硬协同阶段"
+    assert essay.heading == "OpenAI与DeepSeek，正在把AI竞争引入软硬协同阶段"
     texts = [b.text for b in essay.blocks]
     assert texts[0].startswith("全球AI竞争正在走向模型与算力的协同")
     assert not any("阅读" in t and "views" in t for t in texts)  # dateline dropped

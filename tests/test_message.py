@@ -147,7 +147,7 @@ def test_unsubscribe_token_is_scoped_signed_and_matches_make_token():
     assert token == make_token(SECRET, "unsubscribe", 2, 3, uid="")
     claims = verify_token(SECRET, "unsubscribe", token)
     assert (claims.subscriber_id, claims.list_id) == (2, 3)
-    assert "<mailto:editor@example.com?subject=unsubscribe%20" + token + ">" in header
+    assert header == f"<{url}>", "no mailto without [unsubscribe] mailto: nobody reads Reply-To for it"
     text, html = parts(msg)
     assert url in text and url in html
     prefs = make_token(SECRET, "preferences", 2, 0, uid="")
@@ -155,6 +155,41 @@ def test_unsubscribe_token_is_scoped_signed_and_matches_make_token():
     from newsletter.errors import TokenError
     with pytest.raises(TokenError):
         verify_token(b"another secret of enough length", "unsubscribe", token)
+
+
+def test_mailto_unsubscribe_only_when_a_read_mailbox_is_configured():
+    from newsletter.config import UnsubscribeConfig
+
+    cfg = config(unsubscribe=UnsubscribeConfig(mailto="unsubscribe@news.example.com"))
+    ctx = SendContext(config=cfg, secret=SECRET, list_id=3, list_name="daily")
+    for raw in (MessageTemplate(rendered(), ctx).render(READERS[1]).raw,
+                build_message_slow(rendered(), ctx, READERS[1])):
+        header = str(parsed(raw)["List-Unsubscribe"])
+        token = make_token(SECRET, "unsubscribe", 2, 3)
+        assert header == (f"<https://news.example.com/unsubscribe/{token}>, "
+                          f"<mailto:unsubscribe@news.example.com?subject=unsubscribe%20{token}>")
+
+
+def test_cjk_heavy_parts_go_base64_and_latin_ones_stay_quoted_printable():
+    from newsletter.message import body_encoding
+
+    assert body_encoding("今日要闻，模型与芯片。" * 200) == "base64"
+    assert body_encoding("The day's news in models and chips. " * 200) == "quoted-printable"
+    zh = RenderedEmail(slug="s", subject="s", preheader="", lang="zh-CN", web_url="https://x/",
+                       html="<p>" + "今日要闻 " * 400 + f"<a href=\"{placeholder('unsubscribe_url')}\">退订</a>"
+                            + f"{placeholder('name', '朋友')}{placeholder('email')}x</p>",
+                       text="English text only, " * 100 + placeholder("unsubscribe_url"))
+    ctx = SendContext(config=config(), secret=SECRET, list_id=3, list_name="daily")
+    template = MessageTemplate(zh, ctx)
+    for reader in READERS:
+        raw = template.render(reader).raw
+        msg = parsed(raw)
+        html_part, text_part = msg.get_body(("html",)), msg.get_body(("plain",))
+        assert html_part["Content-Transfer-Encoding"] == "base64"
+        assert text_part["Content-Transfer-Encoding"] == "quoted-printable"
+        assert parts(msg) == parts(parsed(build_message_slow(zh, ctx, reader)))
+        assert all(len(line) <= 76 for line in raw.split(b"\r\n")[raw.split(b"\r\n").index(b""):])
+        assert not msg.defects and all(not p.defects for p in msg.iter_parts())
 
 
 @pytest.mark.parametrize("reader", [

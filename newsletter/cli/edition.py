@@ -111,15 +111,16 @@ def check(
     config = get_config(ctx)
     parsed, rendered, findings = build_edition(edition, config, essay)
     errors = sum(f.level is Level.ERROR for f in findings)
+    warnings = sum(f.level is Level.WARNING for f in findings)
     if as_json:
         typer.echo(json.dumps({"edition": str(edition), "slug": parsed.slug, "errors": errors,
-                               "warnings": len(findings) - errors,
+                               "warnings": warnings,
                                "html_bytes": len(rendered.html.encode("utf-8")),
                                "findings": [f.as_dict() for f in findings]}, ensure_ascii=False, indent=2))
     else:
         for finding in findings:
             typer.echo(finding.format(edition))
-        typer.echo(f"{_shown(edition)}: {errors} error(s), {len(findings) - errors} warning(s)")
+        typer.echo(f"{_shown(edition)}: {errors} error(s), {warnings} warning(s)")
     if has_errors(findings):
         raise typer.Exit(1)
 
@@ -143,7 +144,7 @@ def build(
     if has_errors(findings) and not force:
         notice("build refused: fix the errors above, or use --force")
         raise typer.Exit(1)
-    for path in write_build(rendered, output or config.build_path):
+    for path in write_build(rendered, output or config.build_path, config):
         typer.echo(f"{_shown(path)}  {path.stat().st_size / 1024:.1f} KB")
 
 

@@ -61,7 +61,7 @@ def send(
     config = get_config(ctx)
     when = parse_when(at) if at else None
     audience = make_audience(list_name, exclude_list or (), where or ())
-    prepared = _checked_prepare(config, edition, essay, audience)
+    prepared = _checked_prepare(config, edition, essay, audience, sending=not test)
     options = SendOptions(transport=transport, rate=rate, concurrency=concurrency, retry_unknown=retry_unknown)
     job = SendJob(config, prepared, audience, options, notify=notice, again=again)
     try:
@@ -86,13 +86,14 @@ def send(
         job.close()
 
 
-def _checked_prepare(config, edition: Path, essay: Path | None, audience):
+def _checked_prepare(config, edition: Path, essay: Path | None, audience, *, sending: bool = True):
     """What will be sent: the resumed send's frozen snapshot, or a fresh render that passed the
-    checks. Each note (a changed file, a changed slug) is one line before the plan."""
+    checks (``sending``: those of a real send, where a draft's TODO markers and a missing postal
+    address are errors). Each note (a changed file, a changed slug) is one line before the plan."""
     from newsletter.checks import has_errors
     from newsletter.sender import prepare_send
 
-    prepared = prepare_send(config, edition, audience, essay=essay)
+    prepared = prepare_send(config, edition, audience, essay=essay, sending=sending)
     for finding in prepared.findings:
         notice(finding.format(edition))
     if has_errors(prepared.findings):

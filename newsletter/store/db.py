@@ -34,9 +34,13 @@ def migrations() -> list[tuple[int, str, str]]:
         if m:
             found.append((int(m.group(1)), entry.name, entry.read_text(encoding="utf-8")))
     found.sort()
-    for (before, before_name, _), (version, name, _) in zip(found, found[1:]):
-        if version == before:
-            raise StoreError(f"migrations {before_name} and {name} have the same number")
+    # Strictly increasing from 001; gaps are allowed (branches number their migrations apart and
+    # are merged later), a repeated number is not.
+    previous = 0
+    for version, name, _ in found:
+        if version <= previous or (previous == 0 and version != 1):
+            raise StoreError(f"migration {name} is out of sequence (after {previous:03d})")
+        previous = version
     return found
 
 
