@@ -105,13 +105,14 @@ class EventRecorder:
             claims = verify_token(self.secret, "unsubscribe", event.token)
         except TokenError:
             return f"mail from {who}: its unsubscribe token is not genuine: nothing done"
-        try:
-            subscriber = self.store.get_subscriber_by_id(claims.subscriber_id)
-            changed = self.store.unsubscribe(claims.subscriber_id, claims.list_id or None)
-        except NewsletterError:
-            return f"mail from {who}: subscriber {claims.subscriber_id} or its list no longer exists: nothing to stop"
+        # The token names an identity that is never reused: an erased reader's names nobody.
+        subscriber = self.store.subscriber_for_token(claims)
         if subscriber is None:
             return f"mail from {who}: subscriber {claims.subscriber_id} no longer exists: nothing to stop"
+        try:
+            changed = self.store.unsubscribe(subscriber.id, claims.list_id or None)
+        except NewsletterError:
+            return f"mail from {who}: the list of subscriber {claims.subscriber_id} no longer exists: nothing to stop"
         scope = "all lists"
         if claims.list_id:
             found = self.store.get_list_by_id(claims.list_id)

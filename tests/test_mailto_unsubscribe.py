@@ -157,13 +157,13 @@ def test_the_token_in_a_plus_address_and_behind_a_reply_prefix(inbound, cli):
 
 @pytest.mark.parametrize("subject", [
     "unsubscribe",  # no token
-    "unsubscribe " + make_token(b"another secret of enough length", "unsubscribe", 1, 1),  # forged
+    "unsubscribe " + make_token(b"another secret of enough length", "unsubscribe", 1, 1, uid=""),  # forged
     "unsubscribe TOKEN",  # preferences token in an unsubscribe's place: below
 ])
 def test_no_or_a_forged_token_changes_nothing_but_is_recorded(inbound, cli, subject):
     sns, topic, sqs, queue_url, messages = inbound
     if subject == "unsubscribe TOKEN":
-        subject = "unsubscribe " + make_token(load_secret(load_config()), "preferences", 1, 0)
+        subject = "unsubscribe " + make_token(load_secret(load_config()), "preferences", 1, 0, uid="")
     sqs.send_message(QueueUrl=queue_url, MessageBody=raw_body(received(subject, sender="ann@example.org")))
     result = cli("events", "pull")
     assert result.exit_code == 0, result.output
@@ -173,12 +173,12 @@ def test_no_or_a_forged_token_changes_nothing_but_is_recorded(inbound, cli, subj
 
 
 def test_parse_received_notification_both_envelopes():
-    doc = received("Re: unsubscribe " + make_token(b"k" * 32, "unsubscribe", 7, 3), sender="Ann <ann@example.org>")
+    doc = received("Re: unsubscribe " + make_token(b"k" * 32, "unsubscribe", 7, 3, uid="ab" * 16), sender="Ann <ann@example.org>")
     for body in (raw_body(doc), sns_body(doc)):
         [event] = parse_message(body)
         assert event.type is EventType.UNSUBSCRIBE and event.subtype == "mailto"
         assert event.email == "ann@example.org"
-        assert event.token == make_token(b"k" * 32, "unsubscribe", 7, 3)
+        assert event.token == make_token(b"k" * 32, "unsubscribe", 7, 3, uid="ab" * 16)
         assert event.occurred_at == "2026-11-25T08:00:01Z"
     bare = copy.deepcopy(doc)
     bare["mail"]["commonHeaders"]["subject"] = "hello"
