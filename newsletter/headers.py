@@ -40,7 +40,8 @@ _PRINTABLE_ASCII_RE = re.compile(r"[ -~]*")
 # An addr-spec we can put on an envelope and in a header as it is: ASCII, no display parts.
 ADDR_SPEC_RE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
 _FIELD_NAME_RE = re.compile(r"[!-9;-~]+")  # RFC 5322 ftext
-_MAILBOX_RE = re.compile(r"\s*(?:(?P<name>.*?)\s*<(?P<angle>[^<>]*)>|(?P<bare>[^<>\s]+))\s*", re.DOTALL)
+_MAILBOX_RE = re.compile(r'\s*(?:(?P<name>(?:"(?:[^"\\]|\\.)*"|[^<>"])*?)\s*<(?P<angle>[^<>]*)>'
+                         r'|(?P<bare>[^<>\s",]+))\s*', re.DOTALL)
 _MAX_DECODE_ROUNDS = 8
 _WORD_BYTES = 45  # 45 bytes -> 60 base64 characters: an encoded word of 72, a line under 78
 _FOLD = 78
