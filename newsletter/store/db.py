@@ -132,9 +132,10 @@ def migrate_database(conn: sqlite3.Connection, path: Path | None = None) -> int:
             if schema_version(conn) >= version:  # another process got here first
                 conn.execute("ROLLBACK")
                 continue
+            before = set(map(tuple, conn.execute("PRAGMA foreign_key_check"))) if rebuild else set()
             for statement in _statements(sql):
                 conn.execute(statement)
-            if rebuild and conn.execute("PRAGMA foreign_key_check").fetchone() is not None:
+            if rebuild and set(map(tuple, conn.execute("PRAGMA foreign_key_check"))) - before:
                 raise sqlite3.IntegrityError("foreign key check failed after the rebuild")
             conn.execute(f"PRAGMA user_version = {version}")
             conn.execute("COMMIT")
