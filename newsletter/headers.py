@@ -136,16 +136,19 @@ def _plain(value: str) -> bool:
     return "=?" not in value and _PRINTABLE_ASCII_RE.fullmatch(value) is not None
 
 
-def _encoded_words(value: str) -> list[str]:
+def _encoded_words(value: str, first: int = 0) -> list[str]:
+    """Base64 encoded words of at most 45 bytes each (never splitting a character); the first
+    one shorter when ``first`` characters (``Subject: ``) precede it on its line."""
     data = value.encode("utf-8")
-    if len(data) <= _WORD_BYTES:
+    budget = min(_WORD_BYTES, max(3, (_FOLD - first - 12) // 4 * 3)) if first else _WORD_BYTES
+    if len(data) <= budget:
         return ["=?utf-8?b?" + binascii.b2a_base64(data, newline=False).decode("ascii") + "?="]
     words, chunk = [], b""
     for char in value:
         encoded = char.encode("utf-8")
-        if chunk and len(chunk) + len(encoded) > _WORD_BYTES:
+        if chunk and len(chunk) + len(encoded) > budget:
             words.append(chunk)
-            chunk = b""
+            chunk, budget = b"", _WORD_BYTES
         chunk += encoded
     words.append(chunk)
     return ["=?utf-8?b?" + base64.b64encode(w).decode("ascii") + "?=" for w in words]
@@ -162,7 +165,7 @@ def text(field: str, value: str, *, name_length: int | None = None) -> str:
         folded = _fold_words(value.split(" "), first)
         if folded is not None:
             return folded
-    return "\r\n ".join(_encoded_words(value))
+    return "\r\n ".join(_encoded_words(value, first))
 
 
 def _fold_words(words: list[str], first: int) -> str | None:
@@ -170,7 +173,7 @@ def _fold_words(words: list[str], first: int) -> str | None:
     lines, line = [], ""
     width = first
     for word in words:
-        if len(word) + 1 + first > MAX_LINE:
+        if len(word) + 1 + first > _FOLD:  # a word no line can hold: encoded words can be cut
             return None
         if line and width + len(line) + 1 + len(word) > _FOLD:
             lines.append(line)
@@ -184,7 +187,7 @@ def _fold_words(words: list[str], first: int) -> str | None:
 def phrase(field: str, name: str) -> str:
     """A display name as it goes before ``<addr>``: atoms, a quoted string or encoded words."""
     check(field, name)
-    if _ATOMS_RE.fullmatch(name) and "=?" not in name:
+    if len(name) <= 60 and _ATOMS_RE.fullmatch(name) and "=?" not in name:
         return name
     if _plain(name) and len(name) <= 60:
         return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'

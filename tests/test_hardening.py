@@ -396,3 +396,10 @@ def test_read_only_database_folder_is_named(project, cli, tmp_path_factory):
     finally:
         os.chmod(folder / "proj" / "subscribers", 0o755)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_edition_lang_must_be_a_language_tag(project):
+    (project / "editions").mkdir()
+    (project / "editions" / "d.md").write_text("---\ntitle: T\ndate: 2025-02-10T08:00:00+08:00\n"
+                                               "lang: 'en\" onload=\"x'\n---\n\nLede.\n", encoding="utf-8")
+    assert "editions/d.md:4: lang " in one_line(run("check", "editions/d.md", cwd=project))
