@@ -259,7 +259,7 @@ def _check_url(key: str, value: str, file: Path | None) -> None:
         # Only URL characters, and none that ends or splits a header's <URL> list (`>` `,`):
         # base_url goes into List-Unsubscribe as well as into every link.
         ok = (parts.scheme in ("http", "https") and bool(parts.hostname) and bool(_URL_RE.fullmatch(value))
-              and not parts.query and not parts.fragment)
+              and not parts.query and not parts.fragment and len(value) <= 300)
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError:
         ok = False
