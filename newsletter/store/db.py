@@ -1,8 +1,11 @@
 """SQLite connections and schema migrations.
 
 The schema is versioned with ``PRAGMA user_version``; each ``migrations/NNN_name.sql`` file takes
-the database from version NNN-1 to NNN inside one transaction, so a crash mid-migration leaves
-the previous version intact. Two processes starting at once serialise on ``BEGIN IMMEDIATE``.
+the database to version NNN inside one transaction, in order (numbers may have gaps: branches number
+their migrations apart), so a crash mid-migration leaves the previous version intact. Two
+processes starting at once serialise on ``BEGIN IMMEDIATE``. A migration whose first line is
+``-- newsletter: foreign_keys=off`` rebuilds a table: it runs with foreign keys off (SQLite's
+prescribed way: a DROP TABLE would otherwise cascade) and must leave no new foreign-key violation.
 """
 
 from __future__ import annotations
