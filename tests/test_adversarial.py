@@ -28,6 +28,7 @@ import pytest
 
 from conftest import SAMPLES
 from fake_ses import FakeSes
+from test_transport import smtp_server  # noqa: F401  (the aiosmtpd fixture)
 from newsletter.config import load_config
 from newsletter.headers import CONTROL_RE, decode_words
 from newsletter.store import open_store
@@ -281,6 +282,22 @@ def test_hostile_names_through_ses(project, edition, cli):
             assert_only_our_headers(message["raw"].encode("ascii"), to=to, allowed=EDITION_HEADERS)
     finally:
         server.stop()
+
+
+def test_hostile_names_through_smtp(project, edition, cli, smtp_server):
+    controller, handler = smtp_server
+    with open(project / "newsletter.toml", "a", encoding="utf-8") as fh:
+        fh.write(f'\n[smtp]\nhost = "127.0.0.1"\nport = {controller.port}\nsecurity = "none"\n')
+    assert cli("lists", "create", "daily").exit_code == 0
+    for number, name in enumerate(HOSTILE_NAMES):
+        assert cli("subscribers", "add", f"smtp{number}@example.com", "--name", name, "--list", "daily").exit_code == 0
+    result = cli("send", EDITION, "--list", "daily", "--transport", "smtp", "--yes")
+    assert result.exit_code == 0, result.output
+    assert len(handler.envelopes) == len(HOSTILE_NAMES)
+    for envelope in handler.envelopes:
+        (to,) = envelope.rcpt_tos
+        assert envelope.mail_from == "news@example.com"
+        assert_only_our_headers(envelope.original_content, to=to, allowed=EDITION_HEADERS)
 
 
 # -- editor input: titles and subjects -------------------------------------------------------------------
