@@ -403,3 +403,14 @@ def test_edition_lang_must_be_a_language_tag(project):
     (project / "editions" / "d.md").write_text("---\ntitle: T\ndate: 2025-02-10T08:00:00+08:00\n"
                                                "lang: 'en\" onload=\"x'\n---\n\nLede.\n", encoding="utf-8")
     assert "editions/d.md:4: lang " in one_line(run("check", "editions/d.md", cwd=project))
+
+
+def test_list_ids_are_never_reused(project, cli):
+    cli("lists", "create", "first")
+    cli("lists", "create", "gone")
+    with open_store(load_config()) as store:
+        gone = store.get_list("gone").id
+    assert cli("lists", "rm", "gone", "--yes").exit_code == 0
+    cli("lists", "create", "newer")
+    with open_store(load_config()) as store:
+        assert store.get_list("newer").id > gone

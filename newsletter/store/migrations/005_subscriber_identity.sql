@@ -7,7 +7,9 @@
 --   verifies to a reader only when the row with its id still carries its uid;
 -- * readers who existed before this migration got a uid here and `legacy_tokens = 1`: the links
 --   in mail already sent (tokens without a uid) keep working for them, and only for them.
--- The table is rebuilt (SQLite cannot add AUTOINCREMENT in place) with foreign keys off, as
+-- * list ids come from AUTOINCREMENT too: tokens are scoped to a list id, and a list removed and
+--   another created must not inherit the old one's links (a confirmation link would confirm it).
+-- The tables are rebuilt (SQLite cannot add AUTOINCREMENT in place) with foreign keys off, as
 -- SQLite's ALTER TABLE documentation prescribes; the runner checks them before committing.
 
 CREATE TABLE subscribers_new (
@@ -36,3 +38,16 @@ FROM subscribers ORDER BY id;
 DROP TABLE subscribers;
 ALTER TABLE subscribers_new RENAME TO subscribers;
 CREATE UNIQUE INDEX subscribers_by_key ON subscribers(email_key);
+
+CREATE TABLE lists_new (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    name        TEXT NOT NULL UNIQUE,
+    description TEXT NOT NULL DEFAULT '',
+    optin       TEXT NOT NULL DEFAULT 'single' CHECK (optin IN ('single', 'double')),
+    public      INTEGER NOT NULL DEFAULT 0,
+    created_at  TEXT NOT NULL
+);
+INSERT INTO lists_new (id, name, description, optin, public, created_at)
+SELECT id, name, description, optin, public, created_at FROM lists ORDER BY id;
+DROP TABLE lists;
+ALTER TABLE lists_new RENAME TO lists;
