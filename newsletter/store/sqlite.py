@@ -27,6 +27,7 @@ from newsletter.store.models import (
     Recipient,
     Subscriber,
     SubscriberStatus,
+    uid_hex,
 )
 
 MAX_NAME = 200  # as on the web form and in a CSV import
@@ -42,7 +43,7 @@ def _subscriber(row: sqlite3.Row) -> Subscriber:
         id=row["id"], email=row["email"], name=row["name"],
         attributes=json.loads(row["attributes"]), status=SubscriberStatus(row["status"]),
         source=row["source"], created_at=row["created_at"], confirmed_at=row["confirmed_at"],
-        unsubscribed_at=row["unsubscribed_at"], uid=row["uid"], legacy_tokens=bool(row["legacy_tokens"]),
+        unsubscribed_at=row["unsubscribed_at"], uid=uid_hex(row["uid"]), legacy_tokens=bool(row["legacy_tokens"]),
     )
 
 
@@ -344,7 +345,7 @@ class SqliteStore(Store):
             for row in batch:
                 yield Recipient(subscriber_id=row["id"], email=envelope_address(row["email"]),
                                 name=row["name"], attributes=json.loads(row["attributes"]),
-                                uid=row["uid"])
+                                uid=uid_hex(row["uid"]))
 
     def is_suppressed(self, email: str) -> bool:
         try:
