@@ -120,14 +120,14 @@ def neutralise(value: str | None) -> tuple[str, bool]:
             text = decoded
     cleaned, count = _CONTROL_RUNS_RE.subn(" ", text)
     cleaned = cleaned.strip()
+    for _ in range(_MAX_DECODE_ROUNDS):  # whatever is left must pass ``check``
+        if problem(cleaned) is None:
+            break
+        cleaned, more = _CONTROL_RUNS_RE.subn(" ", decode_words(cleaned))
+        cleaned, count = cleaned.strip(), count + more
     if not cleaned.isascii():
         cleaned = unicodedata.normalize("NFC", cleaned)
     return cleaned, count > 0
-
-
-def cap(value: str, limit: int) -> str:
-    """``value`` cut to ``limit`` characters (on a character, never inside one)."""
-    return value if len(value) <= limit else value[:limit].rstrip()
 
 
 # -- encoding ---------------------------------------------------------------------------------

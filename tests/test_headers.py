@@ -79,3 +79,14 @@ def test_subjects_fold_under_78(value):
 def test_one_mailbox_is_parsed_strictly(value):
     with pytest.raises(ValidationError, match="from"):
         headers.parse_mailbox("from", value)
+
+
+def test_neutralised_reader_input_always_passes_the_check():
+    rng = random.Random(2047)
+    pieces = ["=?", "?=", "utf-8", "?q?", "?b?", "=0A", "=0D", "=3D", "=3F", "CgA=", "_", "\r", "\n", "\x00",
+              "\u2028", "\x85", "a", " ", "é", "日", "?", "="]
+    for _ in range(3000):
+        value = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 24)))
+        cleaned, _ = headers.neutralise(value)
+        assert headers.problem(cleaned) is None, (value, cleaned)
+        headers.phrase("To", cleaned)  # and it can be encoded
