@@ -71,10 +71,11 @@ def _decode_word(match: re.Match[str]) -> str:
     except (binascii.Error, ValueError):
         return match.group(0)
     try:
-        codecs.lookup(charset)
-    except LookupError:
-        charset = "latin-1"
-    text = data.decode(charset, "replace")
+        if not codecs.lookup(charset)._is_text_encoding:  # rot13, base64…: not a charset
+            raise LookupError(charset)
+        text = data.decode(charset, "replace")
+    except (LookupError, ValueError, UnicodeError, TypeError):  # unknown, "\0" in the name, idna…
+        text = data.decode("latin-1")
     # A byte that is a control character in ASCII is one whatever the label says.
     if re.search(rb"[\x00-\x1f\x7f]", data) and not CONTROL_RE.search(text):
         text += "\n"
