@@ -35,8 +35,9 @@ NAMES = ["张伟", "Ada Lovelace", "李娜", "Grace Hopper", "まつもと ゆ�
 
 
 def readers(n: int) -> list[Recipient]:
-    return [Recipient(i + 1, f"reader{i}@example.com", NAMES[i % len(NAMES)], {"city": "北京" if i % 2 else "London"})
-            for i in range(n)]
+    # each with the random identity its tokens carry (as the store gives them)
+    return [Recipient(i + 1, f"reader{i}@example.com", NAMES[i % len(NAMES)], {"city": "北京" if i % 2 else "London"},
+                      f"{i:032x}") for i in range(n)]
 
 
 def time_per_message(build, people: list[Recipient], rounds: int) -> tuple[float, float]:

@@ -55,7 +55,7 @@ def make_project(root: Path, url: str, readers: int) -> tuple[list[str], object]
                 conn.execute(
                     "INSERT INTO memberships (subscriber_id, list_id, status, created_at) "
                     "VALUES (?, ?, 'active', '2026-01-01T00:00:00Z')", (cur.lastrowid, daily.id))
-        ids = [tuple(r) for r in store.conn.execute("SELECT id, uid FROM subscribers ORDER BY id")]
+        ids = [(r[0], r[1].hex()) for r in store.conn.execute("SELECT id, uid FROM subscribers ORDER BY id")]
     paths = [f"/unsubscribe/{make_token(secret, 'unsubscribe', sid, daily.id, uid=uid)}" for sid, uid in ids]
     return paths, config
 

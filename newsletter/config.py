@@ -262,6 +262,7 @@ _RANGES = (
     ("web.confirmations_per_address_per_day", 1, 1000),
     ("events.soft_bounce_limit", 1, 1000), ("events.soft_bounce_window_days", 1, 3660),
 )
+_URL_RE = re.compile(r"[A-Za-z0-9\-._~:/\[\]@!$&()*+;=%]+")
 _LANG_RE = re.compile(r"[A-Za-z]{2,8}(?:-[A-Za-z0-9]{1,8})*")
 
 
@@ -304,8 +305,10 @@ def _check_url(key: str, value: str, file: Path | None) -> None:
 
     try:
         parts = urlsplit(value)
-        ok = (parts.scheme in ("http", "https") and bool(parts.hostname) and value.isprintable()
-              and " " not in value and not parts.query and not parts.fragment)
+        # Only URL characters, and none that ends or splits a header's <URL> list (`>` `,`):
+        # base_url goes into List-Unsubscribe as well as into every link.
+        ok = (parts.scheme in ("http", "https") and bool(parts.hostname) and bool(_URL_RE.fullmatch(value))
+              and not parts.query and not parts.fragment and len(value) <= 300)
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError:
         ok = False

@@ -249,6 +249,8 @@ def _front_matter_fields(meta: dict[str, Any], lines: dict[str, int], path: Path
     out["number"] = number
     if out["slug"] is not None and not _SLUG_RE.match(out["slug"]):
         fail("slug", "slug must be lower-case letters, digits, '-', '.' or '_' (it becomes a file name and URL)")
+    if out["lang"] is not None and not re.fullmatch(r"[A-Za-z]{2,8}(?:-[A-Za-z0-9]{1,8})*", out["lang"]):
+        fail("lang", f"lang {out['lang'][:40]!r} is not a language tag: expected e.g. en, zh-CN")
     if out["subject"] is not None and not out["subject"]:
         fail("subject", "subject is empty: remove it to use the title, or write one")
     return out

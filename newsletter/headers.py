@@ -40,7 +40,8 @@ _PRINTABLE_ASCII_RE = re.compile(r"[ -~]*")
 # An addr-spec we can put on an envelope and in a header as it is: ASCII, no display parts.
 ADDR_SPEC_RE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
 _FIELD_NAME_RE = re.compile(r"[!-9;-~]+")  # RFC 5322 ftext
-_MAILBOX_RE = re.compile(r"\s*(?:(?P<name>.*?)\s*<(?P<angle>[^<>]*)>|(?P<bare>[^<>\s]+))\s*", re.DOTALL)
+_MAILBOX_RE = re.compile(r'\s*(?:(?P<name>(?:"(?:[^"\\]|\\.)*"|[^<>"])*?)\s*<(?P<angle>[^<>]*)>'
+                         r'|(?P<bare>[^<>\s",]+))\s*', re.DOTALL)
 _MAX_DECODE_ROUNDS = 8
 _WORD_BYTES = 45  # 45 bytes -> 60 base64 characters: an encoded word of 72, a line under 78
 _FOLD = 78
@@ -70,10 +71,11 @@ def _decode_word(match: re.Match[str]) -> str:
     except (binascii.Error, ValueError):
         return match.group(0)
     try:
-        codecs.lookup(charset)
-    except LookupError:
-        charset = "latin-1"
-    text = data.decode(charset, "replace")
+        if not codecs.lookup(charset)._is_text_encoding:  # rot13, base64…: not a charset
+            raise LookupError(charset)
+        text = data.decode(charset, "replace")
+    except (LookupError, ValueError, UnicodeError, TypeError):  # unknown, "\0" in the name, idna…
+        text = data.decode("latin-1")
     # A byte that is a control character in ASCII is one whatever the label says.
     if re.search(rb"[\x00-\x1f\x7f]", data) and not CONTROL_RE.search(text):
         text += "\n"
@@ -119,14 +121,14 @@ def neutralise(value: str | None) -> tuple[str, bool]:
             text = decoded
     cleaned, count = _CONTROL_RUNS_RE.subn(" ", text)
     cleaned = cleaned.strip()
+    for _ in range(_MAX_DECODE_ROUNDS):  # whatever is left must pass ``check``
+        if problem(cleaned) is None:
+            break
+        cleaned, more = _CONTROL_RUNS_RE.subn(" ", decode_words(cleaned))
+        cleaned, count = cleaned.strip(), count + more
     if not cleaned.isascii():
         cleaned = unicodedata.normalize("NFC", cleaned)
     return cleaned, count > 0
-
-
-def cap(value: str, limit: int) -> str:
-    """``value`` cut to ``limit`` characters (on a character, never inside one)."""
-    return value if len(value) <= limit else value[:limit].rstrip()
 
 
 # -- encoding ---------------------------------------------------------------------------------
@@ -135,16 +137,19 @@ def _plain(value: str) -> bool:
     return "=?" not in value and _PRINTABLE_ASCII_RE.fullmatch(value) is not None
 
 
-def _encoded_words(value: str) -> list[str]:
+def _encoded_words(value: str, first: int = 0) -> list[str]:
+    """Base64 encoded words of at most 45 bytes each (never splitting a character); the first
+    one shorter when ``first`` characters (``Subject: ``) precede it on its line."""
     data = value.encode("utf-8")
-    if len(data) <= _WORD_BYTES:
+    budget = min(_WORD_BYTES, max(3, (_FOLD - first - 12) // 4 * 3)) if first else _WORD_BYTES
+    if len(data) <= budget:
         return ["=?utf-8?b?" + binascii.b2a_base64(data, newline=False).decode("ascii") + "?="]
     words, chunk = [], b""
     for char in value:
         encoded = char.encode("utf-8")
-        if chunk and len(chunk) + len(encoded) > _WORD_BYTES:
+        if chunk and len(chunk) + len(encoded) > budget:
             words.append(chunk)
-            chunk = b""
+            chunk, budget = b"", _WORD_BYTES
         chunk += encoded
     words.append(chunk)
     return ["=?utf-8?b?" + base64.b64encode(w).decode("ascii") + "?=" for w in words]
@@ -161,7 +166,7 @@ def text(field: str, value: str, *, name_length: int | None = None) -> str:
         folded = _fold_words(value.split(" "), first)
         if folded is not None:
             return folded
-    return "\r\n ".join(_encoded_words(value))
+    return "\r\n ".join(_encoded_words(value, first))
 
 
 def _fold_words(words: list[str], first: int) -> str | None:
@@ -169,7 +174,7 @@ def _fold_words(words: list[str], first: int) -> str | None:
     lines, line = [], ""
     width = first
     for word in words:
-        if len(word) + 1 + first > MAX_LINE:
+        if len(word) + 1 + first > _FOLD:  # a word no line can hold: encoded words can be cut
             return None
         if line and width + len(line) + 1 + len(word) > _FOLD:
             lines.append(line)
@@ -183,7 +188,7 @@ def _fold_words(words: list[str], first: int) -> str | None:
 def phrase(field: str, name: str) -> str:
     """A display name as it goes before ``<addr>``: atoms, a quoted string or encoded words."""
     check(field, name)
-    if _ATOMS_RE.fullmatch(name) and "=?" not in name:
+    if len(name) <= 60 and _ATOMS_RE.fullmatch(name) and "=?" not in name:
         return name
     if _plain(name) and len(name) <= 60:
         return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'

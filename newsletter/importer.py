@@ -100,8 +100,10 @@ def _refuse_binary(raw, path: Path) -> None:
         raise ValidationError(f"cannot read: {err.strerror or err}", file=path) from None
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise ValidationError("is UTF-16 text: save it as UTF-8 CSV and try again", file=path)
+    # Text has next to no control characters; a stray one in a cell is cleaned like any other.
     controls = sum(1 for b in head if b < 32 and b not in (9, 10, 13))
-    if b"\x00" in head or controls > len(head) // 100:
+    magic = head.startswith((b"PK\x03\x04", b"\x1f\x8b", b"\xd0\xcf\x11\xe0", b"%PDF", b"\x89PNG", b"\x7fELF"))
+    if magic or controls > len(head) // 100:
         kind = {b"PK\x03\x04": " (a zip file: .xlsx, .ods or .zip?)",
                 b"\xd0\xcf\x11\xe0": " (an old Excel .xls?)"}.get(head[:4], "")
         kind = kind or {b"\x1f\x8b": " (gzip)"}.get(head[:2], "")

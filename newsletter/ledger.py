@@ -31,7 +31,7 @@ from newsletter.config import Config
 from newsletter.errors import StoreError, ValidationError
 from newsletter.snapshot import Snapshot
 from newsletter.store.db import utc_now
-from newsletter.store.models import Recipient
+from newsletter.store.models import Recipient, uid_hex
 
 STALE_AFTER = 30.0  # seconds without a heartbeat after which a worker counts as dead
 _INSERT_BATCH = 2000
@@ -526,7 +526,7 @@ class Ledger:
             _, name, attributes, uid = people.get(subscriber_id, (subscriber_id, "", "{}", ""))
             claims.append(Claim(delivery_id, Recipient(subscriber_id, address, name or "",
                                                        json.loads(attributes or "{}"),
-                                                       list_id or send.list_id or 0, uid or "")))
+                                                       list_id or send.list_id or 0, uid=uid_hex(uid))))
         return claims, skipped
 
     def _skip_departed(self, send: SendRecord, stamp: str) -> int:

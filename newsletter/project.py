@@ -44,10 +44,13 @@ def init_project(folder: Path, *, name: str = "Newsletter", lang: str = "en",
         raise ValidationError("already a newsletter project (newsletter.toml exists); nothing changed",
                               file=config_file)
     _check_header_safe("name", name)
+    if not re.fullmatch(r"[A-Za-z]{2,8}(?:-[A-Za-z0-9]{1,8})*", lang):
+        raise ValidationError(f"--lang {lang[:40]!r} is not a language tag: expected e.g. en, zh-CN")
     folder.mkdir(parents=True, exist_ok=True)
     created = []
     text = Template((SKELETONS / "newsletter.toml").read_text(encoding="utf-8")).substitute(
-        name=_toml_str(name), lang=_toml_str(lang), secret_file=".newsletter-secret")
+        name=_toml_str(name), from_name=_toml_str(_display_name(name)), lang=_toml_str(lang),
+        secret_file=".newsletter-secret")
     if postal_address:
         text = text.replace('postal_address = ""  ', f"postal_address = \"{_toml_str(postal_address)}\"", 1)
     config_file.write_text(text, encoding="utf-8")
@@ -71,8 +74,21 @@ def _toml_str(value: str) -> str:
 
 
 def _check_header_safe(field: str, value: str) -> None:
-    if "\r" in value or "\n" in value:
-        raise ValidationError(f"--{field} must be one line (it goes into mail headers)")
+    from newsletter.headers import problem
+
+    found = problem(value)
+    if found:
+        raise ValidationError(f"--{field} contains {found} (it goes into mail headers)")
+    if not value.strip():
+        raise ValidationError(f"--{field} must not be empty")
+
+
+def _display_name(name: str) -> str:
+    """``name`` as the display name of ``from``: quoted when it holds a character that has a
+    meaning in an address (``<``, ``,``, ``"``…)."""
+    if any(c in name for c in '<>",;:@()[]\\'):
+        return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return name
 
 
 def _update_gitignore(path: Path) -> bool:

@@ -435,11 +435,19 @@ def test_serve_command_runs_the_app(project):
     assert f"http://127.0.0.1:{port}" in err.decode()
 
 
-def test_serve_without_a_secret_is_one_line_and_exit_2(project, cli):
+def test_serve_without_a_secret_creates_it_like_every_command(project, cli):
+    """(issue 9: it used to stop with "no secret"; now it makes one, says so, and goes on. Port 1
+    is privileged or taken, so the command stops right after, with one line.)"""
+    import socket
+
     (project / ".newsletter-secret").unlink()
-    result = cli("serve", "--port", "1")
-    assert result.exit_code == 2
-    assert result.output.strip().startswith("error: no secret") and "Traceback" not in result.output
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        result = cli("serve", "--port", str(busy.getsockname()[1]))
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "created a new signing secret" in result.output and "cannot listen on 127.0.0.1:" in result.output
+    assert (project / ".newsletter-secret").stat().st_mode & 0o777 == 0o600
 
 
 def test_form_with_too_many_fields_is_refused_not_a_server_error(site):

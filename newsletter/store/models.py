@@ -40,6 +40,13 @@ class Subscriber:
     legacy_tokens: bool = False  # existed before uids: tokens without one still name it
 
 
+def uid_hex(value: bytes | str | None) -> str:
+    """A stored subscriber uid (16 random bytes) as tokens spell it: 32 lower-case hex digits."""
+    if value is None:
+        return ""
+    return value.hex() if isinstance(value, (bytes, memoryview)) else str(value)
+
+
 @dataclass(frozen=True)
 class MailingList:
     id: int

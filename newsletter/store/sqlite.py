@@ -29,6 +29,7 @@ from newsletter.store.models import (
     Recipient,
     Subscriber,
     SubscriberStatus,
+    uid_hex,
 )
 
 MAX_NAME = 200  # as on the web form and in a CSV import
@@ -44,7 +45,7 @@ def _subscriber(row: sqlite3.Row) -> Subscriber:
         id=row["id"], email=row["email"], name=row["name"],
         attributes=json.loads(row["attributes"]), status=SubscriberStatus(row["status"]),
         source=row["source"], created_at=row["created_at"], confirmed_at=row["confirmed_at"],
-        unsubscribed_at=row["unsubscribed_at"], uid=row["uid"], legacy_tokens=bool(row["legacy_tokens"]),
+        unsubscribed_at=row["unsubscribed_at"], uid=uid_hex(row["uid"]), legacy_tokens=bool(row["legacy_tokens"]),
     )
 
 
@@ -359,7 +360,7 @@ class SqliteStore(Store):
             for row in batch:
                 yield Recipient(subscriber_id=row["id"], email=envelope_address(row["email"]),
                                 name=row["name"], attributes=json.loads(row["attributes"]),
-                                uid=row["uid"])
+                                uid=uid_hex(row["uid"]))
 
     def audience_recipients(self, audience: Audience) -> Iterator[Recipient]:
         """The audience's readers, each once (by id), with the first of its lists they are on."""
@@ -370,7 +371,7 @@ class SqliteStore(Store):
         while batch := cur.fetchmany(_FETCH):
             for row in batch:
                 yield Recipient(subscriber_id=row[0], email=envelope_address(row[1]), name=row[2],
-                                attributes=json.loads(row[3]), list_id=lists[row[4]], uid=row[5])
+                                attributes=json.loads(row[3]), list_id=lists[row[4]], uid=uid_hex(row[5]))
 
     def audience_steps(self, audience: Audience) -> list[tuple[str, int]]:
         """The count of sendable readers after each step: each list added, each list left out,
