@@ -30,6 +30,7 @@ from typing import NamedTuple
 from newsletter.config import Config
 from newsletter.errors import StoreError, ValidationError
 from newsletter.snapshot import Snapshot
+from newsletter.store.base import AudienceSelect
 from newsletter.store.db import utc_now
 from newsletter.store.models import Recipient
 
@@ -290,12 +291,14 @@ class Ledger:
             "AND d.state IN ('sent', 'sending', 'pending')", (edition_id, exclude_send))}
 
     def create_send(self, *, slug: str, subject: str, list_name: str, list_id: int | None,
-                    transport: str, recipients: Iterable[Recipient], snapshot: Snapshot | None = None,
+                    transport: str, recipients: Iterable[Recipient] | AudienceSelect,
+                    snapshot: Snapshot | None = None,
                     date_utc: str = "", audience: str | None = None, audience_key: str | None = None,
                     again: bool = False) -> SendRecord:
         """Record the send (its edition the first time, with its number; its snapshot) and freeze
         its recipients, all in one transaction (streamed). Readers an earlier send of the edition
-        reached are left out (and counted) unless ``again``."""
+        reached are left out (and counted) unless ``again``. ``recipients`` is a stream of
+        readers, or an ``AudienceSelect`` on this database (frozen by one INSERT … SELECT)."""
         from newsletter.audience import Audience
 
         stamp = utc_now()
@@ -320,22 +323,63 @@ class Ledger:
                 (edition.id, seq, snapshot_id, edition.slug, list_name, list_id, audience or "{}", audience_key,
                  snapshot.subject if snapshot is not None else subject, transport, stamp))
             send_id = cur.lastrowid
-            earlier = set() if again else self.earlier_recipients(edition.id, exclude_send=send_id)
-            batch: list[tuple] = []
-            left_out = 0
-            for r in recipients:
-                if r.subscriber_id in earlier:
-                    left_out += 1
-                    continue
-                batch.append((send_id, r.subscriber_id, r.email, r.list_id or list_id, stamp))
-                if len(batch) >= _INSERT_BATCH:
-                    self._insert_deliveries(batch)
-                    batch = []
-            self._insert_deliveries(batch)
+            if isinstance(recipients, AudienceSelect):
+                left_out = self._freeze_select(send_id, edition.id, recipients, again, stamp)
+            else:
+                left_out = self._freeze_stream(send_id, edition.id, recipients, list_id, again, stamp)
             count = self.conn.execute("SELECT COUNT(*) FROM deliveries WHERE send_id = ?", (send_id,)).fetchone()[0]
             self.conn.execute("UPDATE sends SET recipients = ?, skipped_earlier = ? WHERE id = ?",
                               (count, left_out, send_id))
         return self.send_by_id(send_id)  # type: ignore[return-value]
+
+    def _freeze_stream(self, send_id: int, edition_id: int, recipients: Iterable[Recipient], list_id: int | None,
+                       again: bool, stamp: str) -> int:
+        earlier = set() if again else self.earlier_recipients(edition_id, exclude_send=send_id)
+        batch: list[tuple] = []
+        left_out = 0
+        for r in recipients:
+            if r.subscriber_id in earlier:
+                left_out += 1
+                continue
+            batch.append((send_id, r.subscriber_id, r.email, r.list_id or list_id, stamp))
+            if len(batch) >= _INSERT_BATCH:
+                self._insert_deliveries(batch)
+                batch = []
+        self._insert_deliveries(batch)
+        return left_out
+
+    def _freeze_select(self, send_id: int, edition_id: int, audience: AudienceSelect, again: bool,
+                       stamp: str) -> int:
+        """The audience's readers into ``deliveries`` in one statement (id order), leaving out
+        those an earlier send of the edition reached; return how many were left out."""
+        from newsletter.store.sqlite import envelope_address
+
+        reached = "" if again else (
+            " AND s.id NOT IN (SELECT d.subscriber_id FROM sends p JOIN deliveries d ON d.send_id = p.id "
+            "WHERE p.edition_id = ? AND p.id != ? AND d.subscriber_id IS NOT NULL "
+            "AND d.state IN ('sent', 'sending', 'pending'))")
+        extra = [] if again else [edition_id, send_id]
+        self.conn.execute(
+            "INSERT OR IGNORE INTO deliveries (send_id, subscriber_id, email, list_id, state, updated_at) "
+            f"SELECT ?, a.*, 'pending', ? FROM ({audience.sql}{reached} ORDER BY s.id) a",
+            [send_id, stamp, *audience.args, *extra])
+        # An internationalised domain goes on the envelope in its ASCII (IDNA) form.
+        for delivery_id, address in self.conn.execute(
+                "SELECT id, email FROM deliveries WHERE send_id = ? AND email GLOB '*[^ -~]*'", (send_id,)).fetchall():
+            self.conn.execute("UPDATE deliveries SET email = ? WHERE id = ?", (envelope_address(address), delivery_id))
+        if again or not self.conn.execute("SELECT 1 FROM sends WHERE edition_id = ? AND id != ? LIMIT 1",
+                                          (edition_id, send_id)).fetchone():
+            return 0
+        total = self.conn.execute(f"SELECT COUNT(*) FROM ({audience.sql})", audience.args).fetchone()[0]
+        inserted = self.conn.execute("SELECT COUNT(*) FROM deliveries WHERE send_id = ?", (send_id,)).fetchone()[0]
+        return total - inserted
+
+    def count_unreached(self, audience: AudienceSelect, edition_id: int) -> int:
+        """How many of the audience no send of the edition has reached or holds yet."""
+        return self.conn.execute(
+            f"SELECT COUNT(*) FROM ({audience.sql} AND s.id NOT IN (SELECT d.subscriber_id FROM sends p "
+            "JOIN deliveries d ON d.send_id = p.id WHERE p.edition_id = ? AND d.subscriber_id IS NOT NULL "
+            "AND d.state IN ('sent', 'sending', 'pending')))", [*audience.args, edition_id]).fetchone()[0]
 
     def _edition_for_send(self, slug: str, snapshot: Snapshot | None, date_utc: str, stamp: str) -> EditionRecord:
         found = self.edition(slug)

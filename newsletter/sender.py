@@ -297,9 +297,8 @@ class SendJob:
         else:
             steps = self.store.audience_steps(self.audience)
             edition = self.prepared.edition
-            reached = self.ledger.earlier_recipients(edition.id) if edition and not self.again else set()
-            if reached:
-                total = sum(1 for r in self.store.audience_recipients(self.audience) if r.subscriber_id not in reached)
+            if edition is not None and not self.again and self.ledger.edition_sends(edition.id):
+                total = self.ledger.count_unreached(self.store.audience_select(self.audience), edition.id)
             else:
                 total = steps[-1][1]
             earlier = steps[-1][1] - total
@@ -379,7 +378,7 @@ class SendJob:
             return self.ledger.create_send(slug=self.snapshot.slug, subject=self.snapshot.subject,
                                            list_name=self.list_name, list_id=self.mailing_list.id,
                                            transport=self.transport_name,
-                                           recipients=self.store.audience_recipients(self.audience),
+                                           recipients=self.store.audience_select(self.audience),
                                            snapshot=self.snapshot, date_utc=self.prepared.date_utc,
                                            audience=json.dumps(audience, ensure_ascii=False),
                                            audience_key=self.audience.key, again=self.again)
