@@ -71,7 +71,7 @@ def freeze(config: Config, slug: str, audience=None) -> tuple[float, int]:
         send = ledger.create_send(slug=slug, subject="Bench", list_name=audience.describe(), list_id=first.id,
                                   transport="outbox", recipients=store.audience_select(audience),
                                   audience=audience.as_json(), audience_key=audience.key)
-        return time.perf_counter() - started, send.recipients
+        return time.perf_counter() - started, send.recipients - send.skipped_earlier
 
 
 def main() -> int:
@@ -91,8 +91,8 @@ def main() -> int:
             print(f"round {r}: baseline SELECT DISTINCT {base * 1000:7.1f} ms ({distinct:,} readers) | "
                   f"ours freeze {ours * 1000:7.1f} ms ({frozen:,} frozen) -> {ours / base:.1f}×")
         again, frozen = freeze(config, "bench-1", make_audience(["a", "b"]))
-        print(f"(for information) a second send of bench-1 to a + b, its 88,000 earlier recipients left out: "
-              f"{again * 1000:.1f} ms ({frozen:,} frozen)")
+        print(f"(for information) a second send of bench-1 to a + b, its earlier recipients recorded as skipped: "
+              f"{again * 1000:.1f} ms ({frozen:,} to send)")
         best, median = min(ours_times), statistics.median(ours_times)
         print(f"best: baseline {min(base_times) * 1000:.1f} ms, freeze {best * 1000:.1f} ms "
               f"({best / min(base_times):.1f}× the bare SELECT DISTINCT); median freeze {median * 1000:.1f} ms   "

@@ -34,6 +34,7 @@ from newsletter.store.base import AudienceSelect
 from newsletter.store.db import utc_now
 from newsletter.store.models import Recipient
 
+_REACHED = "already received this edition in an earlier send"
 STALE_AFTER = 30.0  # seconds without a heartbeat after which a worker counts as dead
 _INSERT_BATCH = 2000
 
@@ -338,10 +339,9 @@ class Ledger:
         batch: list[tuple] = []
         left_out = 0
         for r in recipients:
-            if r.subscriber_id in earlier:
-                left_out += 1
-                continue
-            batch.append((send_id, r.subscriber_id, r.email, r.list_id or list_id, stamp))
+            state, note = ("skipped", _REACHED) if r.subscriber_id in earlier else ("pending", None)
+            left_out += state == "skipped"
+            batch.append((send_id, r.subscriber_id, r.email, r.list_id or list_id, state, note, stamp))
             if len(batch) >= _INSERT_BATCH:
                 self._insert_deliveries(batch)
                 batch = []
@@ -350,29 +350,32 @@ class Ledger:
 
     def _freeze_select(self, send_id: int, edition_id: int, audience: AudienceSelect, again: bool,
                        stamp: str) -> int:
-        """The audience's readers into ``deliveries`` in one statement (id order), leaving out
-        those an earlier send of the edition reached; return how many were left out."""
+        """The audience's readers into ``deliveries`` in one statement (id order); those an
+        earlier send of the edition reached go in as ``skipped`` (a second statement). Return
+        how many were skipped so."""
         from newsletter.store.sqlite import envelope_address
 
-        reached = "" if again else (
-            " AND s.id NOT IN (SELECT d.subscriber_id FROM sends p JOIN deliveries d ON d.send_id = p.id "
-            "WHERE p.edition_id = ? AND p.id != ? AND d.subscriber_id IS NOT NULL "
-            "AND d.state IN ('sent', 'sending', 'pending'))")
-        extra = [] if again else [edition_id, send_id]
-        self.conn.execute(
-            "INSERT OR IGNORE INTO deliveries (send_id, subscriber_id, email, list_id, state, updated_at) "
-            f"SELECT ?, a.*, 'pending', ? FROM ({audience.sql}{reached} ORDER BY s.id) a",
-            [send_id, stamp, *audience.args, *extra])
+        reached = ("SELECT d.subscriber_id FROM sends p JOIN deliveries d ON d.send_id = p.id "
+                   "WHERE p.edition_id = ? AND p.id != ? AND d.subscriber_id IS NOT NULL "
+                   "AND d.state IN ('sent', 'sending', 'pending')")
+        earlier = not again and self.conn.execute("SELECT 1 FROM sends WHERE edition_id = ? AND id != ? LIMIT 1",
+                                                  (edition_id, send_id)).fetchone() is not None
+        insert = ("INSERT OR IGNORE INTO deliveries (send_id, subscriber_id, email, list_id, state, last_error, "
+                  "updated_at) SELECT ?, a.*, ?, ?, ? FROM ({sql} ORDER BY s.id) a")
+        if not earlier:
+            self.conn.execute(insert.format(sql=audience.sql), [send_id, "pending", None, stamp, *audience.args])
+            left_out = 0
+        else:
+            self.conn.execute(insert.format(sql=f"{audience.sql} AND s.id NOT IN ({reached})"),
+                              [send_id, "pending", None, stamp, *audience.args, edition_id, send_id])
+            left_out = self.conn.execute(insert.format(sql=f"{audience.sql} AND s.id IN ({reached})"),
+                                         [send_id, "skipped", _REACHED, stamp, *audience.args, edition_id,
+                                          send_id]).rowcount
         # An internationalised domain goes on the envelope in its ASCII (IDNA) form.
         for delivery_id, address in self.conn.execute(
                 "SELECT id, email FROM deliveries WHERE send_id = ? AND email GLOB '*[^ -~]*'", (send_id,)).fetchall():
             self.conn.execute("UPDATE deliveries SET email = ? WHERE id = ?", (envelope_address(address), delivery_id))
-        if again or not self.conn.execute("SELECT 1 FROM sends WHERE edition_id = ? AND id != ? LIMIT 1",
-                                          (edition_id, send_id)).fetchone():
-            return 0
-        total = self.conn.execute(f"SELECT COUNT(*) FROM ({audience.sql})", audience.args).fetchone()[0]
-        inserted = self.conn.execute("SELECT COUNT(*) FROM deliveries WHERE send_id = ?", (send_id,)).fetchone()[0]
-        return total - inserted
+        return left_out
 
     def count_unreached(self, audience: AudienceSelect, edition_id: int) -> int:
         """How many of the audience no send of the edition has reached or holds yet."""
@@ -474,8 +477,8 @@ class Ledger:
     def _insert_deliveries(self, batch: list[tuple]) -> None:
         if batch:
             self.conn.executemany(
-                "INSERT OR IGNORE INTO deliveries (send_id, subscriber_id, email, list_id, state, updated_at) "
-                "VALUES (?, ?, ?, ?, 'pending', ?)", batch)
+                "INSERT OR IGNORE INTO deliveries (send_id, subscriber_id, email, list_id, state, last_error, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)", batch)
 
     def set_last_error(self, send_id: int, error: str | None) -> None:
         with self._write():

@@ -320,6 +320,11 @@ def test_a_second_send_skips_earlier_recipients_and_again_sends_again(project, c
     assert "2026-11-20: 4 sends" in shown.output
     one = cli("sends", "show", "2026-11-20#2")
     assert "send:       2026-11-20#2" in one.output and "earlier:    1" in one.output
+    assert "skipped:    1" in one.output  # the contract's delivery state for "already received"
+    with Ledger.open(load_config()) as ledger:
+        rows = ledger.deliveries(ledger.find_send("2026-11-20#2").id, states=["skipped"])
+        assert [(r["email"], r["last_error"]) for r in rows] == [
+            ("reader0002@example.com", "already received this edition in an earlier send")]
     assert "2026-11-20#3" not in one.output
     stats = cli("stats", "2026-11-20", "--json")
     assert stats.exit_code == 0 and '"sent": 7' in stats.output

@@ -224,6 +224,8 @@ def _summary(report, plan, outbox: Path) -> None:
     rate = f" ({p.rate:.1f}/s)" if p.elapsed > 0 and p.sent else ""
     typer.echo(f"{report.slug}: sent {p.sent}, failed {p.failed}, skipped {p.skipped}"
                f"{', retried ' + str(p.retries) if p.retries else ''} in {_duration(p.elapsed)}{rate}")
+    if plan.skipped_earlier and not plan.resuming:
+        notice(f"  {plan.skipped_earlier} reader(s) already received this edition in an earlier send: skipped")
     for address, error in report.failures[:10]:
         notice(f"  failed: {address}: {error}")
     if report.unknown:
@@ -377,7 +379,7 @@ def _show_one(send, p, failed, edition, snapshot) -> None:
     rows = [("send", send.ref), ("edition", send.slug), ("number", (edition.number if edition else None) or "-"),
             ("subject", send.subject), ("audience", send.list_name), ("transport", send.transport),
             ("readers", send.recipients), ("sent", p.sent), ("failed", p.failed), ("skipped", p.skipped),
-            ("earlier", f"{send.skipped_earlier} (already received this edition: left out)"),
+            ("earlier", f"{send.skipped_earlier} (of the skipped: already received this edition in an earlier send)"),
             ("pending", p.pending), ("in flight", p.in_flight), ("unknown", p.unknown), ("started", send.created_at),
             ("first sent", send.first_sent_at or "-"), ("finished", send.finished_at or "-"),
             ("status", _status(send, p))]
