@@ -386,9 +386,12 @@ class Ledger:
 
     def _edition_for_send(self, slug: str, snapshot: Snapshot | None, date_utc: str, stamp: str) -> EditionRecord:
         found = self.edition(slug)
-        if found is not None:
-            return found
         number = snapshot.number if snapshot is not None else None
+        if found is not None:
+            if found.number is None and number is not None and self.number_owner(number) is None:
+                self.conn.execute("UPDATE editions SET number = ? WHERE id = ?", (number, found.id))
+                return self.edition_by_id(found.id)  # type: ignore[return-value]
+            return found
         if number is not None:
             owner = self.number_owner(number)
             if owner is not None:

@@ -390,3 +390,18 @@ def test_migration_rebuilds_snapshots_of_earlier_sends(project, cli):
     assert cli("archive", "build", "--output", str(out)).exit_code == 0
     assert "Old edition kept" in (out / "archive" / "2026-11-01" / "index.html").read_text(encoding="utf-8")
     assert not (out / "archive" / "2026-11-02").exists()
+
+
+def test_the_preview_shows_the_number_it_will_get(project, cli):
+    from newsletter.preview import Preview, page
+
+    readers(1)
+    send(cli, write(project / "editions" / "2026-11-20.md", "Sent one"))
+    draft = project / "editions" / "2026-11-21.md"
+    write(draft, "A draft", date="2026-11-21T08:00:00+00:00")
+    preview = Preview(draft, load_config())
+    assert preview.state.number.startswith("No. 2 ")
+    assert "No. 2 (assigned at its first send, then kept)" in page(preview.state)
+    assert "No. 2" in preview.state.rendered.text
+    sent = Preview(project / "editions" / "2026-11-20.md", load_config())
+    assert sent.state.number.startswith("No. 1 ")
