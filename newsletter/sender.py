@@ -114,6 +114,9 @@ def _prepare(config: Config, path: Path, audience: Audience, essay: Path | None,
     notes = []
     if edition is not None:
         number = edition.number if edition.number is not None else (parsed.number or ledger.next_number())
+        if parsed.number is not None and parsed.number != number:
+            notes.append(f"the file says `number: {parsed.number}`; this edition has been No. {number} "
+                         "since its first send, and stays so")
         if parsed.slug != edition.slug:
             notes.append(f"its slug is now {parsed.slug!r} in the file; this is still edition {edition.slug!r} "
                          "(its archive page and number stay)")

@@ -255,6 +255,25 @@ def test_offset_or_slug_change_is_the_same_edition(project, cli, change):
         assert len(ledger.sends()) == 1
 
 
+@pytest.mark.parametrize("damage", ["broken", "deleted"])
+def test_a_broken_or_deleted_file_still_resumes_its_send(project, cli, damage):
+    people = readers(5)
+    path = project / "editions" / "2026-11-20.md"
+    write(path, "Resumable")
+    started_not_sent(load_config(), str(path))
+    if damage == "broken":
+        path.write_text("---\ntitle: [unclosed\n---\n", encoding="utf-8")
+    else:
+        path.unlink()
+    result = send(cli, "editions/2026-11-20.md")
+    assert "editions/2026-11-20.md changed since this send started" in result.output
+    assert recipients_of(project, "2026-11-20") == people
+    assert {m["Subject"] for m in outbox_messages(project, "2026-11-20")} == {"Resumable"}
+    # with nothing to resume, the broken file is the one-line error it always was
+    again = cli("send", "editions/2026-11-20.md", "--list", "other", "--yes")
+    assert again.exit_code == 2 and "Traceback" not in again.output
+
+
 # -- audiences and several sends per edition -----------------------------------------------------
 
 def test_union_exclude_where_give_each_reader_one_message(project, cli):
