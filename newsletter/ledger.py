@@ -234,6 +234,12 @@ class Ledger:
                               f"{found.source_path or 'an earlier file'}, dated {found.date_utc}): "
                               "give this edition its own `slug:`")
 
+    def edition_from(self, source_path: str) -> EditionRecord | None:
+        """The latest edition sent from this file."""
+        row = self.conn.execute("SELECT * FROM editions WHERE source_path = ? ORDER BY id DESC LIMIT 1",
+                                (source_path,)).fetchone()
+        return _edition_record(row) if row else None
+
     def next_number(self) -> int:
         return (self.conn.execute("SELECT MAX(number) FROM editions").fetchone()[0] or 0) + 1
 

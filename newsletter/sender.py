@@ -97,8 +97,7 @@ def _prepare(config: Config, path: Path, audience: Audience, essay: Path | None,
     if parsed is not None:
         edition = ledger.match_edition(key, parsed.slug, date_instant(parsed))
     else:  # a broken or missing file can still resume the send it started
-        rows = ledger.conn.execute("SELECT slug FROM editions WHERE source_path = ? ORDER BY id DESC", (key,)).fetchall()
-        edition = ledger.edition(rows[0][0]) if rows else None
+        edition = ledger.edition_from(key)
     resume = ledger.open_send(edition.id, audience.key) if edition else None
     if resume is not None and resume.snapshot_id is not None:
         frozen = ledger.snapshot(resume.snapshot_id)

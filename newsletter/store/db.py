@@ -3,9 +3,10 @@
 The schema is versioned with ``PRAGMA user_version``; each ``migrations/NNN_name.sql`` file takes
 the database to version NNN inside one transaction, so a crash mid-migration leaves the previous
 version intact. Two processes starting at once serialise on ``BEGIN IMMEDIATE``. Numbers must
-increase but may have gaps (branches reserve their numbers; merged, they are contiguous).
-Foreign-key enforcement is off while migrations run (SQLite's documented way to rebuild a table
-that others reference) and ``PRAGMA foreign_key_check`` must pass before each one commits.
+increase but may have gaps (branches reserve their numbers; merged, they are contiguous). A
+migration whose first line is ``-- newsletter: foreign_keys=off`` runs with foreign-key
+enforcement off (SQLite's documented way to rebuild a table others reference) and must leave
+``PRAGMA foreign_key_check`` no worse before it commits.
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ def migrations() -> list[tuple[int, str, str]]:
 def latest_version() -> int:
     steps = migrations()
     return steps[-1][0] if steps else 0
+
+
+_FOREIGN_KEYS_OFF = "-- newsletter: foreign_keys=off"
 
 
 def sqlite_path(url: str) -> Path:
@@ -96,35 +100,34 @@ def migrate_database(conn: sqlite3.Connection, path: Path | None = None) -> int:
             "upgrade newsletter",
             file=path,
         )
-    if all(version <= current for version, _, _ in steps):
-        return current
-    conn.execute("PRAGMA foreign_keys = OFF")
-    try:
-        for version, name, sql in steps:
-            if version > current:
-                _apply(conn, version, name, sql, path)
-    finally:
-        conn.execute("PRAGMA foreign_keys = ON")
+    for version, name, sql in steps:
+        if version <= current:
+            continue
+        # A migration that rebuilds a table says so on its first line: foreign keys are off
+        # while it runs (a DROP TABLE would otherwise cascade) and checked before it commits.
+        rebuild = sql.lstrip().startswith(_FOREIGN_KEYS_OFF)
+        try:
+            if rebuild:
+                conn.execute("PRAGMA foreign_keys = OFF")
+            conn.execute("BEGIN IMMEDIATE")
+            if schema_version(conn) >= version:  # another process got here first
+                conn.execute("ROLLBACK")
+                continue
+            before = set(map(tuple, conn.execute("PRAGMA foreign_key_check"))) if rebuild else set()
+            for statement in _statements(sql):
+                conn.execute(statement)
+            if rebuild and set(map(tuple, conn.execute("PRAGMA foreign_key_check"))) - before:
+                raise sqlite3.IntegrityError("foreign key check failed after the rebuild")
+            conn.execute(f"PRAGMA user_version = {version}")
+            conn.execute("COMMIT")
+        except sqlite3.Error as err:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise StoreError(f"migration {name} failed: {err}", file=path) from None
+        finally:
+            if rebuild:
+                conn.execute("PRAGMA foreign_keys = ON")
     return schema_version(conn)
-
-
-def _apply(conn: sqlite3.Connection, version: int, name: str, sql: str, path: Path | None) -> None:
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        if schema_version(conn) >= version:  # another process got here first
-            conn.execute("ROLLBACK")
-            return
-        for statement in _statements(sql):
-            conn.execute(statement)
-        broken = conn.execute("PRAGMA foreign_key_check").fetchone()
-        if broken is not None:
-            raise sqlite3.IntegrityError(f"a row of {broken[0]} refers to a missing row of {broken[2]}")
-        conn.execute(f"PRAGMA user_version = {version}")
-        conn.execute("COMMIT")
-    except sqlite3.Error as err:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise StoreError(f"migration {name} failed: {err}", file=path) from None
 
 
 def _statements(sql: str) -> list[str]:
