@@ -220,7 +220,8 @@ def test_sigint_edit_resume_sends_only_the_frozen_version(project, fake_ses, cli
     assert subjects(fake_ses) == {"Frozen title"}
     assert sorted(to for m in fake_ses.messages for to in m["to"]) == people
     shown = cli("sends", "show", "2025-10-14")
-    assert "subject:    Frozen title" in shown.output
+    assert "subject:    Frozen title" in shown.output and "title:      Frozen title" in shown.output
+    assert "Frozen title" in cli("stats", "2025-10-14").output
 
 
 def started_not_sent(config, path: str) -> None:

@@ -363,20 +363,21 @@ def sends_show(
         if not sends:
             raise ValidationError(f"no send for edition {slug!r} (see `newsletter sends ls`)")
         edition = ledger.edition_by_id(sends[0].edition_id) if sends[0].edition_id else None
-        snapshot = ledger.snapshot(sends[-1].snapshot_id) if sends[-1].snapshot_id else None
         details = [(s, ledger.progress(s.id),
-                    ledger.deliveries(s.id, states=["failed"], limit=failures) if failures else [])
+                    ledger.deliveries(s.id, states=["failed"], limit=failures) if failures else [],
+                    ledger.snapshot(s.snapshot_id) if s.snapshot_id else None)
                    for s in sends]
     if len(sends) > 1:
         typer.echo(f"{slug}: {len(sends)} sends" + (f" (edition No. {edition.number})" if edition and edition.number else ""))
-    for i, (send, p, failed) in enumerate(details):
+    for i, (send, p, failed, snapshot) in enumerate(details):
         if i:
             typer.echo("")
-        _show_one(send, p, failed, edition, snapshot if send is sends[-1] else None)
+        _show_one(send, p, failed, edition, snapshot)
 
 
 def _show_one(send, p, failed, edition, snapshot) -> None:
     rows = [("send", send.ref), ("edition", send.slug), ("number", (edition.number if edition else None) or "-"),
+            ("title", snapshot.title if snapshot else "-"),
             ("subject", send.subject), ("audience", send.list_name), ("transport", send.transport),
             ("readers", send.recipients), ("sent", p.sent), ("failed", p.failed), ("skipped", p.skipped),
             ("earlier", f"{send.skipped_earlier} (of the skipped: already received this edition in an earlier send)"),
