@@ -304,7 +304,7 @@ class Ledger:
                     again: bool = False) -> SendRecord:
         """Record the send (its edition the first time, with its number; its snapshot) and freeze
         its recipients, all in one transaction (streamed). Readers an earlier send of the edition
-        reached are left out (and counted) unless ``again``. ``recipients`` is a stream of
+        reached are recorded as skipped (and counted) unless ``again``. ``recipients`` is a stream of
         readers, or an ``AudienceSelect`` on this database (frozen by one INSERT … SELECT)."""
         from newsletter.audience import Audience
 

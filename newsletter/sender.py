@@ -5,7 +5,8 @@ knows (path + slug + date instant); the same audience's unfinished send is resum
 frozen snapshot (with one line when the file changed since), anything else renders the file
 into a new snapshot, numbered once. ``SendJob.plan`` looks (store, ledger, transport limits) and
 writes nothing; ``SendJob.run`` freezes the snapshot and the recipients into the ledger on first
-run (leaving out readers an earlier send of the edition reached, unless ``again``), then claims deliveries in small batches, makes each
+run (readers an earlier send of the edition reached are skipped, unless ``again``), then always
+sends the snapshot stored with the send: it claims deliveries in small batches, makes each
 reader's message from the precomputed template, paces through a token bucket and sends from a
 thread pool. Results go back to the ledger in batches from the main thread. A crash leaves at most
 the in-flight window (``window`` rows) in ``sending``: reported as unknown afterwards.
@@ -352,6 +353,9 @@ class SendJob:
         send = self.existing or self._create_send()
         if send.snapshot_id is None:  # a send from before snapshots whose file was missing at the upgrade
             send = self.ledger.attach_snapshot(send, replace(self.snapshot, reconstructed=True))
+        if send.snapshot_id != self.snapshot.id:  # what the ledger froze, byte for byte (also when
+            self.snapshot = self.ledger.snapshot(send.snapshot_id)  # joining another process's send)
+            self.rendered = self.snapshot.rendered()  # type: ignore[union-attr]
         self.existing = send
         if self.options.retry_unknown:
             self.ledger.retry_unknown(send.id)
