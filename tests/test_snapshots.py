@@ -425,3 +425,14 @@ def test_the_preview_shows_the_number_it_will_get(project, cli):
     assert "No. 2" in preview.state.rendered.text
     sent = Preview(project / "editions" / "2026-11-20.md", load_config())
     assert sent.state.number.startswith("No. 1 ")
+
+
+def test_an_international_domain_is_frozen_in_its_ascii_form(project, cli):
+    with open_store(load_config()) as store:
+        store.create_list("daily")
+        store.create_list("weekly")
+        store.add_subscriber("Leser@Bücher.de", lists=["daily", "weekly"])
+        store.add_subscriber("plain@example.com", lists=["weekly"])
+    path = write(project / "editions" / "2026-11-20.md", "IDN")
+    send(cli, path, "--list", "daily", "--list", "weekly")
+    assert recipients_of(project, "2026-11-20") == ["Leser@xn--bcher-kva.de", "plain@example.com"]

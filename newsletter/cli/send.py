@@ -359,7 +359,7 @@ def sends_show(
             sends = [send] if send else []
         else:
             edition = ledger.edition(slug)
-            sends = ledger.edition_sends(edition.id) if edition else []
+            sends = ledger.edition_sends(edition.id) if edition else [s for s in [ledger.find_send(slug)] if s]
         if not sends:
             raise ValidationError(f"no send for edition {slug!r} (see `newsletter sends ls`)")
         edition = ledger.edition_by_id(sends[0].edition_id) if sends[0].edition_id else None
