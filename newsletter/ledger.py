@@ -472,10 +472,14 @@ class Ledger:
             except NewsletterError:
                 snap = None
         with self._write():
-            if snap is None:
-                self.conn.execute("UPDATE editions SET reconstruct = 'missing' WHERE id = ? AND reconstruct = 'pending'",
-                                  (edition.id,))
+            state = self.conn.execute("SELECT reconstruct FROM editions WHERE id = ?", (edition.id,)).fetchone()
+            if state is None or state[0] != "pending":  # another process did it meanwhile
                 return 0
+            if snap is None:
+                self.conn.execute("UPDATE editions SET reconstruct = 'missing' WHERE id = ?", (edition.id,))
+                return 0
+            if self.number_owner(snap.number) is not None:  # type: ignore[arg-type]
+                return 0  # taken meanwhile by another process: rendered again at the next open
             snapshot_id = self._store_snapshot(edition.id, snap, utc_now())
             self.conn.execute("UPDATE editions SET number = ?, source_path = ?, date_utc = ?, reconstruct = 'done' "
                               "WHERE id = ?", (snap.number, snap.source_path, date_utc, edition.id))
