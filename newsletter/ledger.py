@@ -251,12 +251,11 @@ class Ledger:
         row = self.conn.execute("SELECT * FROM snapshots WHERE id = ?", (snapshot_id,)).fetchone()
         return _snapshot(row) if row else None
 
-    def latest_snapshot(self, edition_id: int, *, sent_only: bool = False) -> Snapshot | None:
-        """The snapshot of the edition's latest send (that reached someone, with ``sent_only``)."""
+    def latest_snapshot(self, edition_id: int) -> Snapshot | None:
+        """The snapshot of the edition's latest send."""
         row = self.conn.execute(
             "SELECT n.* FROM sends s JOIN snapshots n ON n.id = s.snapshot_id WHERE s.edition_id = ? "
-            + ("AND s.first_sent_at IS NOT NULL " if sent_only else "")
-            + "ORDER BY s.seq DESC LIMIT 1", (edition_id,)).fetchone()
+            "ORDER BY s.seq DESC LIMIT 1", (edition_id,)).fetchone()
         return _snapshot(row) if row else None
 
     # -- sends ---------------------------------------------------------------------------------
@@ -768,12 +767,21 @@ def sent_snapshots(conn_or_config: sqlite3.Connection | Config, days: float | No
     return _reading(conn_or_config, query)
 
 
-def archived_snapshot(conn_or_config: sqlite3.Connection | Config, slug: str) -> Snapshot | None:
+def archived_snapshot(conn_or_config: sqlite3.Connection | Config, slug: str, *,
+                      cached: dict[int, object] | None = None) -> Snapshot | int | None:
     """What the archive page of ``slug`` shows: the snapshot of its latest send that reached
-    someone; None for an edition never sent (unsent editions stay private)."""
-    def query(ledger: Ledger) -> Snapshot | None:
-        edition = ledger.edition(slug)
-        return ledger.latest_snapshot(edition.id, sent_only=True) if edition else None
+    someone; None for an edition never sent (unsent editions stay private). With ``cached``
+    (snapshot id -> anything) a cached snapshot's id is returned instead of reading it again."""
+    def query(ledger: Ledger):
+        row = ledger.conn.execute(
+            "SELECT s.snapshot_id FROM editions e JOIN sends s ON s.edition_id = e.id WHERE e.slug = ? "
+            "AND s.first_sent_at IS NOT NULL AND s.snapshot_id IS NOT NULL "
+            "ORDER BY s.first_sent_at DESC, s.id DESC LIMIT 1", (slug,)).fetchone()
+        if row is None:
+            return None
+        if cached is not None and row[0] in cached:
+            return row[0]
+        return ledger.snapshot(row[0])
     return _reading(conn_or_config, query)
 
 
