@@ -436,3 +436,19 @@ def test_an_international_domain_is_frozen_in_its_ascii_form(project, cli):
     path = write(project / "editions" / "2026-11-20.md", "IDN")
     send(cli, path, "--list", "daily", "--list", "weekly")
     assert recipients_of(project, "2026-11-20") == ["Leser@xn--bcher-kva.de", "plain@example.com"]
+
+
+def test_another_file_with_a_sent_slug_and_another_date_is_refused(project, cli):
+    readers(1)
+    send(cli, write(project / "editions" / "2026-11-20.md", "The first", extra="slug: weekly-notes\n"))
+    other = write(project / "editions" / "2026-11-27.md", "Another one", date="2026-11-27T08:00:00+00:00",
+                  extra="slug: weekly-notes\n")
+    refused = cli("send", other, "--list", "daily", "--yes")
+    assert refused.exit_code == 2 and "slug 'weekly-notes' is already edition 1" in refused.output
+    assert "give this edition its own `slug:`" in refused.output and "Traceback" not in refused.output
+    # the same file moved elsewhere (same slug, same date) is the same edition
+    moved = project / "archive-src" / "notes.md"
+    moved.parent.mkdir()
+    (project / "editions" / "2026-11-20.md").rename(moved)
+    again = cli("send", str(moved), "--list", "daily", "--yes")
+    assert again.exit_code == 0 and "every reader of daily already received weekly-notes" in again.output
