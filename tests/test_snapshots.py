@@ -14,7 +14,6 @@ from email import policy
 import httpx
 import pytest
 
-from conftest import SAMPLES  # noqa: F401  (the samples folder, for the record)
 from fake_ses import FakeSes
 from test_send import outbox_messages, spawn_send, use_ses, wait_for
 from newsletter.config import load_config

@@ -56,7 +56,7 @@ def send(
     starts another send of the edition (SLUG#2, …), skipping readers who already got it."""
     from newsletter.audience import make_audience
     from newsletter.schedule import parse_when
-    from newsletter.sender import SendJob, SendOptions, prepare_send
+    from newsletter.sender import SendJob, SendOptions
 
     config = get_config(ctx)
     when = parse_when(at) if at else None
