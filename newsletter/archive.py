@@ -118,11 +118,13 @@ class SnapshotCache:
 
         if not valid_slug(slug):
             return None
-        snap = archived_snapshot(self.config, slug)
-        if snap is None:
+        found = archived_snapshot(self.config, slug, cached=self._cache)
+        if found is None:
             return None
         with self._lock:
-            return self._cache.setdefault(snap.id, snap.rendered())  # type: ignore[arg-type]
+            if isinstance(found, int):
+                return self._cache[found]
+            return self._cache.setdefault(found.id, found.rendered())  # type: ignore[arg-type]
 
     def entry(self, entry: ArchiveEntry) -> RenderedEmail | None:
         """``entry``'s snapshot (listed entries carry their snapshot id: one query per new one)."""

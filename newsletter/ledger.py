@@ -30,9 +30,11 @@ from typing import NamedTuple
 from newsletter.config import Config
 from newsletter.errors import StoreError, ValidationError
 from newsletter.snapshot import Snapshot
+from newsletter.store.base import AudienceSelect
 from newsletter.store.db import utc_now
 from newsletter.store.models import Recipient, uid_hex
 
+_REACHED = "already received this edition in an earlier send"
 STALE_AFTER = 30.0  # seconds without a heartbeat after which a worker counts as dead
 _INSERT_BATCH = 2000
 
@@ -232,6 +234,12 @@ class Ledger:
                               f"{found.source_path or 'an earlier file'}, dated {found.date_utc}): "
                               "give this edition its own `slug:`")
 
+    def edition_from(self, source_path: str) -> EditionRecord | None:
+        """The latest edition sent from this file."""
+        row = self.conn.execute("SELECT * FROM editions WHERE source_path = ? ORDER BY id DESC LIMIT 1",
+                                (source_path,)).fetchone()
+        return _edition_record(row) if row else None
+
     def next_number(self) -> int:
         return (self.conn.execute("SELECT MAX(number) FROM editions").fetchone()[0] or 0) + 1
 
@@ -243,12 +251,11 @@ class Ledger:
         row = self.conn.execute("SELECT * FROM snapshots WHERE id = ?", (snapshot_id,)).fetchone()
         return _snapshot(row) if row else None
 
-    def latest_snapshot(self, edition_id: int, *, sent_only: bool = False) -> Snapshot | None:
-        """The snapshot of the edition's latest send (that reached someone, with ``sent_only``)."""
+    def latest_snapshot(self, edition_id: int) -> Snapshot | None:
+        """The snapshot of the edition's latest send."""
         row = self.conn.execute(
             "SELECT n.* FROM sends s JOIN snapshots n ON n.id = s.snapshot_id WHERE s.edition_id = ? "
-            + ("AND s.first_sent_at IS NOT NULL " if sent_only else "")
-            + "ORDER BY s.seq DESC LIMIT 1", (edition_id,)).fetchone()
+            "ORDER BY s.seq DESC LIMIT 1", (edition_id,)).fetchone()
         return _snapshot(row) if row else None
 
     # -- sends ---------------------------------------------------------------------------------
@@ -290,12 +297,14 @@ class Ledger:
             "AND d.state IN ('sent', 'sending', 'pending')", (edition_id, exclude_send))}
 
     def create_send(self, *, slug: str, subject: str, list_name: str, list_id: int | None,
-                    transport: str, recipients: Iterable[Recipient], snapshot: Snapshot | None = None,
+                    transport: str, recipients: Iterable[Recipient] | AudienceSelect,
+                    snapshot: Snapshot | None = None,
                     date_utc: str = "", audience: str | None = None, audience_key: str | None = None,
                     again: bool = False) -> SendRecord:
         """Record the send (its edition the first time, with its number; its snapshot) and freeze
         its recipients, all in one transaction (streamed). Readers an earlier send of the edition
-        reached are left out (and counted) unless ``again``."""
+        reached are recorded as skipped (and counted) unless ``again``. ``recipients`` is a stream of
+        readers, or an ``AudienceSelect`` on this database (frozen by one INSERT … SELECT)."""
         from newsletter.audience import Audience
 
         stamp = utc_now()
@@ -320,28 +329,74 @@ class Ledger:
                 (edition.id, seq, snapshot_id, edition.slug, list_name, list_id, audience or "{}", audience_key,
                  snapshot.subject if snapshot is not None else subject, transport, stamp))
             send_id = cur.lastrowid
-            earlier = set() if again else self.earlier_recipients(edition.id, exclude_send=send_id)
-            batch: list[tuple] = []
-            left_out = 0
-            for r in recipients:
-                if r.subscriber_id in earlier:
-                    left_out += 1
-                    continue
-                batch.append((send_id, r.subscriber_id, r.email, r.list_id or list_id, stamp))
-                if len(batch) >= _INSERT_BATCH:
-                    self._insert_deliveries(batch)
-                    batch = []
-            self._insert_deliveries(batch)
+            if isinstance(recipients, AudienceSelect):
+                left_out = self._freeze_select(send_id, edition.id, recipients, again, stamp)
+            else:
+                left_out = self._freeze_stream(send_id, edition.id, recipients, list_id, again, stamp)
             count = self.conn.execute("SELECT COUNT(*) FROM deliveries WHERE send_id = ?", (send_id,)).fetchone()[0]
             self.conn.execute("UPDATE sends SET recipients = ?, skipped_earlier = ? WHERE id = ?",
                               (count, left_out, send_id))
         return self.send_by_id(send_id)  # type: ignore[return-value]
 
+    def _freeze_stream(self, send_id: int, edition_id: int, recipients: Iterable[Recipient], list_id: int | None,
+                       again: bool, stamp: str) -> int:
+        earlier = set() if again else self.earlier_recipients(edition_id, exclude_send=send_id)
+        batch: list[tuple] = []
+        left_out = 0
+        for r in recipients:
+            state, note = ("skipped", _REACHED) if r.subscriber_id in earlier else ("pending", None)
+            left_out += state == "skipped"
+            batch.append((send_id, r.subscriber_id, r.email, r.list_id or list_id, state, note, stamp))
+            if len(batch) >= _INSERT_BATCH:
+                self._insert_deliveries(batch)
+                batch = []
+        self._insert_deliveries(batch)
+        return left_out
+
+    def _freeze_select(self, send_id: int, edition_id: int, audience: AudienceSelect, again: bool,
+                       stamp: str) -> int:
+        """The audience's readers into ``deliveries`` in one statement (id order); those an
+        earlier send of the edition reached go in as ``skipped`` (a second statement). Return
+        how many were skipped so."""
+        from newsletter.store.sqlite import envelope_address
+
+        reached = ("SELECT d.subscriber_id FROM sends p JOIN deliveries d ON d.send_id = p.id "
+                   "WHERE p.edition_id = ? AND p.id != ? AND d.subscriber_id IS NOT NULL "
+                   "AND d.state IN ('sent', 'sending', 'pending')")
+        earlier = not again and self.conn.execute("SELECT 1 FROM sends WHERE edition_id = ? AND id != ? LIMIT 1",
+                                                  (edition_id, send_id)).fetchone() is not None
+        insert = ("INSERT OR IGNORE INTO deliveries (send_id, subscriber_id, email, list_id, state, last_error, "
+                  "updated_at) SELECT ?, a.*, ?, ?, ? FROM ({sql} ORDER BY s.id) a")
+        if not earlier:
+            self.conn.execute(insert.format(sql=audience.sql), [send_id, "pending", None, stamp, *audience.args])
+            left_out = 0
+        else:
+            self.conn.execute(insert.format(sql=f"{audience.sql} AND s.id NOT IN ({reached})"),
+                              [send_id, "pending", None, stamp, *audience.args, edition_id, send_id])
+            left_out = self.conn.execute(insert.format(sql=f"{audience.sql} AND s.id IN ({reached})"),
+                                         [send_id, "skipped", _REACHED, stamp, *audience.args, edition_id,
+                                          send_id]).rowcount
+        # An internationalised domain goes on the envelope in its ASCII (IDNA) form.
+        for delivery_id, address in self.conn.execute(
+                "SELECT id, email FROM deliveries WHERE send_id = ? AND email GLOB '*[^ -~]*'", (send_id,)).fetchall():
+            self.conn.execute("UPDATE deliveries SET email = ? WHERE id = ?", (envelope_address(address), delivery_id))
+        return left_out
+
+    def count_unreached(self, audience: AudienceSelect, edition_id: int) -> int:
+        """How many of the audience no send of the edition has reached or holds yet."""
+        return self.conn.execute(
+            f"SELECT COUNT(*) FROM ({audience.sql} AND s.id NOT IN (SELECT d.subscriber_id FROM sends p "
+            "JOIN deliveries d ON d.send_id = p.id WHERE p.edition_id = ? AND d.subscriber_id IS NOT NULL "
+            "AND d.state IN ('sent', 'sending', 'pending')))", [*audience.args, edition_id]).fetchone()[0]
+
     def _edition_for_send(self, slug: str, snapshot: Snapshot | None, date_utc: str, stamp: str) -> EditionRecord:
         found = self.edition(slug)
-        if found is not None:
-            return found
         number = snapshot.number if snapshot is not None else None
+        if found is not None:
+            if found.number is None and number is not None and self.number_owner(number) is None:
+                self.conn.execute("UPDATE editions SET number = ? WHERE id = ?", (number, found.id))
+                return self.edition_by_id(found.id)  # type: ignore[return-value]
+            return found
         if number is not None:
             owner = self.number_owner(number)
             if owner is not None:
@@ -416,10 +471,14 @@ class Ledger:
             except NewsletterError:
                 snap = None
         with self._write():
-            if snap is None:
-                self.conn.execute("UPDATE editions SET reconstruct = 'missing' WHERE id = ? AND reconstruct = 'pending'",
-                                  (edition.id,))
+            state = self.conn.execute("SELECT reconstruct FROM editions WHERE id = ?", (edition.id,)).fetchone()
+            if state is None or state[0] != "pending":  # another process did it meanwhile
                 return 0
+            if snap is None:
+                self.conn.execute("UPDATE editions SET reconstruct = 'missing' WHERE id = ?", (edition.id,))
+                return 0
+            if self.number_owner(snap.number) is not None:  # type: ignore[arg-type]
+                return 0  # taken meanwhile by another process: rendered again at the next open
             snapshot_id = self._store_snapshot(edition.id, snap, utc_now())
             self.conn.execute("UPDATE editions SET number = ?, source_path = ?, date_utc = ?, reconstruct = 'done' "
                               "WHERE id = ?", (snap.number, snap.source_path, date_utc, edition.id))
@@ -430,8 +489,8 @@ class Ledger:
     def _insert_deliveries(self, batch: list[tuple]) -> None:
         if batch:
             self.conn.executemany(
-                "INSERT OR IGNORE INTO deliveries (send_id, subscriber_id, email, list_id, state, updated_at) "
-                "VALUES (?, ?, ?, ?, 'pending', ?)", batch)
+                "INSERT OR IGNORE INTO deliveries (send_id, subscriber_id, email, list_id, state, last_error, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)", batch)
 
     def set_last_error(self, send_id: int, error: str | None) -> None:
         with self._write():
@@ -709,12 +768,21 @@ def sent_snapshots(conn_or_config: sqlite3.Connection | Config, days: float | No
     return _reading(conn_or_config, query)
 
 
-def archived_snapshot(conn_or_config: sqlite3.Connection | Config, slug: str) -> Snapshot | None:
+def archived_snapshot(conn_or_config: sqlite3.Connection | Config, slug: str, *,
+                      cached: dict[int, object] | None = None) -> Snapshot | int | None:
     """What the archive page of ``slug`` shows: the snapshot of its latest send that reached
-    someone; None for an edition never sent (unsent editions stay private)."""
-    def query(ledger: Ledger) -> Snapshot | None:
-        edition = ledger.edition(slug)
-        return ledger.latest_snapshot(edition.id, sent_only=True) if edition else None
+    someone; None for an edition never sent (unsent editions stay private). With ``cached``
+    (snapshot id -> anything) a cached snapshot's id is returned instead of reading it again."""
+    def query(ledger: Ledger):
+        row = ledger.conn.execute(
+            "SELECT s.snapshot_id FROM editions e JOIN sends s ON s.edition_id = e.id WHERE e.slug = ? "
+            "AND s.first_sent_at IS NOT NULL AND s.snapshot_id IS NOT NULL "
+            "ORDER BY s.first_sent_at DESC, s.id DESC LIMIT 1", (slug,)).fetchone()
+        if row is None:
+            return None
+        if cached is not None and row[0] in cached:
+            return row[0]
+        return ledger.snapshot(row[0])
     return _reading(conn_or_config, query)
 
 

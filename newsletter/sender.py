@@ -5,7 +5,8 @@ knows (path + slug + date instant); the same audience's unfinished send is resum
 frozen snapshot (with one line when the file changed since), anything else renders the file
 into a new snapshot, numbered once. ``SendJob.plan`` looks (store, ledger, transport limits) and
 writes nothing; ``SendJob.run`` freezes the snapshot and the recipients into the ledger on first
-run (leaving out readers an earlier send of the edition reached, unless ``again``), then claims deliveries in small batches, makes each
+run (readers an earlier send of the edition reached are skipped, unless ``again``), then always
+sends the snapshot stored with the send: it claims deliveries in small batches, makes each
 reader's message from the precomputed template, paces through a token bucket and sends from a
 thread pool. Results go back to the ledger in batches from the main thread. A crash leaves at most
 the in-flight window (``window`` rows) in ``sending``: reported as unknown afterwards.
@@ -99,8 +100,7 @@ def _prepare(config: Config, path: Path, audience: Audience, essay: Path | None,
     if parsed is not None:
         edition = ledger.match_edition(key, parsed.slug, date_instant(parsed))
     else:  # a broken or missing file can still resume the send it started
-        rows = ledger.conn.execute("SELECT slug FROM editions WHERE source_path = ? ORDER BY id DESC", (key,)).fetchall()
-        edition = ledger.edition(rows[0][0]) if rows else None
+        edition = ledger.edition_from(key)
     resume = ledger.open_send(edition.id, audience.key) if edition else None
     if resume is not None and resume.snapshot_id is not None:
         frozen = ledger.snapshot(resume.snapshot_id)
@@ -116,6 +116,9 @@ def _prepare(config: Config, path: Path, audience: Audience, essay: Path | None,
     notes = []
     if edition is not None:
         number = edition.number if edition.number is not None else (parsed.number or ledger.next_number())
+        if parsed.number is not None and parsed.number != number:
+            notes.append(f"the file says `number: {parsed.number}`; this edition has been No. {number} "
+                         "since its first send, and stays so")
         if parsed.slug != edition.slug:
             notes.append(f"its slug is now {parsed.slug!r} in the file; this is still edition {edition.slug!r} "
                          "(its archive page and number stay)")
@@ -299,9 +302,8 @@ class SendJob:
         else:
             steps = self.store.audience_steps(self.audience)
             edition = self.prepared.edition
-            reached = self.ledger.earlier_recipients(edition.id) if edition and not self.again else set()
-            if reached:
-                total = sum(1 for r in self.store.audience_recipients(self.audience) if r.subscriber_id not in reached)
+            if edition is not None and not self.again and self.ledger.edition_sends(edition.id):
+                total = self.ledger.count_unreached(self.store.audience_select(self.audience), edition.id)
             else:
                 total = steps[-1][1]
             earlier = steps[-1][1] - total
@@ -353,6 +355,9 @@ class SendJob:
         send = self.existing or self._create_send()
         if send.snapshot_id is None:  # a send from before snapshots whose file was missing at the upgrade
             send = self.ledger.attach_snapshot(send, replace(self.snapshot, reconstructed=True))
+        if send.snapshot_id != self.snapshot.id:  # what the ledger froze, byte for byte (also when
+            self.snapshot = self.ledger.snapshot(send.snapshot_id)  # joining another process's send)
+            self.rendered = self.snapshot.rendered()  # type: ignore[union-attr]
         self.existing = send
         if self.options.retry_unknown:
             self.ledger.retry_unknown(send.id)
@@ -381,7 +386,7 @@ class SendJob:
             return self.ledger.create_send(slug=self.snapshot.slug, subject=self.snapshot.subject,
                                            list_name=self.list_name, list_id=self.mailing_list.id,
                                            transport=self.transport_name,
-                                           recipients=self.store.audience_recipients(self.audience),
+                                           recipients=self.store.audience_select(self.audience),
                                            snapshot=self.snapshot, date_utc=self.prepared.date_utc,
                                            audience=json.dumps(audience, ensure_ascii=False),
                                            audience_key=self.audience.key, again=self.again)

@@ -11,7 +11,6 @@ import pytest
 
 from newsletter.config import load_config
 from newsletter.edition import load_edition
-from newsletter.ledger import DeliveryState, Ledger, Outcome
 from newsletter.render import render_edition
 from newsletter.store import open_store
 

@@ -14,7 +14,6 @@ from email import policy
 import httpx
 import pytest
 
-from conftest import SAMPLES  # noqa: F401  (the samples folder, for the record)
 from fake_ses import FakeSes
 from test_send import outbox_messages, spawn_send, use_ses, wait_for
 from newsletter.config import load_config
@@ -220,7 +219,8 @@ def test_sigint_edit_resume_sends_only_the_frozen_version(project, fake_ses, cli
     assert subjects(fake_ses) == {"Frozen title"}
     assert sorted(to for m in fake_ses.messages for to in m["to"]) == people
     shown = cli("sends", "show", "2025-10-14")
-    assert "subject:    Frozen title" in shown.output
+    assert "subject:    Frozen title" in shown.output and "title:      Frozen title" in shown.output
+    assert "Frozen title" in cli("stats", "2025-10-14").output
 
 
 def started_not_sent(config, path: str) -> None:
@@ -253,6 +253,25 @@ def test_offset_or_slug_change_is_the_same_edition(project, cli, change):
     assert not (project / "outbox" / "renamed").exists()
     with Ledger.open(load_config()) as ledger:
         assert len(ledger.sends()) == 1
+
+
+@pytest.mark.parametrize("damage", ["broken", "deleted"])
+def test_a_broken_or_deleted_file_still_resumes_its_send(project, cli, damage):
+    people = readers(5)
+    path = project / "editions" / "2026-11-20.md"
+    write(path, "Resumable")
+    started_not_sent(load_config(), str(path))
+    if damage == "broken":
+        path.write_text("---\ntitle: [unclosed\n---\n", encoding="utf-8")
+    else:
+        path.unlink()
+    result = send(cli, "editions/2026-11-20.md")
+    assert "editions/2026-11-20.md changed since this send started" in result.output
+    assert recipients_of(project, "2026-11-20") == people
+    assert {m["Subject"] for m in outbox_messages(project, "2026-11-20")} == {"Resumable"}
+    # with nothing to resume, the broken file is the one-line error it always was
+    again = cli("send", "editions/2026-11-20.md", "--list", "other", "--yes")
+    assert again.exit_code == 2 and "Traceback" not in again.output
 
 
 # -- audiences and several sends per edition -----------------------------------------------------
@@ -320,6 +339,11 @@ def test_a_second_send_skips_earlier_recipients_and_again_sends_again(project, c
     assert "2026-11-20: 4 sends" in shown.output
     one = cli("sends", "show", "2026-11-20#2")
     assert "send:       2026-11-20#2" in one.output and "earlier:    1" in one.output
+    assert "skipped:    1" in one.output  # the contract's delivery state for "already received"
+    with Ledger.open(load_config()) as ledger:
+        rows = ledger.deliveries(ledger.find_send("2026-11-20#2").id, states=["skipped"])
+        assert [(r["email"], r["last_error"]) for r in rows] == [
+            ("reader0002@example.com", "already received this edition in an earlier send")]
     assert "2026-11-20#3" not in one.output
     stats = cli("stats", "2026-11-20", "--json")
     assert stats.exit_code == 0 and '"sent": 7' in stats.output
@@ -385,3 +409,45 @@ def test_migration_rebuilds_snapshots_of_earlier_sends(project, cli):
     assert cli("archive", "build", "--output", str(out)).exit_code == 0
     assert "Old edition kept" in (out / "archive" / "2026-11-01" / "index.html").read_text(encoding="utf-8")
     assert not (out / "archive" / "2026-11-02").exists()
+
+
+def test_the_preview_shows_the_number_it_will_get(project, cli):
+    from newsletter.preview import Preview, page
+
+    readers(1)
+    send(cli, write(project / "editions" / "2026-11-20.md", "Sent one"))
+    draft = project / "editions" / "2026-11-21.md"
+    write(draft, "A draft", date="2026-11-21T08:00:00+00:00")
+    preview = Preview(draft, load_config())
+    assert preview.state.number.startswith("No. 2 ")
+    assert "No. 2 (assigned at its first send, then kept)" in page(preview.state)
+    assert "No. 2" in preview.state.rendered.text
+    sent = Preview(project / "editions" / "2026-11-20.md", load_config())
+    assert sent.state.number.startswith("No. 1 ")
+
+
+def test_an_international_domain_is_frozen_in_its_ascii_form(project, cli):
+    with open_store(load_config()) as store:
+        store.create_list("daily")
+        store.create_list("weekly")
+        store.add_subscriber("Leser@Bücher.de", lists=["daily", "weekly"])
+        store.add_subscriber("plain@example.com", lists=["weekly"])
+    path = write(project / "editions" / "2026-11-20.md", "IDN")
+    send(cli, path, "--list", "daily", "--list", "weekly")
+    assert recipients_of(project, "2026-11-20") == ["Leser@xn--bcher-kva.de", "plain@example.com"]
+
+
+def test_another_file_with_a_sent_slug_and_another_date_is_refused(project, cli):
+    readers(1)
+    send(cli, write(project / "editions" / "2026-11-20.md", "The first", extra="slug: weekly-notes\n"))
+    other = write(project / "editions" / "2026-11-27.md", "Another one", date="2026-11-27T08:00:00+00:00",
+                  extra="slug: weekly-notes\n")
+    refused = cli("send", other, "--list", "daily", "--yes")
+    assert refused.exit_code == 2 and "slug 'weekly-notes' is already edition 1" in refused.output
+    assert "give this edition its own `slug:`" in refused.output and "Traceback" not in refused.output
+    # the same file moved elsewhere (same slug, same date) is the same edition
+    moved = project / "archive-src" / "notes.md"
+    moved.parent.mkdir()
+    (project / "editions" / "2026-11-20.md").rename(moved)
+    again = cli("send", str(moved), "--list", "daily", "--yes")
+    assert again.exit_code == 0 and "every reader of daily already received weekly-notes" in again.output

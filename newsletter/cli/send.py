@@ -56,7 +56,7 @@ def send(
     starts another send of the edition (SLUG#2, …), skipping readers who already got it."""
     from newsletter.audience import make_audience
     from newsletter.schedule import parse_when
-    from newsletter.sender import SendJob, SendOptions, prepare_send
+    from newsletter.sender import SendJob, SendOptions
 
     config = get_config(ctx)
     when = parse_when(at) if at else None
@@ -225,6 +225,8 @@ def _summary(report, plan, outbox: Path) -> None:
     rate = f" ({p.rate:.1f}/s)" if p.elapsed > 0 and p.sent else ""
     typer.echo(f"{report.slug}: sent {p.sent}, failed {p.failed}, skipped {p.skipped}"
                f"{', retried ' + str(p.retries) if p.retries else ''} in {_duration(p.elapsed)}{rate}")
+    if plan.skipped_earlier and not plan.resuming:
+        notice(f"  {plan.skipped_earlier} reader(s) already received this edition in an earlier send: skipped")
     for address, error in report.failures[:10]:
         notice(f"  failed: {address}: {error}")
     if report.unknown:
@@ -358,27 +360,28 @@ def sends_show(
             sends = [send] if send else []
         else:
             edition = ledger.edition(slug)
-            sends = ledger.edition_sends(edition.id) if edition else []
+            sends = ledger.edition_sends(edition.id) if edition else [s for s in [ledger.find_send(slug)] if s]
         if not sends:
             raise ValidationError(f"no send for edition {slug!r} (see `newsletter sends ls`)")
         edition = ledger.edition_by_id(sends[0].edition_id) if sends[0].edition_id else None
-        snapshot = ledger.snapshot(sends[-1].snapshot_id) if sends[-1].snapshot_id else None
         details = [(s, ledger.progress(s.id),
-                    ledger.deliveries(s.id, states=["failed"], limit=failures) if failures else [])
+                    ledger.deliveries(s.id, states=["failed"], limit=failures) if failures else [],
+                    ledger.snapshot(s.snapshot_id) if s.snapshot_id else None)
                    for s in sends]
     if len(sends) > 1:
         typer.echo(f"{slug}: {len(sends)} sends" + (f" (edition No. {edition.number})" if edition and edition.number else ""))
-    for i, (send, p, failed) in enumerate(details):
+    for i, (send, p, failed, snapshot) in enumerate(details):
         if i:
             typer.echo("")
-        _show_one(send, p, failed, edition, snapshot if send is sends[-1] else None)
+        _show_one(send, p, failed, edition, snapshot)
 
 
 def _show_one(send, p, failed, edition, snapshot) -> None:
     rows = [("send", send.ref), ("edition", send.slug), ("number", (edition.number if edition else None) or "-"),
+            ("title", snapshot.title if snapshot else "-"),
             ("subject", send.subject), ("audience", send.list_name), ("transport", send.transport),
             ("readers", send.recipients), ("sent", p.sent), ("failed", p.failed), ("skipped", p.skipped),
-            ("earlier", f"{send.skipped_earlier} (already received this edition: left out)"),
+            ("earlier", f"{send.skipped_earlier} (of the skipped: already received this edition in an earlier send)"),
             ("pending", p.pending), ("in flight", p.in_flight), ("unknown", p.unknown), ("started", send.created_at),
             ("first sent", send.first_sent_at or "-"), ("finished", send.finished_at or "-"),
             ("status", _status(send, p))]

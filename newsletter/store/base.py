@@ -83,6 +83,15 @@ class ImportSummary:
         }
 
 
+class AudienceSelect(NamedTuple):
+    """An audience as SQL on the subscriber database: ``sql`` selects ``(subscriber_id, email,
+    list_id)`` of each reader once, in id order; ``args`` its parameters; ``list_ids`` the lists."""
+
+    sql: str
+    args: list
+    list_ids: list[int]
+
+
 class Store(ABC):
     """Subscribers, lists, memberships and the global suppression list."""
 
@@ -225,6 +234,10 @@ class Store(ABC):
     def audience_recipients(self, audience: Audience) -> Iterator[Recipient]:
         """The readers of an audience (lists' union minus excluded lists, filtered by its
         conditions), active and not suppressed, each once, by id; ``list_id`` set per reader."""
+
+    @abstractmethod
+    def audience_select(self, audience: Audience) -> AudienceSelect:
+        """The audience as one SELECT the ledger freezes with ``INSERT … SELECT`` (same database)."""
 
     @abstractmethod
     def audience_steps(self, audience: Audience) -> list[tuple[str, int]]:

@@ -20,7 +20,7 @@ from newsletter.attributes import attr_key
 from newsletter.errors import StoreError, ValidationError
 from newsletter.store import db
 from newsletter.store.db import utc_now
-from newsletter.store.base import AddResult, ImportRow, ImportSummary, Store, SubscribeResult
+from newsletter.store.base import AddResult, AudienceSelect, ImportRow, ImportSummary, Store, SubscribeResult
 from newsletter.store.models import (
     MailingList,
     Membership,
@@ -372,6 +372,14 @@ class SqliteStore(Store):
             for row in batch:
                 yield Recipient(subscriber_id=row[0], email=envelope_address(row[1]), name=row[2],
                                 attributes=json.loads(row[3]), list_id=lists[row[4]], uid=uid_hex(row[5]))
+
+    def audience_select(self, audience: Audience) -> AudienceSelect:
+        """The audience as one SELECT of ``(subscriber_id, email as stored, list_id)`` in id
+        order, for the ledger to freeze in a single ``INSERT … SELECT`` on the same database."""
+        lists = [self.require_list(n).id for n in audience.lists]
+        sql, args = self._audience_sql(lists, [self.require_list(n).id for n in audience.exclude],
+                                       audience.where, "s.id, s.email, json_extract(?, '$[' || u.pos || ']')")
+        return AudienceSelect(sql, [json.dumps(lists), *args], lists)
 
     def audience_steps(self, audience: Audience) -> list[tuple[str, int]]:
         """The count of sendable readers after each step: each list added, each list left out,

@@ -1,5 +1,8 @@
+-- newsletter: foreign_keys=off
 -- A send is a snapshot: what it sends is frozen in the database, and an edition may have
 -- several sends (lists, segments, later joiners). Timestamps are ISO 8601 UTC text.
+-- `sends` is rebuilt (its slug is no longer unique) with foreign keys off, as SQLite's ALTER TABLE
+-- documentation prescribes; the runner checks them before committing.
 
 -- One row per edition ever sent: its identity (source file + slug + date instant) and its
 -- number, assigned once at the first send and never moved.
