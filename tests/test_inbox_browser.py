@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, SAMPLES
+from newsletter.build import build_edition
 from newsletter.config import load_config
-from newsletter.edition import load_edition
-from newsletter.render import render_edition
 
 pytestmark = pytest.mark.browser
 
@@ -65,8 +64,9 @@ def seed_email(project):
     path = project / "editions" / "2025-10-14.md"
     path.write_text(text, encoding="utf-8")
     config = load_config()
-    rendered = render_edition(load_edition(path, config=config), config)
-    assert 'class="nl-essay-label"' in rendered.html
+    # numbered as its first send will number it (drafts carry no number: issue 10)
+    _, rendered, _ = build_edition(path, config)
+    assert 'class="nl-essay-label"' in rendered.html and "第 1 期" in rendered.html
     out = project / "email.html"
     out.write_text(rendered.html, encoding="utf-8")
     return out

@@ -165,7 +165,7 @@ def test_mailto_unsubscribe_only_when_a_read_mailbox_is_configured():
     for raw in (MessageTemplate(rendered(), ctx).render(READERS[1]).raw,
                 build_message_slow(rendered(), ctx, READERS[1])):
         header = str(parsed(raw)["List-Unsubscribe"])
-        token = make_token(SECRET, "unsubscribe", 2, 3)
+        token = make_token(SECRET, "unsubscribe", 2, 3, uid=READERS[1].uid)
         assert header == (f"<https://news.example.com/unsubscribe/{token}>, "
                           f"<mailto:unsubscribe@news.example.com?subject=unsubscribe%20{token}>")
 
