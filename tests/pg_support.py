@@ -25,6 +25,7 @@ from pathlib import Path
 
 PG_USER = "nlpg"  # the system user the server runs as when we are root
 SUPERUSER = "postgres"
+PASSWORD_ROLE = "nl_password_user"  # the one role that must log in with a password
 
 
 class PgUnavailable(RuntimeError):
@@ -111,6 +112,10 @@ class PgServer:
                 settings.update(fsync="off", synchronous_commit="off", full_page_writes="off")
             with open(server.data / "postgresql.auto.conf", "a", encoding="utf-8") as conf:
                 conf.writelines(f"{k} = {v}\n" for k, v in settings.items())
+            # one role must give a password, so that libpq's PGPASSWORD / ~/.pgpass can be tested
+            hba = server.data / "pg_hba.conf"
+            hba.write_text(f"host all {PASSWORD_ROLE} 127.0.0.1/32 scram-sha-256\n"
+                           + hba.read_text(encoding="utf-8"), encoding="utf-8")
             server._run("pg_ctl", "start", "-D", str(server.data), "-w", "-t", "60",
                         "-l", str(server.root / "server.log"))
         except BaseException:

@@ -69,9 +69,9 @@ def root(
 
 
 def _register() -> None:
-    from newsletter.cli import edition, ops, send, subscribers, web
+    from newsletter.cli import db, edition, ops, send, subscribers, web
 
-    for module in (edition, subscribers, send, web, ops):
+    for module in (edition, subscribers, send, web, ops, db):
         module.register(app)
 
 

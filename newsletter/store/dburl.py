@@ -1,5 +1,6 @@
 """Which database a setting names: SQLite (a path or ``sqlite:///path``) or PostgreSQL
-(``postgresql://`` / ``postgres://`` URLs, or a libpq ``service=…`` connection string).
+(``postgresql://`` / ``postgres://`` URLs in libpq's URI syntax, e.g.
+``postgresql://news@db.example.com/news`` or ``postgresql:///?service=newsletter``).
 
 Pure functions: nothing here connects. Credentials never belong in the setting: libpq finds
 them itself (``PGPASSWORD``, ``~/.pgpass``, ``PGSERVICE`` / ``~/.pg_service.conf``), so
@@ -19,7 +20,7 @@ def backend(url: str) -> str:
     """``"sqlite"`` or ``"postgresql"`` for a database setting; ``StoreError`` for any other
     scheme."""
     if "://" not in url:
-        return "postgresql" if url.strip().startswith("service=") else "sqlite"
+        return "sqlite"
     scheme = url.split("://", 1)[0].lower()
     if scheme == "sqlite":
         return "sqlite"
@@ -45,30 +46,30 @@ def describe(url: str) -> str:
 
 
 def pg_host_and_database(url: str) -> tuple[str, str]:
-    """Host (with port) and database name of a PostgreSQL URL or libpq string, falling back to
-    what libpq would use (``PGHOST``/``PGDATABASE``, the local socket, the user name)."""
+    """Host (with port) and database name of a PostgreSQL URL, for messages: from the URL,
+    its query (``?host=…&dbname=…&service=…``) or what libpq would fall back to
+    (``PGHOST``, ``PGDATABASE``, ``PGSERVICE``, the local socket)."""
     import os
+    from urllib.parse import parse_qs
 
-    if "://" not in url:  # key=value connection string (service=…)
-        values = dict(part.split("=", 1) for part in url.split() if "=" in part)
-        host = values.get("host") or os.environ.get("PGHOST", "")
-        dbname = values.get("dbname") or os.environ.get("PGDATABASE", "")
-        if values.get("service") and not (host and dbname):
-            return (host or f"service {values['service']!r}"), (dbname or values["service"])
-        return host or "the local socket", dbname or "(default)"
     parts = urlsplit(url)
-    host = unquote(parts.hostname or "") or os.environ.get("PGHOST", "") or "the local socket"
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    service = query.get("service") or os.environ.get("PGSERVICE", "")
+    host = (unquote(parts.hostname or "") or query.get("host") or os.environ.get("PGHOST", "")
+            or (f"service {service!r}" if service else "the local socket"))
     if host.startswith("/"):
         host = f"socket {host}"
-    elif parts.port:
-        host = f"{host}:{parts.port}"
-    dbname = unquote(parts.path.lstrip("/")) or os.environ.get("PGDATABASE", "") or (
-        unquote(parts.username or "") or os.environ.get("PGUSER", "") or "(default)")
+    port = parts.port or query.get("port")
+    if port and not host.startswith(("socket ", "service ", "the ")):
+        host = f"{host}:{port}"
+    dbname = (unquote(parts.path.lstrip("/")) or query.get("dbname")
+              or os.environ.get("PGDATABASE", "") or (service and f"of service {service!r}")
+              or unquote(parts.username or "") or os.environ.get("PGUSER", "") or "(default)")
     return host, dbname
 
 
 def has_password(url: str) -> bool:
     """Whether a URL carries a password (refused: it would sit in a file in plain text)."""
     if "://" not in url:
-        return "password=" in url
-    return urlsplit(url).password is not None
+        return False
+    return urlsplit(url).password is not None or "password=" in urlsplit(url).query

@@ -159,7 +159,8 @@ def connect(url: str, *, migrate: bool = True, application: str = "newsletter") 
         host, dbname = pg_host_and_database(url)
         reason = " ".join(str(err).split())
         # libpq repeats the host in its message; keep the first reason it gives
-        reason = re.sub(r"^connection to server at [^,]+, port \d+ failed: ", "", reason)
+        reason = re.sub(r'^(connection failed: )?(connection to server (at|on) "[^"]*"'
+                        r'( \([^)]*\))?, port \d+ failed: )?', "", reason)
         raise StoreError(f"cannot connect to PostgreSQL database {dbname!r} on {host}: "
                          f"{reason}") from None
     conn = PgConnection(raw, url)
