@@ -31,7 +31,9 @@ def _schema(store) -> str:
     if getattr(store, "backend", "sqlite") == "postgresql":
         return store.conn.execute(
             "SELECT string_agg(indexdef, ';' ORDER BY indexname) FROM pg_indexes "
-            "WHERE schemaname = 'public'").fetchone()[0]
+            "WHERE schemaname = 'public'").fetchone()[0] + store.conn.execute(
+            "SELECT string_agg(conname || pg_get_constraintdef(oid), ';' ORDER BY conname) "
+            "FROM pg_constraint WHERE connamespace = 'public'::regnamespace").fetchone()[0]
     return store.conn.execute("SELECT group_concat(sql) FROM sqlite_master").fetchone()[0]
 
 
@@ -412,6 +414,10 @@ def test_postgresql_imports_exactly_as_sqlite_does(tmp_path, pg_url, unrelated_s
             state.append(_state(s))
             suppressed = [s.is_suppressed(e) for e in ("d@example.com", "f@example.com")]
             results.append((summaries, state, suppressed))
+            if url == pg_url:  # the bulk path's dropped index and foreign keys are back
+                from newsletter.store import postgres_bulk
+
+                assert postgres_bulk.can_bulk_load(s.conn)
     assert results[0] == results[1]
     summaries, state, suppressed = results[1]
     assert suppressed == [True, True]

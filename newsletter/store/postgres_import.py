@@ -12,6 +12,9 @@ row, and memory stays flat however large the file), then merged with set-based S
    then merged in place, later non-empty values winning and an opt-out winning
    (``sqlite_import.merge_rows``); their memberships and (for imported bounces and complaints)
    suppressions follow in one statement each (``sqlite_import.finish_new``).
+
+A first import into an empty database (nothing to check against) takes a shorter road:
+``newsletter.store.postgres_bulk``. Both give the same result (tested).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from newsletter.addresses import Address, address_hash
-from newsletter.store import pg, sqlite_import
+from newsletter.store import pg, postgres_bulk, sqlite_import
 from newsletter.store.base import ImportRow, ImportSummary
 from newsletter.store.models import MailingList
 
@@ -62,6 +65,11 @@ def import_rows(store: "PostgresStore", rows: Iterable[ImportRow], target: Maili
         with store.transaction() as conn:
             first_new = conn.execute("SELECT coalesce(max(id), 0) FROM subscribers").fetchone()[0]
             has_suppressions = conn.execute("SELECT 1 FROM suppressions LIMIT 1").fetchone()
+            if not first_new and not has_suppressions and postgres_bulk.can_bulk_load(conn):
+                postgres_bulk.bulk_load(conn, rows, target, source, now, summary)
+                if dry_run:
+                    raise _DryRun
+                return summary
             _stage(conn, rows, with_hash=has_suppressions is not None)
             conn.execute("ANALYZE import_rows")
             skip = []

@@ -17,6 +17,8 @@ CREATE TABLE subscribers (
     confirmed_at    text,
     unsubscribed_at text
 );
+-- a named index, not a column constraint: a first import into an empty table drops it, copies
+-- the rows in and builds it again in one sort (as on SQLite)
 CREATE UNIQUE INDEX subscribers_by_key ON subscribers (email_key);
 
 CREATE TABLE lists (
@@ -29,13 +31,18 @@ CREATE TABLE lists (
 );
 
 CREATE TABLE memberships (
-    subscriber_id   bigint NOT NULL REFERENCES subscribers (id) ON DELETE CASCADE,
-    list_id         bigint NOT NULL REFERENCES lists (id) ON DELETE CASCADE,
+    subscriber_id   bigint NOT NULL,
+    list_id         bigint NOT NULL,
     status          text NOT NULL CHECK (status IN ('unconfirmed', 'active', 'unsubscribed')),
     created_at      text NOT NULL,
     confirmed_at    text,
     unsubscribed_at text,
-    PRIMARY KEY (subscriber_id, list_id)
+    PRIMARY KEY (subscriber_id, list_id),
+    -- named: a first import into an empty database drops and re-adds them (one set-based
+    -- check instead of a trigger per row; newsletter/store/postgres_bulk.py)
+    CONSTRAINT memberships_subscriber_fk FOREIGN KEY (subscriber_id)
+        REFERENCES subscribers (id) ON DELETE CASCADE,
+    CONSTRAINT memberships_list_fk FOREIGN KEY (list_id) REFERENCES lists (id) ON DELETE CASCADE
 );
 CREATE INDEX memberships_by_list ON memberships (list_id, subscriber_id, status);
 
