@@ -273,3 +273,34 @@ def test_sqlite_commands_never_import_psycopg(project):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=project, check=True).stdout.strip()
     assert out == "False"
+
+
+# -- the readers' endpoints' rate limits --------------------------------------------------------
+def test_rate_limits_hold_across_connections_on_both_backends(db_url):
+    """Several threads (each its own connection, as several web workers would be) hitting one
+    bucket at once: exactly ``limit`` actions are allowed; other buckets and old rows behave."""
+    from newsletter.store import open_rate_limiter, open_store
+
+    open_store(db_url).close()  # migrated
+    limiter = open_rate_limiter(db_url)
+    allowed = []
+
+    def work():
+        for _ in range(5):
+            allowed.append(limiter.hit("ip:203.0.113.7", 7, 3600))
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert allowed.count(True) == 7 and len(allowed) == 20
+        assert limiter.count("ip:203.0.113.7", 3600) == 7
+        assert limiter.hit("ip:198.51.100.1", 7, 3600)  # another bucket is not affected
+        assert limiter.hit("old", 1, 60, now=1000.0) and not limiter.hit("old", 1, 60, now=1001.0)
+        assert limiter.hit("old", 1, 60, now=1100.0)  # the window slid on
+        assert limiter.prune() == 2  # rows from 1970 are older than any window
+        assert limiter.hit("anything", 0, 60)  # limit <= 0: no limit
+    finally:
+        limiter.close()

@@ -51,3 +51,19 @@ def open_store(config: "Config | str") -> "Store":
     from newsletter.store.sqlite import SqliteStore
 
     return SqliteStore(sqlite_path(url))
+
+
+def open_rate_limiter(config: "Config | str"):
+    """The readers' endpoints' rate limiter on the same database as the store:
+    ``newsletter.ratelimit.RateLimiter`` (SQLite) or ``PostgresRateLimiter``."""
+    from newsletter.store.dburl import is_postgres
+
+    url = database_url(config)
+    if is_postgres(url):
+        from newsletter.store.pg_ratelimit import PostgresRateLimiter
+
+        return PostgresRateLimiter(url)
+    from newsletter.ratelimit import RateLimiter
+    from newsletter.store.db import sqlite_path
+
+    return RateLimiter(sqlite_path(url))
