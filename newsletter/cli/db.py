@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from newsletter.cli.common import get_config, notice
+from newsletter.cli.common import get_config, notice, stderr_is_terminal
 
 db_app = typer.Typer(help="The database: schema version and migrations (SQLite or PostgreSQL).",
                      no_args_is_help=True)
@@ -66,6 +66,34 @@ def migrate(ctx: typer.Context) -> None:
         notice(f"applied {step['version']:03d} {step['name']}")
     done = "already up to date" if not before.pending else "migrated"
     typer.echo(f"{after.database}: schema version {after.current} ({done})")
+
+
+@db_app.command("copy")
+def copy(
+    ctx: typer.Context,
+    source: Annotated[str, typer.Argument(metavar="SRC", help="Database to read: a SQLite file path, sqlite:///path or postgresql://user@host/db.")],
+    target: Annotated[str, typer.Argument(metavar="DST", help="Empty database to write (same forms; created and migrated if needed).")],
+) -> None:
+    """Copy the readers (lists, subscribers, memberships, suppressions) from SRC into the empty
+    DST, e.g. from SQLite to PostgreSQL or back, in one transaction, verifying the row counts.
+    Refuses a non-empty DST; interrupted, DST is left empty. Sends, deliveries and events are
+    not copied yet (it says so when SRC has any)."""
+    from newsletter.store import database_url
+    from newsletter.store.copy import copy_database
+
+    resolved = [database_url(get_config(ctx)) if value == "." else value
+                for value in (source, target)]
+    progress = None
+    if stderr_is_terminal():
+        progress = lambda table, done: typer.echo(f"\r{table}: {done:,}", err=True, nl=False)  # noqa: E731
+    result = copy_database(*resolved, on_progress=progress)
+    if progress:
+        typer.echo("", err=True)
+    copied = ", ".join(f"{n:,} {table}" for table, n in result.counts.items())
+    typer.echo(f"copied {copied} from {result.source} to {result.target} (counts verified)")
+    if result.left_behind:
+        left = ", ".join(f"{n:,} {table}" for table, n in result.left_behind.items())
+        notice(f"warning: not copied (not covered by db copy yet): {left}")
 
 
 def register(app: typer.Typer) -> None:
