@@ -304,3 +304,19 @@ def test_rate_limits_hold_across_connections_on_both_backends(db_url):
         assert limiter.hit("anything", 0, 60)  # limit <= 0: no limit
     finally:
         limiter.close()
+
+
+def test_doctor_checks_the_postgresql_database(project, monkeypatch, pg_empty_url, pg_url):
+    from newsletter.doctor import Status, check_database
+
+    monkeypatch.setenv("NEWSLETTER_DATABASE_URL", pg_url)
+    found = check_database(load_config())
+    assert found.status is Status.OK and "schema version" in found.detail
+    monkeypatch.setenv("NEWSLETTER_DATABASE_URL", pg_empty_url)  # reachable, not migrated
+    found = check_database(load_config())
+    assert found.status is Status.FAIL and "db migrate" in found.hint
+    from conftest import free_port
+
+    monkeypatch.setenv("NEWSLETTER_DATABASE_URL", f"postgresql://x@127.0.0.1:{free_port()}/gone")
+    found = check_database(load_config())
+    assert found.status is Status.FAIL and "cannot connect to PostgreSQL database 'gone'" in found.detail
