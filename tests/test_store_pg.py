@@ -320,3 +320,13 @@ def test_doctor_checks_the_postgresql_database(project, monkeypatch, pg_empty_ur
     monkeypatch.setenv("NEWSLETTER_DATABASE_URL", f"postgresql://x@127.0.0.1:{free_port()}/gone")
     found = check_database(load_config())
     assert found.status is Status.FAIL and "cannot connect to PostgreSQL database 'gone'" in found.detail
+
+
+def test_commands_not_on_postgresql_yet_say_so_in_one_line(project, cli, monkeypatch, pg_url):
+    monkeypatch.setenv("NEWSLETTER_DATABASE_URL", pg_url)
+    for args in (("sends", "ls"), ("stats",)):
+        result = cli(*args)
+        assert result.exit_code == 2, args
+        assert result.stderr.strip() == ("error: this command needs a SQLite database for now: "
+                                         "the delivery ledger, SES events and stats do not run "
+                                         "on PostgreSQL yet")
