@@ -330,3 +330,33 @@ def test_commands_not_on_postgresql_yet_say_so_in_one_line(project, cli, monkeyp
         assert result.stderr.strip() == ("error: this command needs a SQLite database for now: "
                                          "the delivery ledger, SES events and stats do not run "
                                          "on PostgreSQL yet")
+
+
+def test_a_connection_lost_mid_session_is_one_line(pg_server, pg_url, project, cli, monkeypatch):
+    with open_store(pg_url) as store:
+        store.create_list("news")
+        pid = store.conn.raw.info.backend_pid
+        with pg_server.admin() as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        with pytest.raises(StoreError, match=r"^error: cannot use PostgreSQL database 't\d+_\d+' "
+                                             r"on 127\.0\.0\.1:\d+: ") as err:
+            store.get_list("news")
+        assert "\n" not in str(err.value)
+
+
+def test_db_status_then_migrate_on_an_empty_postgresql_database(pg_empty_url, project, cli,
+                                                                 monkeypatch):
+    monkeypatch.setenv("NEWSLETTER_DATABASE_URL", pg_empty_url)
+    latest = pg.latest_version()
+    result = cli("db", "status")
+    assert result.exit_code == 0
+    assert f"schema version 0 of {latest} ({latest} pending)" in result.stdout
+    assert "001  001_subscribers.sql  pending" in result.stdout
+    conn = pg.connect(pg_empty_url, migrate=False)
+    assert pg.schema_version(conn) == 0  # status changed nothing
+    conn.close()
+    result = cli("db", "migrate")
+    assert result.exit_code == 0 and "(migrated)" in result.stdout
+    assert [l for l in result.stderr.splitlines() if l.startswith("applied")] == [
+        f"applied {v:03d} {n}" for v, n, _ in pg.migrations()]
+    assert f"schema version {latest} of {latest} (up to date)" in cli("db", "status").stdout

@@ -87,16 +87,26 @@ class PgConnection:
 
     # the sqlite3.Connection-like surface the shared store code uses
     def execute(self, sql: str, params: Sequence | None = None):
+        import psycopg
+
         cur = self.raw.cursor()
         try:
             return cur.execute(to_pg(sql), params or None, prepare=False)
+        except psycopg.OperationalError as err:  # the server went away, a timeout…
+            cur.close()
+            raise fail(err, self.url) from None
         except Exception:
             cur.close()
             raise
 
     def executemany(self, sql: str, rows: Iterable[Sequence]):
+        import psycopg
+
         cur = self.raw.cursor()
-        cur.executemany(to_pg(sql), list(rows))
+        try:
+            cur.executemany(to_pg(sql), list(rows))
+        except psycopg.OperationalError as err:
+            raise fail(err, self.url) from None
         return cur
 
     def cursor(self):
