@@ -360,3 +360,40 @@ def test_db_status_then_migrate_on_an_empty_postgresql_database(pg_empty_url, pr
     assert [l for l in result.stderr.splitlines() if l.startswith("applied")] == [
         f"applied {v:03d} {n}" for v, n, _ in pg.migrations()]
     assert f"schema version {latest} of {latest} (up to date)" in cli("db", "status").stdout
+
+
+def test_writers_are_not_held_up_while_an_import_reads_its_file(pg_url):
+    """The rows are staged before the import takes the write lock: a sign-up arriving while
+    the file is still being read goes through at once, and both end up in the database."""
+    from newsletter.store.base import ImportRow
+
+    with open_store(pg_url) as store:
+        store.create_list("news")
+        store.add_subscriber("first@example.com", lists=["news"])  # not empty: the general path
+    halfway, written, failures = threading.Event(), threading.Event(), []
+
+    def rows():
+        for i in range(2000):
+            if i == 1000:
+                halfway.set()
+                if not written.wait(10):
+                    raise AssertionError("the sign-up waited for the import")
+            yield ImportRow(f"u{i}@example.com", i + 2, f"u{i}@example.com", "", "{}", "active")
+
+    def run_import():
+        try:
+            with open_store(pg_url) as store:
+                store.import_rows(rows(), list_name="news")
+        except BaseException as err:  # pragma: no cover - shown by the assertion
+            failures.append(err)
+
+    importer = threading.Thread(target=run_import)
+    importer.start()
+    assert halfway.wait(10)
+    with open_store(pg_url) as web:
+        web.add_subscriber("web@example.com", lists=["news"])
+    written.set()
+    importer.join(30)
+    assert failures == []
+    with open_store(pg_url) as store:
+        assert store.count_subscribers(list_name="news") == 2002

@@ -45,10 +45,17 @@ class PostgresStore(SqliteStore):
         self.conn.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[pg.PgConnection]:
+    def transaction(self, *, locked: bool = True) -> Iterator[pg.PgConnection]:
+        """A write transaction holding the store's write lock (``locked=False``: take it later
+        with ``lock_writes``, e.g. after staging an import's rows)."""
         with self.conn.transaction() as conn:
-            conn.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK,))
+            if locked:
+                self.lock_writes()
             yield conn
+
+    def lock_writes(self) -> None:
+        """Wait for the store's write lock (held until this transaction ends)."""
+        self.conn.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK,))
 
     def _batches(self, sql: str, args) -> Iterator[list]:
         import psycopg

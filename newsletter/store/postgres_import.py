@@ -2,7 +2,8 @@
 
 An import is one transaction (all or nothing; a dry run is rolled back). The rows are streamed
 into a temporary table with ``COPY … FROM STDIN`` (psycopg's ``cursor.copy``: no statement per
-row, and memory stays flat however large the file), then merged with set-based SQL:
+row, and memory stays flat however large the file) before the store's write lock is taken; then,
+holding it, they are merged with set-based SQL:
 
 1. rows whose address is on the suppression list are set aside (kept by consent);
 2. rows naming an existing subscriber go through the same consent rules as on SQLite
@@ -40,7 +41,7 @@ _STAGE = """CREATE TEMP TABLE import_rows (
     key text NOT NULL, line bigint NOT NULL, email text, name text NOT NULL,
     attributes text NOT NULL, status text NOT NULL, hash text
 ) ON COMMIT DROP"""
-_COPY = "COPY import_rows (key, line, email, name, attributes, status{hash}) FROM STDIN"
+_COPY = "COPY import_rows (key, line, email, name, attributes, status, hash) FROM STDIN"
 _NEW = f"""
 INSERT INTO subscribers (email_key, email, name, attributes, status, source, created_at,
                          confirmed_at, unsubscribed_at)
@@ -58,20 +59,29 @@ class _DryRun(Exception):
 
 def import_rows(store: "PostgresStore", rows: Iterable[ImportRow], target: MailingList, *,
                 dry_run: bool, source: str, summary: ImportSummary) -> ImportSummary:
+    """Import ``rows`` in one transaction (rolled back for a dry run or on any exception).
+
+    The rows are parsed and copied into the staging table BEFORE the store's write lock is
+    taken, so sign-ups and unsubscribes from the web wait only for the set-based merge, not
+    for reading the file."""
     from newsletter.store.db import utc_now
 
     now = utc_now()
     try:
-        with store.transaction() as conn:
+        with store.transaction(locked=False) as conn:
+            if _is_empty(conn) and postgres_bulk.can_bulk_load(conn):
+                store.lock_writes()
+                if _is_empty(conn):  # still, now that nobody else can write
+                    postgres_bulk.bulk_load(conn, rows, target, source, now, summary)
+                    if dry_run:
+                        raise _DryRun
+                    return summary
+            _stage(conn, rows)
+            conn.execute("ANALYZE import_rows")
+            store.lock_writes()
+            # read under the lock: what other writers committed before is visible now
             first_new = conn.execute("SELECT coalesce(max(id), 0) FROM subscribers").fetchone()[0]
             has_suppressions = conn.execute("SELECT 1 FROM suppressions LIMIT 1").fetchone()
-            if not first_new and not has_suppressions and postgres_bulk.can_bulk_load(conn):
-                postgres_bulk.bulk_load(conn, rows, target, source, now, summary)
-                if dry_run:
-                    raise _DryRun
-                return summary
-            _stage(conn, rows, with_hash=has_suppressions is not None)
-            conn.execute("ANALYZE import_rows")
             skip = []
             if has_suppressions:
                 conn.execute("CREATE TEMP TABLE import_blocked ON COMMIT DROP AS "
@@ -97,13 +107,18 @@ def import_rows(store: "PostgresStore", rows: Iterable[ImportRow], target: Maili
     return summary
 
 
-def _stage(conn: pg.PgConnection, rows: Iterable[ImportRow], *, with_hash: bool) -> None:
+def _is_empty(conn: pg.PgConnection) -> bool:
+    """No subscriber and no suppression: nothing to check an import against."""
+    return conn.execute("SELECT NOT EXISTS (SELECT 1 FROM subscribers) AND "
+                        "NOT EXISTS (SELECT 1 FROM suppressions)").fetchone()[0]
+
+
+def _stage(conn: pg.PgConnection, rows: Iterable[ImportRow]) -> None:
     conn.execute(_STAGE)
-    rows = iter(rows)
-    if with_hash:  # only needed when there is a suppression list to check against
-        rows = (r + (address_hash(r[0]),) for r in rows)
-    # ImportRow's field order is the COPY's column order: each row goes in as it comes
-    pg.copy_rows(conn, _COPY.format(hash=", hash" if with_hash else ""), rows)
+    # ImportRow's fields, then the address hash (what the suppression list is keyed by): the
+    # COPY's column order. Hashed for every row: the suppression list may gain its first entry
+    # while the file is read, before this import holds the write lock.
+    pg.copy_rows(conn, _COPY, (r + (address_hash(r[0]),) for r in rows))
 
 
 def _count_blocked(conn: pg.PgConnection, summary: ImportSummary) -> None:
