@@ -8,9 +8,9 @@ holding it, they are merged with set-based SQL:
 1. rows whose address is on the suppression list are set aside (kept by consent);
 2. rows naming an existing subscriber go through the same consent rules as on SQLite
    (``sqlite_import.decide``), one address at a time;
-3. every other row is a new subscriber: one ``INSERT … SELECT … ON CONFLICT DO NOTHING`` in file
-   order (the first spelling of an address wins); addresses the file names more than once are
-   then merged in place, later non-empty values winning and an opt-out winning
+3. every other row is a new subscriber: one ``INSERT … SELECT DISTINCT ON (key)`` sorted by
+   address (the index on it is then filled in order; the first spelling of an address wins);
+   addresses the file names more than once are then merged in place, later non-empty values winning and an opt-out winning
    (``sqlite_import.merge_rows``); their memberships and (for imported bounces and complaints)
    suppressions follow in one statement each (``sqlite_import.finish_new``).
 
@@ -48,9 +48,7 @@ INSERT INTO subscribers (email_key, email, name, attributes, status, source, cre
 SELECT key, coalesce(email, key), name, attributes, status, ?1, ?2,
        CASE WHEN status = 'active' THEN ?2 END,
        CASE WHEN status IN {_OPTED_OUT_SQL} THEN ?2 END
-FROM import_rows r {{where}}
-ORDER BY line
-ON CONFLICT (email_key) DO NOTHING"""
+FROM (SELECT DISTINCT ON (key) * FROM import_rows r {{where}} ORDER BY key, line) first_rows"""
 
 
 class _DryRun(Exception):
