@@ -5,7 +5,7 @@ With no subscriber and no suppression yet there is nothing to check a row agains
 the import's transaction (everything below is undone by a rollback, DDL included):
 
 - the unique address index is dropped, the rows are copied into ``subscribers`` in file order
-  with ``COPY`` (while Python parses the file, the server stores the previous rows), and the
+  with ``COPY`` (ids numbered on the way, the identity sequence moved once) (while Python parses the file, the server stores the previous rows), and the
   index is built again in one sort. Duplicates within the file make that fail (inside a
   savepoint); they are then merged (later non-empty values win, an opt-out wins, the first
   spelling and id stay; ``sqlite_import.merge_rows``) and the index is built again;
@@ -38,10 +38,11 @@ _FOREIGN_KEYS = {
                                  "ON DELETE CASCADE",
     "memberships_list_fk": "FOREIGN KEY (list_id) REFERENCES lists (id) ON DELETE CASCADE",
 }
-_COPY = ("COPY subscribers (email_key, email, name, attributes, status, source, created_at, "
+_COPY = ("COPY subscribers (id, email_key, email, name, attributes, status, source, created_at, "
          "confirmed_at, unsubscribed_at) FROM STDIN")
 _OPTED_OUT_SQL = "('unsubscribed', 'bounced', 'complained')"
 _BATCH = 5000
+SORT_MEMORY = "256MB"  # server memory for this import's sorts (a million keys fit)
 
 
 def can_bulk_load(conn: pg.PgConnection) -> bool:
@@ -62,16 +63,26 @@ def bulk_load(conn: pg.PgConnection, rows: Iterable[ImportRow], target: MailingL
     memberships. The caller holds the transaction."""
     import psycopg
 
+    # for this transaction only: sort the index builds and the key checks in memory (the
+    # server's defaults spill a million keys to temporary files)
+    conn.execute(f"SET LOCAL maintenance_work_mem = '{SORT_MEMORY}'")
+    conn.execute(f"SET LOCAL work_mem = '{SORT_MEMORY}'")
     for name in _FOREIGN_KEYS:
         conn.execute(f"ALTER TABLE memberships DROP CONSTRAINT {name}")
     conn.execute(f"DROP INDEX {KEY_INDEX}")
     statuses: set[str] = set()
     seen = statuses.add
 
+    # Ids numbered here, in file order, from the identity sequence's next value (nobody else
+    # can insert subscribers: we hold the write lock): the sequence is moved once afterwards
+    # instead of being called once per row, which more than doubled the COPY's time.
+    first_id = conn.execute("SELECT nextval(pg_get_serial_sequence('subscribers', 'id'))"
+                            ).fetchone()[0]
+
     def shaped():
-        for key, _line, email, name, attributes, status in rows:
+        for new_id, (key, _line, email, name, attributes, status) in enumerate(rows, first_id):
             seen(status)
-            yield (key, email, name, attributes, status, source, now,
+            yield (new_id, key, email, name, attributes, status, source, now,
                    now if status == "active" else None,
                    None if status == "active" or status == "unconfirmed" else now)
 
@@ -80,6 +91,9 @@ def bulk_load(conn: pg.PgConnection, rows: Iterable[ImportRow], target: MailingL
             for row in shaped():
                 copy.write_row(row)
         sent = cur.rowcount
+    if sent:
+        conn.execute("SELECT setval(pg_get_serial_sequence('subscribers', 'id'), ?)",
+                     (first_id + sent - 1,))
     conn.execute("SAVEPOINT key_index")
     try:
         conn.execute(_CREATE_KEY_INDEX)

@@ -38,15 +38,17 @@ _OPTED_OUT_SQL = "('unsubscribed', 'bounced', 'complained')"
 
 # line: the row's line in the file, i.e. its order; email NULL when it equals the key
 _STAGE = """CREATE TEMP TABLE import_rows (
-    key text NOT NULL, line bigint NOT NULL, email text, name text NOT NULL,
-    attributes text NOT NULL, status text NOT NULL, hash text
+    key text COLLATE "C" NOT NULL, line bigint NOT NULL, email text, name text NOT NULL,
+    attributes text NOT NULL, status text NOT NULL, hash text COLLATE "C"
 ) ON COMMIT DROP"""
 _COPY = "COPY import_rows (key, line, email, name, attributes, status, hash) FROM STDIN"
+# ids numbered from ?3 (the sequence's next value) in address order: one sequence update for
+# the whole insert instead of one nextval() per row
 _NEW = f"""
-INSERT INTO subscribers (email_key, email, name, attributes, status, source, created_at,
+INSERT INTO subscribers (id, email_key, email, name, attributes, status, source, created_at,
                          confirmed_at, unsubscribed_at)
-SELECT key, coalesce(email, key), name, attributes, status, ?1, ?2,
-       CASE WHEN status = 'active' THEN ?2 END,
+SELECT ?3 - 1 + row_number() OVER (ORDER BY key), key, coalesce(email, key), name, attributes,
+       status, ?1, ?2, CASE WHEN status = 'active' THEN ?2 END,
        CASE WHEN status IN {_OPTED_OUT_SQL} THEN ?2 END
 FROM (SELECT DISTINCT ON (key) * FROM import_rows r {{where}} ORDER BY key, line) first_rows"""
 
@@ -131,7 +133,12 @@ def _insert_new(conn: pg.PgConnection, skip: list[str], source: str, first_new: 
                 summary: ImportSummary) -> None:
     where = ("WHERE " + " AND ".join(skip)) if skip else ""
     sent = conn.execute(f"SELECT count(*) FROM import_rows r {where}").fetchone()[0]
-    added = conn.execute(_NEW.format(where=where), (source, now)).rowcount
+    first_id = conn.execute("SELECT nextval(pg_get_serial_sequence('subscribers', 'id'))"
+                            ).fetchone()[0]
+    added = conn.execute(_NEW.format(where=where), (source, now, first_id)).rowcount
+    if added:  # the next id after the ones just used (we hold the write lock)
+        conn.execute("SELECT setval(pg_get_serial_sequence('subscribers', 'id'), ?)",
+                     (first_id + added - 1,))
     summary.added += added
     summary.duplicates += sent - added
     if sent != added:
