@@ -107,10 +107,9 @@ class _Side:
 
     def insert(self, table: str, columns: list[str], rows: Iterator[tuple]) -> None:
         if self.kind == "postgresql":
-            with self.conn.raw.cursor() as cur, cur.copy(
-                    f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
+            from newsletter.store import pg
+
+            pg.copy_rows(self.conn, f"COPY {table} ({', '.join(columns)}) FROM STDIN", rows)
             return
         sql = (f"INSERT INTO {table} ({', '.join(columns)}) "
                f"VALUES ({', '.join('?' * len(columns))})")

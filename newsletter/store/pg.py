@@ -263,8 +263,14 @@ def _check_not_newer(conn: PgConnection, current: int, latest: int) -> None:
                          f"than this program knows ({latest}); upgrade newsletter")
 
 
-def copy_rows(conn: PgConnection, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-    """``COPY … FROM STDIN`` fed row by row (psycopg's ``cursor.copy``)."""
-    with conn.raw.cursor() as cur, cur.copy(sql) as copy:
-        for row in rows:
-            copy.write_row(row)
+def copy_rows(conn: PgConnection, sql: str, rows: Iterable[Sequence[Any]]) -> int:
+    """``COPY … FROM STDIN`` fed row by row (psycopg's ``cursor.copy``); returns the rows
+    stored. The data goes out from a writer thread, so the server stores rows while Python
+    produces the next ones."""
+    from psycopg.copy import QueuedLibpqWriter
+
+    with conn.raw.cursor() as cur:
+        with cur.copy(sql, writer=QueuedLibpqWriter(cur)) as copy:
+            for row in rows:
+                copy.write_row(row)
+        return cur.rowcount

@@ -86,11 +86,7 @@ def bulk_load(conn: pg.PgConnection, rows: Iterable[ImportRow], target: MailingL
                    now if status == "active" else None,
                    None if status == "active" or status == "unconfirmed" else now)
 
-    with conn.raw.cursor() as cur:
-        with cur.copy(_COPY) as copy:
-            for row in shaped():
-                copy.write_row(row)
-        sent = cur.rowcount
+    sent = pg.copy_rows(conn, _COPY, shaped())
     if sent:
         conn.execute("SELECT setval(pg_get_serial_sequence('subscribers', 'id'), ?)",
                      (first_id + sent - 1,))
