@@ -267,10 +267,24 @@ def copy_rows(conn: PgConnection, sql: str, rows: Iterable[Sequence[Any]]) -> in
     """``COPY … FROM STDIN`` fed row by row (psycopg's ``cursor.copy``); returns the rows
     stored. The data goes out from a writer thread, so the server stores rows while Python
     produces the next ones."""
-    from psycopg.copy import QueuedLibpqWriter
-
     with conn.raw.cursor() as cur:
-        with cur.copy(sql, writer=QueuedLibpqWriter(cur)) as copy:
+        with cur.copy(sql, writer=_queued_writer(cur)) as copy:
             for row in rows:
                 copy.write_row(row)
         return cur.rowcount
+
+
+_COPY_QUEUE = 32  # buffers (of ~32-128 KiB) waiting for the writer thread: a few MiB at most
+
+
+def _queued_writer(cur):
+    """psycopg's ``QueuedLibpqWriter`` with a short queue: its own holds 1024 buffers (up to
+    ~100 MiB when the server is slower than the file is read), and memory must stay flat."""
+    from queue import Queue
+
+    from psycopg.copy import QueuedLibpqWriter
+
+    writer = QueuedLibpqWriter(cur)
+    if isinstance(getattr(writer, "_queue", None), Queue):  # a private attribute: checked
+        writer._queue = Queue(maxsize=_COPY_QUEUE)
+    return writer
