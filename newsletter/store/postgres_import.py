@@ -76,6 +76,8 @@ def import_rows(store: "PostgresStore", rows: Iterable[ImportRow], target: Maili
                     if dry_run:
                         raise _DryRun
                     return summary
+            # this transaction's sorts and hashes (a file's worth of addresses) in memory
+            conn.execute(f"SET LOCAL work_mem = '{postgres_bulk.SORT_MEMORY}'")
             _stage(conn, rows)
             conn.execute("ANALYZE import_rows")
             store.lock_writes()
