@@ -3,7 +3,15 @@ the delivery ledger and events). ``open_store(config)`` is the one way callers g
 
 Two backends implement ``newsletter.store.base.Store``: SQLite (a file path or ``sqlite:///``
 URL; the default) and PostgreSQL (``postgresql://user@host/dbname``; psycopg is imported only
-then). ``newsletter.store.dburl`` says which a setting names."""
+then). ``newsletter.store.dburl`` says which a setting names.
+
+How the rest moves here (ledger, snapshots, events, stats; rate limits already have both):
+one interface per concept in ``base.py`` (``Ledger``, ``Snapshots``, ``EventLog``, ``Stats``,
+``RateLimits``), the SQL written once as SQLite SQL with ``?`` placeholders in
+``sqlite_<concept>.py`` and run on PostgreSQL through ``pg.PgConnection``; a
+``postgres_<concept>.py`` subclass overrides only what differs (claims with
+``FOR UPDATE SKIP LOCKED``, bulk paths through ``COPY``, functions such as ``instr``), and
+``open_<concept>(config)`` here picks the backend as ``open_store`` does."""
 
 from __future__ import annotations
 
