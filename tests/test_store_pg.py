@@ -130,7 +130,7 @@ def test_fresh_database_has_every_table_and_each_version_once(pg_url):
                 "schema_migrations"} <= tables
         versions = [r[0] for r in store.conn.execute(
             "SELECT version FROM schema_migrations ORDER BY version")]
-        assert versions == list(range(1, pg.latest_version() + 1))
+        assert versions == [v for v, _, _ in pg.migrations()]
 
 
 def test_upgrade_keeps_data_written_by_an_older_version(pg_empty_url):
@@ -179,7 +179,7 @@ def test_several_processes_migrating_at_once_apply_each_version_once(pg_empty_ur
     assert {o.strip() for o, _ in outs} == {str(pg.latest_version())}
     conn = pg.connect(pg_empty_url, migrate=False)
     assert [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY 1")] == \
-        list(range(1, pg.latest_version() + 1))
+        [v for v, _, _ in pg.migrations()]
     conn.close()
 
 
@@ -204,7 +204,7 @@ def test_db_status_and_migrate(backend_project, backend, cli):
     if backend == "sqlite":  # nothing exists yet, and status does not create it
         result = cli("db", "status")
         assert result.exit_code == 0 and "does not exist yet" in result.stdout
-        assert f"schema version 0 of {latest} ({latest} pending)" in result.stdout
+        assert f"schema version 0 of {latest} ({len(db.migrations())} pending)" in result.stdout
         assert not (backend_project / "subscribers" / "subscribers.db").exists()
         result = cli("db", "migrate")
         assert result.exit_code == 0 and "(migrated)" in result.stdout
@@ -214,7 +214,8 @@ def test_db_status_and_migrate(backend_project, backend, cli):
     result = cli("db", "status", "--json")
     data = json.loads(result.stdout)
     assert data["backend"] == backend and data["version"] == data["latest"] == latest
-    assert [a["version"] for a in data["applied"]] == list(range(1, latest + 1))
+    shipped = pg.migrations() if backend == "postgresql" else db.migrations()
+    assert [a["version"] for a in data["applied"]] == [v for v, _, _ in shipped]
     assert data["pending"] == []
     if backend == "postgresql":
         assert all(a["applied_at"] for a in data["applied"])
@@ -350,7 +351,7 @@ def test_db_status_then_migrate_on_an_empty_postgresql_database(pg_empty_url, pr
     latest = pg.latest_version()
     result = cli("db", "status")
     assert result.exit_code == 0
-    assert f"schema version 0 of {latest} ({latest} pending)" in result.stdout
+    assert f"schema version 0 of {latest} ({len(pg.migrations())} pending)" in result.stdout
     assert "001  001_subscribers.sql  pending" in result.stdout
     conn = pg.connect(pg_empty_url, migrate=False)
     assert pg.schema_version(conn) == 0  # status changed nothing
@@ -397,3 +398,20 @@ def test_writers_are_not_held_up_while_an_import_reads_its_file(pg_url):
     assert failures == []
     with open_store(pg_url) as store:
         assert store.count_subscribers(list_name="news") == 2002
+
+
+def test_migration_numbers_may_have_gaps(pg_empty_url, monkeypatch):
+    """Branches reserve their numbers (merged, they are contiguous): 001-004 then 007 works,
+    and status shows exactly the versions shipped."""
+    from newsletter.store.schema import status
+
+    shipped = pg.migrations() + [(7, "007_later.sql", "CREATE TABLE later (x int);")]
+    monkeypatch.setattr(pg, "migrations", lambda: shipped)
+    before = status(pg_empty_url)
+    assert before.latest == 7 and [p["version"] for p in before.pending] == [1, 2, 3, 4, 7]
+    conn = pg.connect(pg_empty_url)
+    assert pg.schema_version(conn) == 7
+    assert conn.execute("SELECT to_regclass('later') IS NOT NULL").fetchone()[0]
+    conn.close()
+    after = status(pg_empty_url)
+    assert [a["version"] for a in after.applied] == [1, 2, 3, 4, 7] and after.pending == []

@@ -193,15 +193,16 @@ def migrations() -> list[tuple[int, str, str]]:
         if m:
             found.append((int(m.group(1)), entry.name, entry.read_text(encoding="utf-8")))
     found.sort()
-    for expected, (version, name, _) in enumerate(found, start=1):
-        if version != expected:
-            raise StoreError(f"migration pg_migrations/{name} is out of sequence "
-                             f"(expected {expected:03d})")
+    for (before, before_name, _), (version, name, _) in zip(found, found[1:]):
+        if version == before:  # numbers increase; gaps are allowed, as for SQLite's
+            raise StoreError(f"migrations pg_migrations/{before_name} and {name} have the "
+                             "same number")
     return found
 
 
 def latest_version() -> int:
-    return len(migrations())
+    steps = migrations()
+    return steps[-1][0] if steps else 0
 
 
 _VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -233,7 +234,7 @@ def migrate_database(conn: PgConnection) -> int:
 
     errors = _errors()
     steps = migrations()
-    latest = len(steps)
+    latest = steps[-1][0] if steps else 0
     try:
         current = schema_version(conn)
     except errors.Error as err:

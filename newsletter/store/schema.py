@@ -37,12 +37,15 @@ class SchemaStatus:
 
 def _status(kind: str, url: str, current: int, shipped: list[tuple[int, str, str]],
             applied_at: dict[int, tuple[str, str]], exists: bool = True) -> SchemaStatus:
+    """Numbers may have gaps (branches reserve theirs): what counts is the versions shipped.
+    ``applied_at``: what the database recorded itself (PostgreSQL), version -> (name, when)."""
     names = {v: n for v, n, _ in shipped}
+    versions = sorted({v for v in names if v <= current} | set(applied_at))
     applied = [{"version": v, "name": applied_at.get(v, (names.get(v, "?"), None))[0],
-                "applied_at": applied_at.get(v, (None, None))[1]}
-               for v in sorted(set(range(1, min(current, len(shipped)) + 1)) | set(applied_at))]
+                "applied_at": applied_at.get(v, (None, None))[1]} for v in versions]
     pending = [{"version": v, "name": n} for v, n, _ in shipped if v > current]
-    return SchemaStatus(kind, describe(url), current, len(shipped), applied, pending, exists)
+    latest = shipped[-1][0] if shipped else 0
+    return SchemaStatus(kind, describe(url), current, latest, applied, pending, exists)
 
 
 def status(url: str) -> SchemaStatus:
