@@ -28,7 +28,7 @@ def store(db_url):
 
 def _schema(store) -> str:
     """The tables and indexes, as text (to see that an interrupted import put everything back)."""
-    if getattr(store, "backend", "sqlite") == "postgresql":
+    if store.backend == "postgresql":
         return store.conn.execute(
             "SELECT string_agg(indexdef, ';' ORDER BY indexname) FROM pg_indexes "
             "WHERE schemaname = 'public'").fetchone()[0] + store.conn.execute(

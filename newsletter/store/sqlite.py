@@ -67,6 +67,8 @@ def _clean_attributes(attributes: dict[str, str] | None, notes: list[str]) -> di
 class SqliteStore(Store):
     """The subscriber store in one SQLite file (``path``), migrated on open."""
 
+    backend = "sqlite"  # PostgresStore: "postgresql" (for the few engine-specific settings)
+
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.conn = db.connect(self.path)
