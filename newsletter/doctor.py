@@ -118,7 +118,10 @@ def check_secret(config: Config) -> Check:
 
 def check_database(config: Config) -> Check:
     from newsletter.store.db import connect, latest_version, schema_version, sqlite_path
+    from newsletter.store.dburl import is_postgres
 
+    if is_postgres(config.database_url):
+        return _check_postgres(config)
     try:
         path = sqlite_path(config.database_url)
         if not path.exists():
@@ -140,6 +143,25 @@ def check_database(config: Config) -> Check:
         return Check("database", Status.FAIL, f"{path}: schema version {version} is newer than this program",
                      "upgrade newsletter")
     return Check("database", Status.OK, f"{path}: schema version {version} (latest), {subscribers} subscribers")
+
+
+def _check_postgres(config: Config) -> Check:
+    """The PostgreSQL database: reachable, schema current (``newsletter db status``)."""
+    from newsletter.store import database_url
+    from newsletter.store.schema import status
+
+    try:
+        found = status(database_url(config))
+    except NewsletterError as err:
+        return Check("database", Status.FAIL, str(err).removeprefix("error: "),
+                     "check the URL, the server, and PGPASSWORD / ~/.pgpass / PGSERVICE")
+    if found.newer:
+        return Check("database", Status.FAIL, f"{found.database}: schema version {found.current} "
+                     "is newer than this program", "upgrade newsletter")
+    if found.pending:
+        return Check("database", Status.FAIL, f"{found.database}: schema version {found.current}, "
+                     f"this program needs {found.latest}", "run `newsletter db migrate`")
+    return Check("database", Status.OK, f"{found.database}: schema version {found.current} (latest)")
 
 
 def check_events(config: Config) -> Check:

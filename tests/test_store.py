@@ -1,5 +1,6 @@
-"""The SQLite store on real files: migrations, lists, consent rules, recipients, erasure, the
-readers' side."""
+"""The store on real databases, SQLite files and a real PostgreSQL server (the ``store`` fixture
+runs each test on both): migrations, lists, consent rules, recipients, erasure, the readers'
+side. PostgreSQL-only behaviour (its migrations, connection errors) is in test_store_pg.py."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ from newsletter.store.sqlite import SqliteStore
 
 
 @pytest.fixture
-def store(tmp_path):
-    with open_store(str(tmp_path / "s.db")) as s:
+def store(db_url):
+    with open_store(db_url) as s:
         s.create_list("news", description="Daily", public=True)
         s.create_list("weekly", double_opt_in=True)
         yield s
@@ -34,8 +35,8 @@ def test_open_store_follows_config_env_and_sqlite_urls(project, monkeypatch, tmp
     with open_store(load_config()) as s:
         assert s.lists() == []
     assert other.is_file()
-    monkeypatch.setenv("NEWSLETTER_DATABASE_URL", "postgresql://db/news")
-    with pytest.raises(StoreError, match="unsupported database URL scheme 'postgresql'"):
+    monkeypatch.setenv("NEWSLETTER_DATABASE_URL", "mysql://db/news")
+    with pytest.raises(StoreError, match="unsupported database URL scheme 'mysql'"):
         open_store(load_config())
 
 
@@ -186,7 +187,7 @@ def test_set_status_bounced_and_complained_suppress(store):
     assert store.is_suppressed("nobody@example.com")  # a bounce is remembered even so
 
 
-def test_erase_removes_personal_data_everywhere_and_blocks_reimport(store):
+def test_erase_removes_personal_data_everywhere_and_blocks_reimport(store, request):
     sub = store.add_subscriber("Erase.Me@Bücher.de", name="Zebulon", lists=["news"]).subscriber
     other = store.add_subscriber("keep@example.com", lists=["news"]).subscriber
     conn = store.conn
@@ -210,7 +211,7 @@ def test_erase_removes_personal_data_everywhere_and_blocks_reimport(store):
     assert event["email"] is None and "erase.me" not in event["payload"]
     row = conn.execute("SELECT email_hash, email, reason FROM suppressions").fetchone()
     assert row["email"] is None and len(row["email_hash"]) == 64
-    dump = "\n".join(conn.iterdump()).lower()
+    dump = _dump(store, request).lower()
     assert "erase.me" not in dump and "zebulon" not in dump
     assert store.add_subscriber("erase.me@bücher.de", lists=["news"]).outcome == "kept-by-consent"
     assert not store.erase("never.seen@example.com")
@@ -286,7 +287,20 @@ def test_export_subscriber_is_json_ready_and_complete(store):
     assert data["deliveries"] == [] and data["events"] == []
 
 
-def test_store_is_a_sqlitestore_with_wal_and_foreign_keys(store):
-    assert isinstance(store, SqliteStore)
+def _dump(store, request) -> str:
+    """Everything in the database as SQL text (sqlite3's iterdump; pg_dump for PostgreSQL)."""
+    if isinstance(store, SqliteStore) and store.path is not None:
+        return "\n".join(store.conn.iterdump())
+    import subprocess
+
+    server = request.getfixturevalue("pg_server")
+    return subprocess.run([str(server.bin / "pg_dump"), "--data-only", "-d", store.url],
+                          capture_output=True, text=True, check=True).stdout
+
+
+def test_store_is_a_sqlitestore_with_wal_and_foreign_keys(tmp_path):
+    store = open_store(str(tmp_path / "s.db"))
+    assert type(store) is SqliteStore
     assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert store.conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    store.close()

@@ -1,5 +1,6 @@
-"""The readers' endpoints over real HTTP: uvicorn on a free 127.0.0.1 port, the project's SQLite
-database, and the outbox transport's Maildir as the mailbox the confirmation emails land in."""
+"""The readers' endpoints over real HTTP: uvicorn on a free 127.0.0.1 port, the project's
+database (SQLite, and PostgreSQL: the ``site`` fixture runs each test on both), and the outbox
+transport's Maildir as the mailbox the confirmation emails land in."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ FORM = {"content-type": "application/x-www-form-urlencoded"}
 
 
 @pytest.fixture
-def site(web_server):
+def site(web_server, backend_project):
     """A server with three lists: 'daily' (double opt-in, public), 'weekly' (single opt-in,
     public) and 'staff' (private)."""
 

@@ -69,9 +69,9 @@ def root(
 
 
 def _register() -> None:
-    from newsletter.cli import edition, gather, ops, send, subscribers, web
+    from newsletter.cli import db, edition, gather, ops, send, subscribers, web
 
-    for module in (edition, gather, subscribers, send, web, ops):
+    for module in (edition, gather, subscribers, send, web, ops, db):
         module.register(app)
 
 

@@ -1,5 +1,17 @@
 """The subscriber store: subscribers, lists, memberships, suppressions (and, in the same database,
-the delivery ledger and events). ``open_store(config)`` is the one way callers get one."""
+the delivery ledger and events). ``open_store(config)`` is the one way callers get one.
+
+Two backends implement ``newsletter.store.base.Store``: SQLite (a file path or ``sqlite:///``
+URL; the default) and PostgreSQL (``postgresql://user@host/dbname``; psycopg is imported only
+then). ``newsletter.store.dburl`` says which a setting names.
+
+How the rest moves here (ledger, snapshots, events, stats; rate limits already have both):
+one interface per concept in ``base.py`` (``Ledger``, ``Snapshots``, ``EventLog``, ``Stats``,
+``RateLimits``), the SQL written once as SQLite SQL with ``?`` placeholders in
+``sqlite_<concept>.py`` and run on PostgreSQL through ``pg.PgConnection``; a
+``postgres_<concept>.py`` subclass overrides only what differs (claims with
+``FOR UPDATE SKIP LOCKED``, bulk paths through ``COPY``, functions such as ``instr``), and
+``open_<concept>(config)`` here picks the backend as ``open_store`` does."""
 
 from __future__ import annotations
 
@@ -10,14 +22,56 @@ if TYPE_CHECKING:
     from newsletter.store.base import Store
 
 
+def database_url(config: "Config | str") -> str:
+    """The database setting to open (env ``NEWSLETTER_DATABASE_URL`` wins over the file's
+    ``database``). A password written into the configuration file is refused: libpq reads it
+    from ``PGPASSWORD``, ``~/.pgpass`` or a ``PGSERVICE`` entry instead."""
+    import os
+
+    from newsletter.errors import ConfigError
+    from newsletter.store.dburl import has_password
+
+    if isinstance(config, str):
+        return config
+    url = config.database_url
+    if not os.environ.get("NEWSLETTER_DATABASE_URL", "").strip() and has_password(url):
+        raise ConfigError("the database URL must not contain a password (put it in PGPASSWORD, "
+                          "~/.pgpass or a PGSERVICE entry)", file=config.file)
+    return url
+
+
 def open_store(config: "Config | str") -> "Store":
     """Open the store named by ``config.database_url`` (env ``NEWSLETTER_DATABASE_URL`` wins;
-    a plain path or a ``sqlite:///`` URL), creating and migrating the database as needed.
+    a plain path, a ``sqlite:///`` URL or a ``postgresql://`` URL), creating and migrating the
+    database as needed.
 
     Also accepts the URL/path itself. Use as a context manager or call ``.close()``.
-    Raises ``StoreError`` for an unsupported URL or an unusable database."""
+    Raises ``StoreError`` for an unsupported URL or an unusable database (for PostgreSQL, one
+    line naming host and database when it cannot connect)."""
+    from newsletter.store.dburl import is_postgres
+
+    url = database_url(config)
+    if is_postgres(url):
+        from newsletter.store.postgres import PostgresStore
+
+        return PostgresStore(url)
     from newsletter.store.db import sqlite_path
     from newsletter.store.sqlite import SqliteStore
 
-    url = config if isinstance(config, str) else config.database_url
     return SqliteStore(sqlite_path(url))
+
+
+def open_rate_limiter(config: "Config | str"):
+    """The readers' endpoints' rate limiter on the same database as the store:
+    ``newsletter.ratelimit.RateLimiter`` (SQLite) or ``PostgresRateLimiter``."""
+    from newsletter.store.dburl import is_postgres
+
+    url = database_url(config)
+    if is_postgres(url):
+        from newsletter.store.pg_ratelimit import PostgresRateLimiter
+
+        return PostgresRateLimiter(url)
+    from newsletter.ratelimit import RateLimiter
+    from newsletter.store.db import sqlite_path
+
+    return RateLimiter(sqlite_path(url))

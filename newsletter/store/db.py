@@ -58,7 +58,13 @@ def sqlite_path(url: str) -> Path:
         return Path(url[len("sqlite:///"):])
     if "://" in url:
         scheme = url.split("://", 1)[0]
-        raise StoreError(f"unsupported database URL scheme {scheme!r} (only sqlite is built in)")
+        if scheme.lower() in ("postgresql", "postgres"):
+            # the subscriber store runs on PostgreSQL (newsletter.store.postgres); the code that
+            # still opens SQLite directly (ledger, events, stats) ends up here
+            raise StoreError("this command needs a SQLite database for now: the delivery "
+                             "ledger, SES events and stats do not run on PostgreSQL yet")
+        raise StoreError(f"unsupported database URL scheme {scheme!r} (use a file path, "
+                         "sqlite:///path or postgresql://user@host/dbname)")
     return Path(url)
 
 

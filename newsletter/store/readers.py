@@ -44,11 +44,11 @@ def subscribe(store: "SqliteStore", address: Address, name: str, list_ids: list[
         if current is not None and current.status.value in ("bounced", "complained"):
             return SubscribeResult(current, refused=True)
         if current is None:
-            cur = conn.execute(
+            new_id = conn.execute(
                 "INSERT INTO subscribers (email, email_key, name, attributes, status, source, "
-                "created_at) VALUES (?, ?, ?, '{}', 'unconfirmed', ?, ?)",
-                (address.email, address.key, name, source, now))
-            current = store.get_subscriber_by_id(cur.lastrowid)
+                "created_at) VALUES (?, ?, ?, '{}', 'unconfirmed', ?, ?) RETURNING id",
+                (address.email, address.key, name, source, now)).fetchall()[0][0]
+            current = store.get_subscriber_by_id(new_id)
         elif name and not current.name:
             conn.execute("UPDATE subscribers SET name = ? WHERE id = ?", (name, current.id))
         result = SubscribeResult(current)

@@ -72,6 +72,8 @@ def _clean_attributes(attributes: dict[str, str] | None, notes: list[str]) -> di
 class SqliteStore(Store):
     """The subscriber store in one SQLite file (``path``), migrated on open."""
 
+    backend = "sqlite"  # PostgresStore: "postgresql" (for the few engine-specific settings)
+
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.conn = db.connect(self.path)
@@ -111,7 +113,7 @@ class SqliteStore(Store):
             conn.execute(
                 "INSERT INTO lists (name, description, optin, public, created_at) "
                 "VALUES (?, ?, ?, ?, ?)",
-                (name, description, "double" if double_opt_in else "single", int(public),
+                (name, description, "double" if double_opt_in else "single", bool(public),
                  utc_now()),
             )
         return self.get_list(name)
@@ -125,7 +127,7 @@ class SqliteStore(Store):
         return _mailing_list(row) if row else None
 
     def lists(self, *, public_only: bool = False) -> list[MailingList]:
-        sql = "SELECT * FROM lists" + (" WHERE public = 1" if public_only else "") + " ORDER BY name"
+        sql = "SELECT * FROM lists" + (" WHERE public" if public_only else "") + " ORDER BY name"
         return [_mailing_list(r) for r in self.conn.execute(sql)]
 
     def list_counts(self) -> dict[str, dict[str, int]]:
@@ -169,15 +171,15 @@ class SqliteStore(Store):
         row = conn.execute(f"SELECT {_SUB_COLUMNS} FROM subscribers WHERE email_key = ?",
                            (address.key,)).fetchone()
         if row is None:
-            cur = conn.execute(
+            new_id = conn.execute(
                 "INSERT INTO subscribers (email, email_key, name, attributes, status, source, "
-                "created_at, confirmed_at) VALUES (?, ?, ?, ?, 'active', ?, ?, ?)",
+                "created_at, confirmed_at) VALUES (?, ?, ?, ?, 'active', ?, ?, ?) RETURNING id",
                 (address.email, address.key, name, json.dumps(attrs, ensure_ascii=False), source,
                  now, now),
-            )
+            ).fetchall()[0][0]
             for target in targets:
-                self._set_membership(cur.lastrowid, target.id, "active", now)
-            return AddResult(self.get_subscriber_by_id(cur.lastrowid), "added", notes)
+                self._set_membership(new_id, target.id, "active", now)
+            return AddResult(self.get_subscriber_by_id(new_id), "added", notes)
         current = _subscriber(row)
         if current.status.value in OPTED_OUT:
             # --resubscribe lifts an unsubscribe or a bounce, never a complaint
@@ -312,9 +314,14 @@ class SqliteStore(Store):
                 "s.status", "CASE WHEN s.status IN ('unsubscribed', 'bounced', 'complained') "
                 "THEN s.status ELSE m.status END AS status")
         order = "m.subscriber_id" if list_name is not None else "s.id"  # index order: no sort
-        cur = self.conn.execute(f"SELECT {columns} FROM {source} {where} ORDER BY {order}", args)
-        while batch := cur.fetchmany(_FETCH):
+        for batch in self._batches(f"SELECT {columns} FROM {source} {where} ORDER BY {order}", args):
             yield from map(_subscriber, batch)
+
+    def _batches(self, sql: str, args) -> Iterator[list]:
+        """The rows of a query, a few thousand at a time (constant memory)."""
+        cur = self.conn.execute(sql, args)
+        while batch := cur.fetchmany(_FETCH):
+            yield batch
 
     def count_subscribers(self, *, list_name: str | None = None,
                           status: SubscriberStatus | None = None,
@@ -350,13 +357,12 @@ class SqliteStore(Store):
     # -- sending and events ----------------------------------------------------------------
     def recipients(self, list_name: str) -> Iterator[Recipient]:
         target = self.require_list(list_name)
-        cur = self.conn.execute(
+        for batch in self._batches(
             "SELECT s.id, s.email, s.email_key, s.name, s.attributes, s.uid FROM memberships m "
             "JOIN subscribers s ON s.id = m.subscriber_id "
             "WHERE m.list_id = ? AND m.status = 'active' AND s.status = 'active' "
             "AND NOT EXISTS (SELECT 1 FROM suppressions x WHERE x.email = s.email_key) "
-            "ORDER BY m.subscriber_id", (target.id,))  # the index's order: no sort, no memory
-        while batch := cur.fetchmany(_FETCH):
+            "ORDER BY m.subscriber_id", (target.id,)):  # the index's order: no sort, no memory
             for row in batch:
                 yield Recipient(subscriber_id=row["id"], email=envelope_address(row["email"]),
                                 name=row["name"], attributes=json.loads(row["attributes"]),

@@ -19,7 +19,6 @@ from newsletter.config import Config, load_secret
 from newsletter.i18n import pick_lang, translator
 from newsletter.ratelimit import RateLimiter
 from newsletter.errors import TokenError
-from newsletter.store.db import sqlite_path
 from newsletter.tokens import TokenClaims, verify_token
 from newsletter.web.templating import base_path, base_url, page_values, template_env
 
@@ -55,7 +54,9 @@ class WebContext:
     @classmethod
     def from_config(cls, config: Config) -> "WebContext":
         secret = load_secret(config, create=False)
-        limiter = RateLimiter(sqlite_path(config.database_url))
+        from newsletter.store import open_rate_limiter
+
+        limiter = open_rate_limiter(config)  # SQLite's RateLimiter or PostgresRateLimiter
         return cls(config=config, secret=secret, env=template_env(config), limiter=limiter)
 
     @property

@@ -1,0 +1,243 @@
+"""Bulk import and erasure for the PostgreSQL store.
+
+An import is one transaction (all or nothing; a dry run is rolled back). The rows are streamed
+into a temporary table with ``COPY … FROM STDIN`` (psycopg's ``cursor.copy``: no statement per
+row, and memory stays flat however large the file) before the store's write lock is taken; then,
+holding it, they are merged with set-based SQL:
+
+1. rows whose address is on the suppression list are set aside (kept by consent);
+2. rows naming an existing subscriber go through the same consent rules as on SQLite
+   (``sqlite_import.decide``), one address at a time;
+3. every other row is a new subscriber: one ``INSERT … SELECT DISTINCT ON (key)`` sorted by
+   address (the index on it is then filled in order; the first spelling of an address wins);
+   addresses the file names more than once are then merged in place, later non-empty values winning and an opt-out winning
+   (``sqlite_import.merge_rows``); their memberships and (for imported bounces and complaints)
+   suppressions follow in one statement each (``sqlite_import.finish_new``).
+
+A first import into an empty database (nothing to check against) takes a shorter road:
+``newsletter.store.postgres_bulk``. Both give the same result (tested).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
+
+from newsletter.addresses import Address, address_hash
+from newsletter.store import pg, postgres_bulk, sqlite_import
+from newsletter.store.base import ImportRow, ImportSummary
+from newsletter.store.models import MailingList
+
+if TYPE_CHECKING:
+    from newsletter.store.postgres import PostgresStore
+
+_BATCH = 5000
+_OPTED_OUT_SQL = "('unsubscribed', 'bounced', 'complained')"
+
+# line: the row's line in the file, i.e. its order; email NULL when it equals the key
+_STAGE = """CREATE TEMP TABLE import_rows (
+    key text COLLATE "C" NOT NULL, line bigint NOT NULL, email text, name text NOT NULL,
+    attributes text NOT NULL, status text NOT NULL, hash text COLLATE "C"
+) ON COMMIT DROP"""
+_COPY = "COPY import_rows (key, line, email, name, attributes, status, hash) FROM STDIN"
+# ids numbered from ?3 (the sequence's next value) in address order: one sequence update for
+# the whole insert instead of one nextval() per row
+_NEW = f"""
+INSERT INTO subscribers (id, email_key, email, name, attributes, status, source, created_at,
+                         confirmed_at, unsubscribed_at)
+SELECT ?3 - 1 + row_number() OVER (ORDER BY key), key, coalesce(email, key), name, attributes,
+       status, ?1, ?2, CASE WHEN status = 'active' THEN ?2 END,
+       CASE WHEN status IN {_OPTED_OUT_SQL} THEN ?2 END
+FROM (SELECT DISTINCT ON (key) * FROM import_rows r {{where}} ORDER BY key, line) first_rows"""
+
+
+class _DryRun(Exception):
+    """Raised inside the transaction to roll a dry run back."""
+
+
+def import_rows(store: "PostgresStore", rows: Iterable[ImportRow], target: MailingList, *,
+                dry_run: bool, source: str, summary: ImportSummary) -> ImportSummary:
+    """Import ``rows`` in one transaction (rolled back for a dry run or on any exception).
+
+    The rows are parsed and copied into the staging table BEFORE the store's write lock is
+    taken, so sign-ups and unsubscribes from the web wait only for the set-based merge, not
+    for reading the file."""
+    from newsletter.store.db import utc_now
+
+    now = utc_now()
+    try:
+        with store.transaction(locked=False) as conn:
+            if _is_empty(conn) and postgres_bulk.can_bulk_load(conn):
+                store.lock_writes()
+                if _is_empty(conn):  # still, now that nobody else can write
+                    postgres_bulk.bulk_load(conn, rows, target, source, now, summary)
+                    if dry_run:
+                        raise _DryRun
+                    return summary
+            # this transaction's sorts and hashes (a file's worth of addresses) in memory
+            conn.execute(f"SET LOCAL work_mem = '{postgres_bulk.SORT_MEMORY}'")
+            _stage(conn, rows)
+            conn.execute("ANALYZE import_rows")
+            store.lock_writes()
+            # read under the lock: what other writers committed before is visible now
+            first_new = conn.execute("SELECT coalesce(max(id), 0) FROM subscribers").fetchone()[0]
+            has_suppressions = conn.execute("SELECT 1 FROM suppressions LIMIT 1").fetchone()
+            skip = []
+            if has_suppressions:
+                conn.execute("CREATE TEMP TABLE import_blocked ON COMMIT DROP AS "
+                             "SELECT DISTINCT r.key FROM import_rows r "
+                             "JOIN suppressions x ON x.email_hash = r.hash")
+                _count_blocked(conn, summary)
+                skip.append("NOT EXISTS (SELECT 1 FROM import_blocked b WHERE b.key = r.key)")
+            if first_new:
+                conn.execute(
+                    "CREATE TEMP TABLE import_existing ON COMMIT DROP AS "
+                    "SELECT r.key, s.id AS sub_id, r.name, r.attributes, r.status, r.line "
+                    "FROM import_rows r JOIN subscribers s ON s.email_key = r.key"
+                    + "".join(f" WHERE {c}" for c in skip[:1]))
+                skip.append("NOT EXISTS (SELECT 1 FROM subscribers s WHERE s.email_key = r.key)")
+            _insert_new(conn, skip, source, first_new, now, summary)
+            sqlite_import.finish_new(conn, target, first_new, now)
+            if first_new:
+                _apply_existing(store, target, now, summary)
+            if dry_run:
+                raise _DryRun
+    except _DryRun:
+        pass
+    return summary
+
+
+def _is_empty(conn: pg.PgConnection) -> bool:
+    """No subscriber and no suppression: nothing to check an import against."""
+    return conn.execute("SELECT NOT EXISTS (SELECT 1 FROM subscribers) AND "
+                        "NOT EXISTS (SELECT 1 FROM suppressions)").fetchone()[0]
+
+
+def _stage(conn: pg.PgConnection, rows: Iterable[ImportRow]) -> None:
+    conn.execute(_STAGE)
+    # ImportRow's fields, then the address hash (what the suppression list is keyed by): the
+    # COPY's column order. Hashed for every row: the suppression list may gain its first entry
+    # while the file is read, before this import holds the write lock.
+    pg.copy_rows(conn, _COPY, (r + (address_hash(r[0]),) for r in rows))
+
+
+def _count_blocked(conn: pg.PgConnection, summary: ImportSummary) -> None:
+    distinct, total = conn.execute(
+        "SELECT count(DISTINCT r.key), count(*) FROM import_rows r "
+        "JOIN import_blocked b ON b.key = r.key").fetchone()
+    summary.kept_by_consent += distinct
+    summary.duplicates += total - distinct
+
+
+def _insert_new(conn: pg.PgConnection, skip: list[str], source: str, first_new: int, now: str,
+                summary: ImportSummary) -> None:
+    where = ("WHERE " + " AND ".join(skip)) if skip else ""
+    sent = conn.execute(f"SELECT count(*) FROM import_rows r {where}").fetchone()[0]
+    first_id = conn.execute("SELECT nextval(pg_get_serial_sequence('subscribers', 'id'))"
+                            ).fetchone()[0]
+    added = conn.execute(_NEW.format(where=where), (source, now, first_id)).rowcount
+    if added:  # the next id after the ones just used (we hold the write lock)
+        conn.execute("SELECT setval(pg_get_serial_sequence('subscribers', 'id'), ?)",
+                     (first_id + added - 1,))
+    summary.added += added
+    summary.duplicates += sent - added
+    if sent != added:
+        _merge_duplicates(conn, first_new)
+
+
+def _merge_duplicates(conn: pg.PgConnection, first_new: int) -> None:
+    """Fold every row of an address the file names more than once into the subscriber its
+    first row created."""
+    conn.execute("CREATE TEMP TABLE import_dups ON COMMIT DROP AS "
+                 "SELECT r.key, s.id, r.name, r.attributes, r.status, r.line "
+                 "FROM import_rows r JOIN subscribers s ON s.email_key = r.key "
+                 "WHERE s.id > ? AND r.key IN (SELECT key FROM import_rows GROUP BY key "
+                 "HAVING count(*) > 1)", (first_new,))
+    updates = []
+    for _key, group in _groups(conn, "SELECT * FROM import_dups ORDER BY key, line"):
+        merged = sqlite_import.merge_rows(group)
+        updates.append((merged["name"], json.dumps(merged["attributes"], ensure_ascii=False),
+                        merged["wanted"], group[0][1]))
+        if len(updates) >= _BATCH:
+            _write_merged(conn, updates)
+            updates = []
+    _write_merged(conn, updates)
+
+
+def _write_merged(conn: pg.PgConnection, updates: list[tuple]) -> None:
+    if updates:
+        conn.executemany(
+            "UPDATE subscribers SET name = ?1, attributes = ?2, status = ?3, "
+            "confirmed_at = CASE WHEN ?3 = 'active' THEN created_at END, "
+            f"unsubscribed_at = CASE WHEN ?3 IN {_OPTED_OUT_SQL} THEN created_at END "
+            "WHERE id = ?4", updates)
+
+
+def _groups(conn: pg.PgConnection, sql: str) -> Iterator[tuple[str, list]]:
+    """Rows ``(key, id, name, attributes, status, line)`` grouped by key, streamed through a
+    server-side cursor (inside the import's transaction)."""
+    import psycopg
+
+    with psycopg.RawServerCursor(conn.raw, "nl_import_groups") as cur:
+        cur.itersize = _BATCH
+        cur.execute(sql)
+        rows = itertools.chain.from_iterable(iter(lambda: cur.fetchmany(_BATCH), []))
+        for key, group in itertools.groupby(rows, key=lambda r: r[0]):
+            yield key, [tuple(r) for r in group]
+
+
+def _apply_existing(store: "PostgresStore", target: MailingList, now: str,
+                    summary: ImportSummary) -> None:
+    conn = store.conn
+    # (a cursor reads the table as it was when opened: the updates below do not disturb it)
+    for _key, group in _groups(conn, "SELECT * FROM import_existing ORDER BY key, line"):
+        sub_id = group[0][1]
+        current = conn.execute(
+            "SELECT s.id, s.email_key, s.name AS old_name, s.attributes AS old_attributes, "
+            "s.status, m.status AS membership FROM subscribers s LEFT JOIN memberships m "
+            "ON m.subscriber_id = s.id AND m.list_id = ? WHERE s.id = ?",
+            (target.id, sub_id)).fetchone()
+        row = {**dict(current), **sqlite_import.merge_rows(group)}
+        row["old_attributes"] = json.loads(row["old_attributes"])
+        outcome = sqlite_import.decide(row)
+        sqlite_import._apply_one(store, target, row, outcome, now)
+        field = {"opt-out": "updated"}.get(outcome, outcome).replace("-", "_")
+        setattr(summary, field, getattr(summary, field) + 1)
+        summary.duplicates += len(group) - 1
+
+
+def erase(store: "PostgresStore", address: Address) -> bool:
+    """Delete everything personal about ``address``; keep only its hash on the suppression
+    list so that no later import or sign-up can bring it back (as ``sqlite_import.erase``)."""
+    from newsletter.store.db import utc_now
+
+    forms = sorted({address.key, address.email.lower(), address.ascii_email.lower()})
+    marks = ", ".join("?" * len(forms))
+    with store.transaction() as conn:
+        row = conn.execute("SELECT id FROM subscribers WHERE email_key = ?",
+                           (address.key,)).fetchone()
+        sub_id = row["id"] if row else None
+        found = sub_id is not None
+        found |= conn.execute(
+            f"UPDATE deliveries SET email = NULL WHERE subscriber_id = ? "
+            f"OR lower(email) IN ({marks})", (sub_id, *forms)).rowcount > 0
+        found |= conn.execute(
+            f"UPDATE events SET email = NULL, payload = '{{\"erased\": true}}' "
+            f"WHERE lower(email) IN ({marks})", forms).rowcount > 0
+        # Provider messages quote the address too (errors, undecodable notifications).
+        mentions = " OR ".join(["strpos(lower({col}), ?) > 0"] * len(forms))
+        conn.execute(f"UPDATE deliveries SET last_error = 'erased' "
+                     f"WHERE {mentions.format(col='last_error')}", forms)
+        conn.execute(f"UPDATE dead_letters SET body = '{{\"erased\": true}}' "
+                     f"WHERE {mentions.format(col='body')}", forms)
+        if sub_id is not None:
+            conn.execute("DELETE FROM subscribers WHERE id = ?", (sub_id,))
+        found |= conn.execute("SELECT 1 FROM suppressions WHERE email_hash = ?",
+                              (address.hash,)).fetchone() is not None
+        conn.execute(
+            "INSERT INTO suppressions (email_hash, email, reason, created_at) "
+            "VALUES (?, NULL, 'erased', ?) ON CONFLICT (email_hash) DO UPDATE SET email = NULL",
+            (address.hash, utc_now()))
+    return found
