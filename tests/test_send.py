@@ -442,3 +442,39 @@ def test_bad_credentials_stop_before_anything_is_written(project, edition, fake_
     assert result.exit_code == 2
     assert "no usable AWS credentials" in result.output and "Traceback" not in result.output
     assert ledger_counts() == {}
+
+
+@pytest.mark.slow
+def test_a_paused_sender_is_not_dead_and_retry_unknown_leaves_its_messages_alone(project, edition, fake_ses):
+    """SIGSTOP a real send past the stale time, then `--retry-unknown` in another process: the
+    paused worker still holds its claims (same host, same pid, same start time), so nothing of
+    it is re-sent; resumed, it records them. Every reader exactly once."""
+    readers = add_readers(120)
+    fake_ses.configure(latency=0.02)
+    env = dict(os.environ, PYTHONUNBUFFERED="1", NEWSLETTER_STALE_AFTER="1")
+    command = [sys.executable, "-m", "newsletter", "send", EDITION, "--list", "daily", "--transport", "ses", "--yes"]
+    paused = subprocess.Popen(command + ["--rate", "40", "--concurrency", "4"], cwd=project, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: fake_ses.accepted >= 20, paused)
+        paused.send_signal(signal.SIGSTOP)
+        time.sleep(3.0)  # three times the stale time without a heartbeat
+        with Ledger.open(load_config()) as ledger:
+            send = ledger.find_send(SLUG)
+            held = {r["email"] for r in ledger.deliveries(send.id, states=["sending"], limit=1000)}
+            assert ledger.unknown(send.id) == 0
+        assert held, "the paused worker should hold some claims"
+        other = subprocess.run(command + ["--retry-unknown", "--concurrency", "4"], cwd=project, env=env,
+                               capture_output=True, text=True, timeout=120)
+        assert other.returncode == 0, other.stdout + other.stderr
+        assert "unknown" not in other.stdout + other.stderr
+        got = per_reader(fake_ses)
+        assert all(got[r] <= 1 for r in readers), {r: n for r, n in got.items() if n > 1}
+        with Ledger.open(load_config()) as ledger:  # still held by the paused worker, untouched
+            assert {r["email"] for r in ledger.deliveries(send.id, states=["sending"], limit=1000)} == held
+    finally:
+        paused.send_signal(signal.SIGCONT)
+    output = paused.communicate(timeout=60)[0]
+    assert paused.returncode == 0, output
+    assert per_reader(fake_ses) == {r: 1 for r in readers}
+    assert ledger_counts() == {"sent": 120}

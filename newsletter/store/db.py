@@ -1,7 +1,7 @@
 """SQLite connections and schema migrations.
 
 The schema is versioned with ``PRAGMA user_version``; each ``migrations/NNN_name.sql`` file takes
-the database from version NNN-1 to NNN inside one transaction, so a crash mid-migration leaves
+the database from the version before it to NNN inside one transaction (numbers may have gaps), so a crash mid-migration leaves
 the previous version intact. Two processes starting at once serialise on ``BEGIN IMMEDIATE``.
 """
 
@@ -31,14 +31,17 @@ def migrations() -> list[tuple[int, str, str]]:
         if m:
             found.append((int(m.group(1)), entry.name, entry.read_text(encoding="utf-8")))
     found.sort()
-    for expected, (version, name, _) in enumerate(found, start=1):
-        if version != expected:
-            raise StoreError(f"migration {name} is out of sequence (expected {expected:03d})")
+    # Numbers are reserved per feature, so a build may lack some (005 then 007): gaps are fine,
+    # two files with one number are not.
+    for (version, name, _), (previous, other, _) in zip(found[1:], found):
+        if version == previous:
+            raise StoreError(f"migrations {other} and {name} have the same number")
     return found
 
 
 def latest_version() -> int:
-    return len(migrations())
+    steps = migrations()
+    return steps[-1][0] if steps else 0
 
 
 def sqlite_path(url: str) -> Path:
@@ -84,7 +87,7 @@ def migrate_database(conn: sqlite3.Connection, path: Path | None = None) -> int:
     A database newer than this code is a ``StoreError`` (upgrade the program), not a crash.
     """
     steps = migrations()
-    latest = len(steps)
+    latest = steps[-1][0] if steps else 0
     current = schema_version(conn)
     if current > latest:
         raise StoreError(
