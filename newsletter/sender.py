@@ -6,7 +6,11 @@ reader's message from the precomputed template, paces through a token bucket and
 thread pool. Results go back to the ledger in batches from the main thread. A crash leaves at most
 the in-flight window (``window`` rows) in ``sending``: reported as unknown afterwards.
 
-Retryable errors are retried with jittered exponential backoff (bounded); a permanent one marks
+Throttling is back-pressure: the pacing rate halves when the provider throttles and climbs back
+by small steps as calls succeed (AIMD, ``pacing.AdaptiveRate``), and a throttled message is
+retried for as long as the job runs — unless nothing at all has been accepted for
+``throttle_patience`` seconds, then the job stops with a clear message. Other retryable errors
+are retried with jittered exponential backoff, ``max_attempts`` at most; a permanent one marks
 that reader failed and the send goes on; a fatal one (or retries exhausted) stops the job with the
 ledger consistent. Ctrl-C (``KeyboardInterrupt`` in the main thread) stops claiming, lets in-flight
 messages finish, records them, and re-raises. Progress goes to a callback.
@@ -24,7 +28,7 @@ from newsletter.config import Config, load_secret
 from newsletter.errors import NewsletterError, TransportError, ValidationError
 from newsletter.ledger import Claim, DeliveryState, Ledger, Outcome, SendRecord
 from newsletter.message import MessageTemplate, SendContext
-from newsletter.pacing import TokenBucket, backoff
+from newsletter.pacing import AdaptiveRate, TokenBucket, backoff
 from newsletter.rendered import RenderedEmail
 from newsletter.store.models import Recipient
 from newsletter.transports import SendLimits, Transport, describe, open_transport, send_limits
@@ -45,7 +49,8 @@ class SendOptions:
     rate: float | None = None  # messages/s; None/0: config [send] rate, then the provider's max
     concurrency: int | None = None  # default: config [send] concurrency
     retry_unknown: bool = False
-    max_attempts: int = 6  # per message, retryable errors included
+    max_attempts: int = 6  # per message, for retryable errors other than throttling
+    throttle_patience: float = 900.0  # s: stop when throttled and nothing was accepted for this long
     window: int | None = None  # deliveries claimed ahead (default 4 × concurrency)
     backoff_base: float = 0.5
     backoff_cap: float = 20.0
@@ -81,6 +86,7 @@ class ProgressInfo:
     failed: int = 0
     skipped: int = 0
     retries: int = 0
+    throttled: int = 0  # answers that said "slower, please" (each retried)
     elapsed: float = 0.0
 
     @property
@@ -107,6 +113,9 @@ class SendReport:
     interrupted: bool = False
     finished: bool = False  # every delivery of the send is settled
     failures: list[tuple[str, str]] = field(default_factory=list)  # (address, error), first few
+    asked_rate: float | None = None  # the pacing asked for (None: unpaced)
+    lowest_rate: float | None = None  # the lowest the pacing went under back-pressure
+    rate_decreases: int = 0  # times throttling halved the rate
 
     @property
     def exit_code(self) -> int:
@@ -123,6 +132,7 @@ class _Result:
     retries: int = 0
     fatal: TransportError | None = None
     address: str = ""
+    throttled: int = 0
 
 
 def effective_rate(config: Config, options: SendOptions, limits: SendLimits | None) -> float | None:
@@ -232,13 +242,15 @@ class SendJob:
         self.report = report = SendReport(slug=send.slug, progress=info)
         worker = self.ledger.register_worker(send.id)
         template = MessageTemplate(self.rendered, self.context())
-        bucket = TokenBucket(plan.rate)
+        bucket = AdaptiveRate(plan.rate)
+        report.asked_rate = plan.rate
         try:
             self._loop(send, worker, template, bucket, stop, report, progress)
         except KeyboardInterrupt:
             report.interrupted = True
             raise
         finally:
+            report.lowest_rate, report.rate_decreases = bucket.lowest, bucket.decreases
             self.ledger.stop_worker(worker)
             self._settle(send, report)
             if progress:
@@ -325,6 +337,7 @@ class SendJob:
         info = report.progress
         for r in results:
             info.retries += r.retries
+            info.throttled += r.throttled
             state = r.outcome.state
             if state is DeliveryState.SENT:
                 info.sent += 1
@@ -370,29 +383,57 @@ def _take(results: queue.SimpleQueue, into: list, *, timeout: float | None) -> i
 
 def deliver_with_retries(transport: Transport, message, delivery_id: int, bucket: TokenBucket,
                          stop: threading.Event, options: SendOptions, address: str = "") -> _Result:
-    attempts = 0
+    """Pace, send, retry. A throttled answer lowers the bucket's rate (when it adapts) and is
+    retried without an attempt limit while anything is being accepted; other retryable errors
+    have ``max_attempts``."""
+    attempts = retried = throttled = streak = 0
+    throttled_since: float | None = None
+    adaptive = bucket if isinstance(bucket, AdaptiveRate) else None
+
+    def result(state: DeliveryState, *, fatal: TransportError | None = None, **values) -> _Result:
+        return _Result(Outcome(delivery_id, state, attempts=attempts, **values), retries=max(0, attempts - 1),
+                       fatal=fatal, address=address, throttled=throttled)
+
     while True:
         if not bucket.acquire(stop):
-            return _Result(Outcome(delivery_id, DeliveryState.PENDING, error="stopped before sending",
-                                   attempts=attempts), retries=max(0, attempts - 1), address=address)
+            return result(DeliveryState.PENDING, error="stopped before sending")
         attempts += 1
         try:
             provider_id = transport.send(message)
-            return _Result(Outcome(delivery_id, DeliveryState.SENT, provider_message_id=provider_id,
-                                   attempts=attempts), retries=attempts - 1, address=address)
         except TransportError as err:
             if err.kind == TransportError.PERMANENT:
-                return _Result(Outcome(delivery_id, DeliveryState.FAILED, error=err.message, attempts=attempts),
-                               retries=attempts - 1, address=address)
-            if err.kind == TransportError.FATAL or attempts >= options.max_attempts:
-                fatal = err if err.kind == TransportError.FATAL else TransportError(
-                    f"gave up after {attempts} attempts ({err.message}); run the same command again to resume",
-                    kind=TransportError.FATAL, code=err.code)
-                return _Result(Outcome(delivery_id, DeliveryState.PENDING, error=err.message, attempts=attempts),
-                               retries=attempts - 1, fatal=fatal, address=address)
-            if stop.wait(backoff(attempts, base=options.backoff_base, cap=options.backoff_cap)):
-                return _Result(Outcome(delivery_id, DeliveryState.PENDING, error="stopped while retrying",
-                                       attempts=attempts), retries=attempts - 1, address=address)
+                return result(DeliveryState.FAILED, error=err.message)
+            if err.kind == TransportError.FATAL:
+                return result(DeliveryState.PENDING, error=err.message, fatal=err)
+            if err.throttled:
+                throttled += 1
+                streak += 1
+                now = bucket.now()
+                throttled_since = now if throttled_since is None else throttled_since
+                if adaptive is not None:
+                    adaptive.throttled()
+                    quiet_since = max(throttled_since, adaptive.last_success or throttled_since)
+                else:
+                    quiet_since = throttled_since
+                if now - quiet_since > options.throttle_patience:
+                    return result(DeliveryState.PENDING, error=err.message, fatal=TransportError(
+                        f"throttled for {now - throttled_since:.0f} s with no message accepted ({err.message}); "
+                        "the provider is refusing this sending rate: lower --rate or ask for a higher sending "
+                        "limit, then run the same command again to resume", kind=TransportError.FATAL, code=err.code))
+                wait = backoff(min(streak, 4), base=options.backoff_base, cap=options.backoff_cap)
+            else:
+                retried += 1
+                if retried >= options.max_attempts:
+                    return result(DeliveryState.PENDING, error=err.message, fatal=TransportError(
+                        f"gave up after {retried} attempts ({err.message}); run the same command again to resume",
+                        kind=TransportError.FATAL, code=err.code))
+                wait = backoff(retried, base=options.backoff_base, cap=options.backoff_cap)
+            if stop.wait(wait):
+                return result(DeliveryState.PENDING, error="stopped while retrying")
+            continue
+        if adaptive is not None:
+            adaptive.succeeded()
+        return result(DeliveryState.SENT, provider_message_id=provider_id)
 
 
 # -- test sends ------------------------------------------------------------------------------------
@@ -406,7 +447,7 @@ def send_test(job: SendJob, addresses: Iterable[str]) -> SendReport:
     info = ProgressInfo(total=0)
     report = SendReport(slug=job.rendered.slug, progress=info)
     limits = job._limits()  # asked once (SES: one GetSendQuota); a quota SES won't show is a warning
-    stop, bucket = threading.Event(), TokenBucket(limits.max_rate if limits else None)
+    stop, bucket = threading.Event(), AdaptiveRate(limits.max_rate if limits else None)
     started = time.monotonic()
     for number, address in enumerate(addresses, start=1):
         info.total += 1

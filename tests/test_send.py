@@ -265,10 +265,49 @@ def test_fatal_error_stops_and_a_later_run_resumes(project, fake_ses):
 
 def test_retries_are_bounded(project, fake_ses):
     add_readers(2)
-    fake_ses.configure(throttle_every=1)
+    fake_ses.configure(queue=["5xx", "503"] * 10)
     report = run_job(max_attempts=3, concurrency=1)
     assert report.exit_code == 2 and "gave up after 3 attempts" in report.stopped
     assert ledger_counts() == {"pending": 2}
+
+
+def test_throttling_is_back_pressure_not_failure(project, fake_ses):
+    """30% of calls throttled at random: the rate is lowered, every throttled message is retried
+    (no attempt limit), the send finishes: exit 0, everyone exactly once, nobody failed."""
+    readers = add_readers(300)
+    fake_ses.configure(throttle_percent=30, seed=9, max_send_rate=400.0)
+    report = run_job(concurrency=8, max_attempts=2)  # 2 attempts would not survive 30% throttling
+    assert report.exit_code == 0, report.stopped
+    assert report.progress.sent == 300 and report.progress.failed == 0
+    assert report.progress.throttled == fake_ses.faults_answered["throttle"] > 60
+    assert report.rate_decreases > 0 and report.lowest_rate < report.asked_rate == 400.0
+    assert per_reader(fake_ses) == {r: 1 for r in readers}
+    assert ledger_counts() == {"sent": 300}
+
+
+def test_pacing_settles_under_the_providers_real_capacity(project, fake_ses):
+    """The account says 200/s, SES really takes 40/s: the rate comes down to about that (AIMD),
+    most calls go through, and the send finishes."""
+    readers = add_readers(240)
+    fake_ses.configure(capacity=40, max_send_rate=200.0)
+    started = time.monotonic()
+    report = run_job(concurrency=8)
+    elapsed = time.monotonic() - started
+    assert report.exit_code == 0 and per_reader(fake_ses) == {r: 1 for r in readers}
+    assert report.progress.rate < 60  # about the capacity, far from the 200 asked
+    assert report.progress.throttled < 2 * 240  # not a storm: the rate came down within seconds
+    assert report.rate_decreases >= 2 and report.lowest_rate < 60
+    assert elapsed > 240 / 60
+
+
+def test_endless_throttling_stops_clearly_after_the_patience(project, fake_ses, cli):
+    add_readers(3)
+    fake_ses.configure(throttle_percent=100)
+    report = run_job(concurrency=2, throttle_patience=1.5)
+    assert report.exit_code == 2
+    assert "throttled for" in report.stopped and "with no message accepted" in report.stopped
+    assert "lower --rate" in report.stopped and "run the same command again" in report.stopped
+    assert report.progress.failed == 0 and ledger_counts() == {"pending": 3}
 
 
 def test_quota_smaller_than_the_send_is_refused_before_it_starts(project, edition, fake_ses, cli):
@@ -478,3 +517,33 @@ def test_a_paused_sender_is_not_dead_and_retry_unknown_leaves_its_messages_alone
     assert paused.returncode == 0, output
     assert per_reader(fake_ses) == {r: 1 for r in readers}
     assert ledger_counts() == {"sent": 120}
+
+
+def test_adaptive_rate_decreases_multiplicatively_and_increases_additively():
+    from newsletter.pacing import AdaptiveRate
+
+    now = [0.0]
+    bucket = AdaptiveRate(100.0, clock=lambda: now[0])
+    assert bucket.throttled() and bucket.rate == 50.0  # all of the round throttled: halved
+    assert not bucket.throttled() and bucket.rate == 50.0  # same round: no second decrease
+    for _ in range(50):  # ~1 s of successes at 50/s: +step (100/20 = 5) messages/s
+        bucket.succeeded()
+    assert 54.5 < bucket.rate < 55.5
+    now[0] = 1.5
+    for _ in range(8):
+        bucket.succeeded()
+    assert bucket.throttled()  # a new round: 1 throttled of 59 answered in the last one
+    assert 54.5 < bucket.rate < 56 and bucket.decreases == 2
+    for _ in range(100000):
+        bucket.succeeded()
+    assert bucket.rate == 100.0  # never above the ceiling
+    for second in range(2, 40):
+        now[0] = second
+        bucket.throttled()
+    assert bucket.rate == 0.2 and bucket.lowest == 0.2  # never below the floor
+
+    unpaced = AdaptiveRate(None, clock=lambda: now[0])
+    now[0] = 100.0
+    for _ in range(30):
+        assert unpaced.reserve() == 0.0
+    assert unpaced.throttled() and unpaced.ceiling == 30.0 and unpaced.rate == 15.0
