@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 from newsletter.config import Config
 from newsletter.errors import StoreError, ValidationError
-from newsletter.store.db import utc_now
+from newsletter.store.db import database_file, store_error, utc_now
 from newsletter.store.models import Recipient
 
 # Seconds without a heartbeat after which a worker on *another* host counts as dead (a worker on
@@ -328,13 +328,25 @@ class _Transaction:
         self.conn = conn
 
     def __enter__(self) -> None:
-        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as err:
+            raise store_error(err, database_file(self.conn)) from None
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
-            self.conn.execute("COMMIT")
-        else:
-            self.conn.execute("ROLLBACK")
+            try:
+                self.conn.execute("COMMIT")
+                return
+            except sqlite3.Error as err:
+                exc_type, exc = type(err), err
+        if self.conn.in_transaction:
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:  # SQLite may have rolled back already (SQLITE_FULL does)
+                pass
+        if isinstance(exc, sqlite3.Error):  # disk full, I/O error, lock: one line, nothing written
+            raise store_error(exc, database_file(self.conn)) from None
 
 
 # A pending delivery may go out only while its reader is active and still on the list.

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from newsletter.config import Config, load_secret
-from newsletter.errors import NewsletterError, TransportError, ValidationError
+from newsletter.errors import NewsletterError, StoreError, TransportError, ValidationError
 from newsletter.ledger import Claim, DeliveryState, Ledger, Outcome, SendRecord
 from newsletter.message import MessageTemplate, SendContext
 from newsletter.pacing import AdaptiveRate, TokenBucket, backoff
@@ -244,15 +244,23 @@ class SendJob:
         template = MessageTemplate(self.rendered, self.context())
         bucket = AdaptiveRate(plan.rate)
         report.asked_rate = plan.rate
+        failing = False
         try:
             self._loop(send, worker, template, bucket, stop, report, progress)
         except KeyboardInterrupt:
-            report.interrupted = True
+            report.interrupted = failing = True
+            raise
+        except BaseException:
+            failing = True  # e.g. the disk is full: the ledger refuses writes (one-line StoreError)
             raise
         finally:
             report.lowest_rate, report.rate_decreases = bucket.lowest, bucket.decreases
-            self.ledger.stop_worker(worker)
-            self._settle(send, report)
+            try:
+                self.ledger.stop_worker(worker)
+                self._settle(send, report)
+            except StoreError:
+                if not failing:  # the first error is the one to tell
+                    raise
             if progress:
                 progress(info)
         return report

@@ -81,17 +81,27 @@ class SqliteStore(Store):
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as err:
-            raise StoreError(f"cannot write to the database: {err}", file=self.path) from None
+            raise db.store_error(err, self.path) from None
         try:
             yield self.conn
+        except sqlite3.Error as err:  # disk full, I/O error, lock: rolled back, one line
+            self._rollback()
+            raise db.store_error(err, self.path) from None
         except BaseException:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
+            self._rollback()
             raise
         try:
             self.conn.execute("COMMIT")
         except sqlite3.Error as err:
-            raise StoreError(f"cannot commit: {err}", file=self.path) from None
+            self._rollback()
+            raise db.store_error(err, self.path) from None
+
+    def _rollback(self) -> None:
+        if self.conn.in_transaction:
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:  # SQLite may have rolled back already (SQLITE_FULL does)
+                pass
 
     # -- lists -----------------------------------------------------------------------------
     def create_list(self, name: str, *, description: str = "", double_opt_in: bool = False,
