@@ -71,15 +71,19 @@ def import_rows(store: "SqliteStore", rows: Iterable[ImportRow], target: Mailing
 
     now = utc_now()
     try:
+        # Reading, parsing, validating and hashing the file happen before the write lock is
+        # taken: the rows go to a TEMP table (this connection's own temporary database, which
+        # locks nothing of the main one), so web writers (a one-click unsubscribe) are not kept
+        # waiting by a big file. Only the short set-based statements below hold the lock.
+        _stage_unlocked(store.conn, rows)
         with _sort_threads(store.conn), store.transaction() as conn:
             first_new = conn.execute("SELECT coalesce(max(id), 0) FROM subscribers").fetchone()[0]
             has_suppressions = conn.execute("SELECT 1 FROM suppressions LIMIT 1").fetchone()
             if not first_new and not has_suppressions and sqlite_bulk.can_bulk_load(conn):
-                sqlite_bulk.bulk_load(conn, rows, target, source, now, summary)
+                sqlite_bulk.bulk_load_staged(conn, target, source, now, summary)
                 if dry_run:
                     raise _DryRun
                 return summary
-            _stage(conn, rows, with_hash=has_suppressions is not None)
             if has_suppressions:
                 conn.execute("UPDATE temp.import_rows SET blocked = 1 "
                              "WHERE hash IN (SELECT email_hash FROM suppressions)")
@@ -91,12 +95,25 @@ def import_rows(store: "SqliteStore", rows: Iterable[ImportRow], target: Mailing
             _count_blocked(conn, summary)
             if first_new:
                 _apply_existing(store, target, now, summary)
-            conn.execute("DROP TABLE temp.import_rows")
             if dry_run:
                 raise _DryRun
     except _DryRun:
         pass
+    finally:
+        store.conn.execute("DROP TABLE IF EXISTS temp.import_rows")
     return summary
+
+
+def _stage_unlocked(conn, rows: Iterable[ImportRow]) -> None:
+    """Stage every row in one transaction on the temp database only (no lock on the main one)."""
+    conn.execute("BEGIN")
+    try:
+        _stage(conn, rows, with_hash=True)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 class _DryRun(Exception):

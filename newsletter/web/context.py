@@ -33,6 +33,7 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": PAGE_CSP,
 }
 LIST_CACHE_SECONDS = 30
+WEB_BUSY_MS = 10000  # under common HTTP client timeouts; past it the answer is 503 + Retry-After
 PRIVATE = {"Cache-Control": "no-store", **SECURITY_HEADERS}
 
 
@@ -75,6 +76,9 @@ class WebContext:
             from newsletter.store import open_store
 
             store = open_store(self.config)
+            conn = getattr(store, "conn", None)  # SQLite: a web write waits WEB_BUSY_MS for the lock, then 503
+            if conn is not None and hasattr(conn, "execute"):
+                conn.execute(f"PRAGMA busy_timeout = {WEB_BUSY_MS}")
             self._local.store = store
             with self._stores_lock:
                 self._stores.append(store)
