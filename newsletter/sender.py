@@ -266,6 +266,10 @@ class SendJob:
         return report
 
     def _create_send(self) -> SendRecord:
+        running = getattr(self.store, "imports_running", None)
+        if running is not None and running(self.list_name):  # its readers would be half there
+            raise ValidationError(f"an import into list {self.list_name!r} is still running: send when it has "
+                                  "finished (nothing was sent)")
         try:
             return self.ledger.create_send(slug=self.rendered.slug, subject=self.rendered.subject,
                                            list_name=self.list_name, list_id=self.mailing_list.id,  # type: ignore[union-attr]

@@ -58,9 +58,9 @@ def small_disk(tmp_path):
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-def newsletter(project: Path, *args: str) -> subprocess.CompletedProcess:
+def newsletter(project: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "newsletter", *args], cwd=project, capture_output=True, text=True,
-                          timeout=300, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                          timeout=300, env=dict(os.environ, PYTHONUNBUFFERED="1", **env))
 
 
 def configure(project: Path, **paths: Path) -> None:
@@ -99,12 +99,17 @@ def test_import_on_a_full_disk_writes_nothing_and_the_same_command_finishes_late
     first = newsletter(project, "subscribers", "import", str(readers_csv(project / "a.csv", 200)), "--list", "daily")
     assert first.returncode == 0, first.stderr
     before = integrity(db)
-    small_disk.fill(leave=256 * 1024)
     big = readers_csv(project / "b.csv", 40000, start=200)
-    result = newsletter(project, "subscribers", "import", str(big), "--list", "daily")
-    assert_one_line_disk_full(result)
-    small_disk.grow()
-    assert integrity(db) == before  # nothing of the failed import
+    with open(big, "a", encoding="utf-8") as fh:  # the first readers renamed: changed in the first chunk
+        fh.writelines(f"reader{i:06d}@example.com,Renamed {i},Elsewhere\n" for i in range(100))
+    for chunk in ("1000000", "500"):  # one transaction, then chunks of 500 addresses (journalled)
+        small_disk.fill(leave=256 * 1024)
+        result = newsletter(project, "subscribers", "import", str(big), "--list", "daily",
+                            NEWSLETTER_IMPORT_CHUNK=chunk)
+        assert_one_line_disk_full(result)
+        small_disk.grow()
+        assert newsletter(project, "subscribers", "count").returncode == 0  # (undoes what a full disk kept it from)
+        assert integrity(db) == before, chunk  # nothing of the failed import
     again = newsletter(project, "subscribers", "import", str(big), "--list", "daily")
     assert again.returncode == 0, again.stderr
     assert len(integrity(db)) == 40200

@@ -70,6 +70,14 @@ class SqliteStore(Store):
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.conn = db.connect(self.path)
+        try:  # an import whose process died half-way is undone before anything reads the lists
+            if self.conn.execute("SELECT 1 FROM imports LIMIT 1").fetchone():
+                from newsletter.store.sqlite_import import recover_imports
+
+                recover_imports(self)
+        except BaseException:
+            self.conn.close()
+            raise
 
     def close(self) -> None:
         self.conn.close()
@@ -274,6 +282,13 @@ class SqliteStore(Store):
                     "WHERE id = ? AND status IN ('active', 'unconfirmed')", (now, subscriber_id),
                 ).rowcount > 0
         return changed
+
+    def imports_running(self, list_name: str) -> list[int]:
+        """Imports into ``list_name`` still being applied by a live process (an unfinished one
+        whose process is gone is undone first)."""
+        from newsletter.store.sqlite_import import recover_imports
+
+        return recover_imports(self, self.require_list(list_name).id)
 
     def erase(self, email: str) -> bool:
         from newsletter.store.sqlite_import import erase
