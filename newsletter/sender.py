@@ -432,7 +432,10 @@ def deliver_with_retries(transport: Transport, message, delivery_id: int, bucket
                         f"throttled for {now - throttled_since:.0f} s with no message accepted ({err.message}); "
                         "the provider is refusing this sending rate: lower --rate or ask for a higher sending "
                         "limit, then run the same command again to resume", kind=TransportError.FATAL, code=err.code))
-                wait = backoff(min(streak, 4), base=options.backoff_base, cap=options.backoff_cap)
+                # the adaptive bucket is the back-pressure: the retry waits for its slot at the
+                # lowered rate; without one, a jittered backoff spaces the retries
+                wait = 0.0 if adaptive is not None else backoff(min(streak, 4), base=options.backoff_base,
+                                                                 cap=options.backoff_cap)
             else:
                 retried += 1
                 if retried >= options.max_attempts:
@@ -440,7 +443,7 @@ def deliver_with_retries(transport: Transport, message, delivery_id: int, bucket
                         f"gave up after {retried} attempts ({err.message}); run the same command again to resume",
                         kind=TransportError.FATAL, code=err.code))
                 wait = backoff(retried, base=options.backoff_base, cap=options.backoff_cap)
-            if stop.wait(wait):
+            if wait and stop.wait(wait):
                 return result(DeliveryState.PENDING, error="stopped while retrying")
             continue
         if adaptive is not None:

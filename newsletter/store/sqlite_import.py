@@ -1,7 +1,10 @@
 """Bulk import and erasure for the SQLite store.
 
-An import is one transaction. Every row is first appended to a temporary table (no index: an
-append is cheap, and memory stays flat however large the file). Rows are then checked against
+Every row is first appended to a temporary table, before the write lock is taken (no index: an
+append is cheap, and memory stays flat however large the file). Up to ``CHUNK`` addresses are
+then applied in one transaction; more, in chunks of ``CHUNK`` addresses in address order, each
+its own short transaction with an undo journal, so that web writers wait for a chunk at most
+(see ``import_rows``). Rows are then checked against
 the suppression list and the existing subscribers with set-based SQL; new addresses go into
 ``subscribers`` with one INSERT … SELECT sorted by address, so that the unique index on the
 address is built by appending instead of by random inserts (the difference between seconds
@@ -9,8 +12,9 @@ and minutes for a million rows), merging duplicates as they meet; their membersh
 one more statement. Rows naming an existing subscriber go through the consent rules in
 ``decide``, grouped by address.
 
-A first import into an empty database (no subscriber, no suppression: nothing to check) takes
-a shorter road: ``newsletter.store.sqlite_bulk``. Both give the same result (tested).
+A first import of at most ``CHUNK`` addresses into an empty database (no subscriber, no
+suppression: nothing to check) takes a shorter road: ``newsletter.store.sqlite_bulk``. All
+roads give the same result (tested).
 """
 
 from __future__ import annotations
@@ -121,43 +125,44 @@ def import_rows(store: "SqliteStore", rows: Iterable[ImportRow], target: Mailing
 CHUNK = int(os.environ.get("NEWSLETTER_IMPORT_CHUNK") or 50_000)
 
 
-def _chunk_boundaries(conn) -> list[str] | None:
-    """The last address of each chunk, when the staged rows need more than one (else None).
-    Outside the write lock: the rows are renamed ``temp.import_all`` and indexed by address."""
-    if conn.execute("SELECT count(*) FROM temp.import_rows").fetchone()[0] <= CHUNK:
+def _chunk_boundaries(conn) -> list[tuple[int, int]] | None:
+    """Row ranges of ``temp.import_all`` (the staged rows sorted by address), one per chunk of
+    about ``CHUNK`` rows, never splitting an address; None when one transaction will do (at
+    most ``CHUNK`` rows, or a first import into an empty database: its bulk road appends and
+    indexes in one go, and there is nobody yet whose unsubscribe could wait). Outside the lock."""
+    total = conn.execute("SELECT count(*) FROM temp.import_rows").fetchone()[0]
+    if total <= CHUNK or (not conn.execute("SELECT 1 FROM subscribers LIMIT 1").fetchone()
+                          and not conn.execute("SELECT 1 FROM suppressions LIMIT 1").fetchone()):
         return None
-    conn.execute("ALTER TABLE temp.import_rows RENAME TO import_all")
-    conn.execute("CREATE INDEX temp.import_all_by_key ON import_all(key)")
-    keys = [r[0] for r in conn.execute(
-        "SELECT key FROM (SELECT key, row_number() OVER (ORDER BY key) AS n FROM "
-        "(SELECT DISTINCT key FROM temp.import_all)) WHERE n % ? = 0", (CHUNK,))]
-    last = conn.execute("SELECT max(key) FROM temp.import_all").fetchone()[0]
-    if not keys or keys[-1] != last:
-        keys.append(last)
-    return keys if len(keys) > 1 else _single(conn)
-
-
-def _single(conn) -> None:
-    conn.execute("ALTER TABLE temp.import_all RENAME TO import_rows")
-    conn.execute("DROP INDEX temp.import_all_by_key")
-    return None
+    conn.execute("DROP TABLE IF EXISTS temp.import_all")
+    conn.execute("CREATE TEMP TABLE import_all AS SELECT * FROM temp.import_rows ORDER BY key, rowid")
+    conn.execute("DROP TABLE temp.import_rows")
+    ranges, first = [], 1
+    while first <= total:
+        last = min(total, first + CHUNK - 1)
+        if last < total:  # the chunk ends after the last row of its last address
+            key = conn.execute("SELECT key FROM temp.import_all WHERE rowid = ?", (last,)).fetchone()[0]
+            after = conn.execute("SELECT rowid FROM temp.import_all WHERE rowid > ? AND key <> ? ORDER BY rowid "
+                                 "LIMIT 1", (last, key)).fetchone()
+            last = after[0] - 1 if after else total
+        ranges.append((first, last))
+        first = last + 1
+    return ranges
 
 
 def _import_in_chunks(store: "SqliteStore", target: MailingList, source: str, now: str,
-                      summary: ImportSummary, boundaries: list[str]) -> None:
+                      summary: ImportSummary, boundaries: list[tuple[int, int]]) -> None:
     """Each chunk: its rows copied into ``temp.import_rows`` (no lock), then applied in one
     transaction together with its undo journal. Any exception undoes the chunks done so far."""
     import_id = _register_import(store, target)
     try:
-        low = ""
-        for high in boundaries:
+        for first, last in boundaries:
             conn = store.conn
             conn.execute("DROP TABLE IF EXISTS temp.import_rows")
             conn.execute("CREATE TEMP TABLE import_rows AS SELECT * FROM temp.import_all "
-                         "WHERE key > ? AND key <= ? ORDER BY key, rowid", (low, high))
+                         "WHERE rowid BETWEEN ? AND ?", (first, last))
             with _sort_threads(conn), store.transaction():
                 _apply_chunk(store, target, source, now, summary, import_id)
-            low = high
         with store.transaction() as conn:  # the moment the import counts as done
             conn.execute("UPDATE imports SET state = 'done' WHERE id = ?", (import_id,))
     except BaseException:
