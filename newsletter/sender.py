@@ -6,8 +6,9 @@ reader's message from the precomputed template, paces through a token bucket and
 thread pool. Results go back to the ledger in batches from the main thread. A crash leaves at most
 the in-flight window (``window`` rows) in ``sending``: reported as unknown afterwards.
 
-Throttling is back-pressure: the pacing rate halves when the provider throttles and climbs back
-by small steps as calls succeed (AIMD, ``pacing.AdaptiveRate``), and a throttled message is
+Throttling is back-pressure: the pacing rate drops (by half the share of calls throttled in the
+last second) when the provider throttles and climbs back by small steps as calls succeed (AIMD,
+``pacing.AdaptiveRate``), and a throttled message is
 retried for as long as the job runs — unless nothing at all has been accepted for
 ``throttle_patience`` seconds, then the job stops with a clear message. Other retryable errors
 are retried with jittered exponential backoff, ``max_attempts`` at most; a permanent one marks
@@ -115,7 +116,7 @@ class SendReport:
     failures: list[tuple[str, str]] = field(default_factory=list)  # (address, error), first few
     asked_rate: float | None = None  # the pacing asked for (None: unpaced)
     lowest_rate: float | None = None  # the lowest the pacing went under back-pressure
-    rate_decreases: int = 0  # times throttling halved the rate
+    rate_decreases: int = 0  # times throttling lowered the rate
 
     @property
     def exit_code(self) -> int:

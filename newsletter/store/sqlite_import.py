@@ -12,8 +12,9 @@ and minutes for a million rows), merging duplicates as they meet; their membersh
 one more statement. Rows naming an existing subscriber go through the consent rules in
 ``decide``, grouped by address.
 
-A first import of at most ``CHUNK`` addresses into an empty database (no subscriber, no
-suppression: nothing to check) takes a shorter road: ``newsletter.store.sqlite_bulk``. All
+A first import into an empty database (no subscriber, no suppression: nothing to check, and
+nobody yet whose unsubscribe could wait) takes a shorter road in one transaction, whatever its
+size: ``newsletter.store.sqlite_bulk``. All
 roads give the same result (tested).
 """
 
@@ -79,7 +80,8 @@ def import_rows(store: "SqliteStore", rows: Iterable[ImportRow], target: Mailing
     of the main one). Up to ``CHUNK`` addresses are then applied in one short transaction; a
     larger file in chunks of ``CHUNK`` addresses (in address order), each its own transaction
     journalled for undo, so that web writers (a one-click unsubscribe) wait for one chunk at
-    most, and a failure — or a crash, found by the next import or send — is undone."""
+    most, and a failure — or a crash, found when the database is next opened — is undone. (A
+    first import into an empty database stays one transaction: see ``_chunk_boundaries``.)"""
     from newsletter.store.sqlite import utc_now
 
     now = utc_now()
