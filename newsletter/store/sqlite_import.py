@@ -187,8 +187,9 @@ def _apply_chunk(store: "SqliteStore", target: MailingList, source: str, now: st
                      "WHERE s.email_key = import_rows.key AND import_rows.blocked = 0")
         conn.execute(_JOURNAL_BEFORE, (import_id, target.id))
     _insert_new(conn, target, source, first_new, now, summary)
-    conn.execute("INSERT INTO import_undo (import_id, subscriber_id, kind) "
-                 "SELECT ?, id, 'new' FROM subscribers WHERE id > ?", (import_id, first_new))
+    # holding the write lock, the ids this chunk added are exactly first_new+1 … max(id)
+    conn.execute("INSERT INTO import_undo (import_id, kind, subscriber_id, last_id) SELECT ?1, 'new', ?2 + 1, max(id) "
+                 "FROM subscribers WHERE id > ?2 HAVING count(*) > 0", (import_id, first_new))
     _count_blocked(conn, summary)
     if first_new:
         _apply_existing(store, target, now, summary)
@@ -256,15 +257,16 @@ def undo_import(store: "SqliteStore", import_id: int) -> None:
     list_id = row[0]
     while True:
         with store.transaction() as conn:
-            batch = conn.execute("SELECT seq, subscriber_id, kind, before FROM import_undo WHERE import_id = ? "
-                                 "ORDER BY seq DESC LIMIT ?", (import_id, CHUNK)).fetchall()
+            batch = conn.execute("SELECT seq, subscriber_id, kind, before, last_id FROM import_undo "
+                                 "WHERE import_id = ? ORDER BY seq DESC LIMIT ?", (import_id, CHUNK)).fetchall()
             if not batch:
                 conn.execute("DELETE FROM imports WHERE id = ?", (import_id,))
                 return
-            new = [(r[1],) for r in batch if r[2] == "new"]
+            new = [(r[1], r[4]) for r in batch if r[2] == "new"]
             conn.executemany(
-                "DELETE FROM subscribers WHERE id = ?1 AND status IN ('active', 'unconfirmed') AND NOT EXISTS "
-                "(SELECT 1 FROM memberships m WHERE m.subscriber_id = ?1 AND m.status = 'unsubscribed')", new)
+                "DELETE FROM subscribers AS s WHERE s.id BETWEEN ?1 AND ?2 AND s.status IN ('active', 'unconfirmed') "
+                "AND NOT EXISTS (SELECT 1 FROM memberships m WHERE m.subscriber_id = s.id "
+                "AND m.status = 'unsubscribed')", new)
             changed = [(r[1], r[3]) for r in batch if r[2] == "changed"]
             conn.executemany(_RESTORE_SUBSCRIBER, changed)
             conn.executemany(_RESTORE_MEMBERSHIP, [(s, list_id, b) for s, b in changed
