@@ -65,6 +65,7 @@ def test_a_locked_database_is_503_with_retry_after_never_done(web_server, monkey
             "preferences unsubscribe-all": client.post(f"/preferences/{token(config, 'preferences', ada.id, 0)}",
                                                        data={"action": "unsubscribe-all"}),
             "confirm link": client.get(f"/confirm/{token(config, 'confirm', pending.id, daily.id)}"),
+            "subscribe form": client.post("/subscribe", data={"email": "carol@example.org", "list": "daily"}),
         }
         for what, answer in answers.items():
             assert answer.status_code == 503, (what, answer.status_code)
@@ -72,6 +73,8 @@ def test_a_locked_database_is_503_with_retry_after_never_done(web_server, monkey
             assert "try again" in answer.text.lower(), what
         assert status_on(config, ada.id, "daily") == MembershipStatus.ACTIVE  # nothing claimed done
         assert status_on(config, pending.id, "daily") == MembershipStatus.UNCONFIRMED
+        with open_store(config) as store:
+            assert store.get_subscriber("carol@example.org") is None
         # the GET page does not write: it still works while the lock is held
         assert client.get(one_click).status_code == 200
     finally:

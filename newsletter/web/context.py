@@ -56,7 +56,7 @@ class WebContext:
     @classmethod
     def from_config(cls, config: Config) -> "WebContext":
         secret = load_secret(config, create=False)
-        limiter = RateLimiter(sqlite_path(config.database_url))
+        limiter = RateLimiter(sqlite_path(config.database_url), busy_ms=WEB_BUSY_MS)
         return cls(config=config, secret=secret, env=template_env(config), limiter=limiter)
 
     @property
