@@ -285,6 +285,17 @@ def test_throttling_is_back_pressure_not_failure(project, fake_ses):
     assert ledger_counts() == {"sent": 300}
 
 
+def test_throttled_send_through_the_cli_exits_0_and_reports_the_rate(project, edition, fake_ses, cli):
+    readers = add_readers(60)
+    fake_ses.configure(throttle_percent=30, seed=4, max_send_rate=100.0)
+    result = cli("send", EDITION, "--list", "daily", "--transport", "ses", "--yes")
+    assert result.exit_code == 0, result.output
+    assert f"sent 60, failed 0" in result.output
+    line = next(l for l in result.output.splitlines() if l.startswith("throttled "))
+    assert "each retried (none counted as failures)" in line and "/s (100/s asked)" in line
+    assert per_reader(fake_ses) == {r: 1 for r in readers}
+
+
 def test_pacing_settles_under_the_providers_real_capacity(project, fake_ses):
     """The account says 200/s, SES really takes 40/s: the rate comes down to about that (AIMD),
     most calls go through, and the send finishes."""
