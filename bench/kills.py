@@ -9,7 +9,9 @@ the send, ``sends show`` reports the unknown rows, and a last run with
 ``--retry-unknown`` re-sends the unknowns. Then the same with SIGSTOP instead of SIGKILL: the
 paused sender is left stopped for three times the stale time while another run with
 ``--retry-unknown`` goes on, then continued. Prints kills, readers, duplicates outside the
-reported unknowns (goal 0) and readers never sent (goal 0).
+reported unknowns (goal 0) and readers never sent (goal 0). Last, a large import (chunked and
+journalled) SIGKILLed ``--kills`` times at random moments: after each, the next command that
+opens the database must find it exactly as before the import (goal: 0 other states).
 """
 
 from __future__ import annotations
@@ -54,6 +56,29 @@ def unknown(folder: Path) -> int:
     return int(found.group(1)) if found else 0
 
 
+def committed(db: Path) -> int:
+    import sqlite3
+
+    try:
+        with sqlite3.connect(db, timeout=30) as conn:
+            return conn.execute("SELECT count(*) FROM subscribers").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def readers_state(folder: Path) -> tuple[int, int]:
+    """(subscribers, of them renamed by an import) after the store's recovery ran."""
+    code = ("import sys, os; os.chdir(sys.argv[1]); from newsletter.config import load_config; "
+            "from newsletter.store import open_store; s = open_store(load_config()); "
+            "print(s.conn.execute(\"SELECT count(*), count(*) FILTER (WHERE name LIKE 'Renamed %') "
+            "FROM subscribers\").fetchone()[:], s.conn.execute('SELECT count(*) FROM imports').fetchone()[0])")
+    out = subprocess.run([sys.executable, "-c", code, str(folder)], env=env(), capture_output=True, text=True,
+                         check=True, cwd=REPO).stdout.split(")")
+    count, renamed = (int(x) for x in out[0].strip(" (").split(","))
+    assert out[1].strip() == "0", out  # no journal left
+    return count, renamed
+
+
 def figures(fake: FakeSes, readers: int, unknowns: int) -> tuple[int, int, int]:
     got = collections.Counter(to for m in fake.messages for to in m["to"])
     duplicates = sum(n - 1 for n in got.values() if n > 1)
@@ -65,10 +90,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--readers", type=int, default=2000)
     parser.add_argument("--kills", type=int, default=8)
-    parser.add_argument("--quick", action="store_true", help="1,000 readers, 4 kills")
+    parser.add_argument("--import-rows", type=int, default=300_000)
+    parser.add_argument("--quick", action="store_true", help="1,000 readers, 4 kills, a 150,000-row import")
     args = parser.parse_args()
     if args.quick:
-        args.readers, args.kills = 1000, 4
+        args.readers, args.kills, args.import_rows = 1000, 4, 150_000
     rnd = random.Random(11)
     fake = FakeSes().start()
     ok = True
@@ -126,6 +152,38 @@ def main() -> int:
                   f"{other.returncode}, paused run exit {paused.returncode} after SIGCONT; duplicates {duplicates} "
                   f"(goal 0), lost {lost} (goal 0)")
             ok &= duplicates == 0 and lost == 0 and other.returncode == 0 and paused.returncode == 0
+            # 3. SIGKILL during a large (chunked, journalled) import: each time undone by the next command
+            big = Path(tmp) / "import.csv"
+            with open(big, "w", encoding="utf-8") as fh:
+                fh.write("email,name\n")
+                fh.writelines(f"new{i:07d}@example.com,New {i}\n" for i in range(args.import_rows))
+                fh.writelines(f"reader{i:07d}@example.com,Renamed {i}\n" for i in range(0, args.readers, 3))
+            import_kills, partial = 0, 0
+            for _ in range(args.kills):
+                proc = subprocess.Popen([sys.executable, "-m", "newsletter", "subscribers", "import", str(big),
+                                         "--list", "bench"], cwd=folder, env=env(), stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+                db = folder / "subscribers" / "subscribers.db"
+                while proc.poll() is None and committed(db) <= args.readers:  # a first chunk is in
+                    time.sleep(0.005)
+                time.sleep(rnd.uniform(0.0, 0.6))
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGKILL)
+                    import_kills += 1
+                proc.wait()
+                state = readers_state(folder)  # opening the store undoes the dead import
+                if proc.returncode == 0:  # it finished before the kill: take it back out for the next round
+                    break
+                partial += state != (args.readers, 0)
+            final = subprocess.run([sys.executable, "-m", "newsletter", "subscribers", "import", str(big), "--list",
+                                    "bench"], cwd=folder, env=env(), capture_output=True, text=True)
+            count, renamed = readers_state(folder)
+            complete = final.returncode == 0 and count == args.readers + args.import_rows
+            print(f"import SIGKILL: {import_kills} kills of a {args.import_rows:,}-row import (chunks of 50,000 "
+                  f"addresses) into {args.readers:,} readers; states after recovery other than 'exactly as "
+                  f"before': {partial} (goal 0); then the same command: exit {final.returncode}, "
+                  f"{count:,} subscribers ({'complete' if complete else 'INCOMPLETE'}, {renamed:,} renamed)")
+            ok &= partial == 0 and complete
     finally:
         fake.stop()
     print(f"goals: {'met' if ok else 'MISSED'}")
