@@ -59,17 +59,20 @@ class TransportError(NewsletterError):
     ``kind`` classifies it once, at the boundary: ``retryable`` (throttling, 5xx, network),
     ``permanent`` (this reader's address is rejected; the job goes on) or ``fatal`` (the job must
     stop: sending paused, quota exhausted, bad credentials, unverified sender). ``response`` keeps
-    the provider's raw answer when there is one.
+    the provider's raw answer when there is one. ``throttled``: a retryable refusal that means
+    "slower, please" (back-pressure: the send lowers its rate and retries without an attempt limit).
     """
 
     RETRYABLE = "retryable"
     PERMANENT = "permanent"
     FATAL = "fatal"
 
-    def __init__(self, message: str, *, kind: str, code: str | None = None, response: object = None):
+    def __init__(self, message: str, *, kind: str, code: str | None = None, response: object = None,
+                 throttled: bool = False):
         super().__init__(message)
         if kind not in (self.RETRYABLE, self.PERMANENT, self.FATAL):
             raise ValueError(f"unknown transport error kind {kind!r}")
         self.kind = kind
+        self.throttled = throttled and kind == self.RETRYABLE
         self.code = code
         self.response = response

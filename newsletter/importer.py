@@ -5,7 +5,8 @@ required (header names are case-insensitive), ``name`` and ``status`` are option
 column becomes an attribute (empty cells are left out). Blank lines are skipped; duplicates
 (same address, any case) are merged, later non-empty values winning. A bad row is rejected with
 its line number and the import goes on; a bad file (unreadable, not UTF-8, no email column)
-stops it with nothing written. The whole import is one store transaction.
+stops it with nothing written. The whole import is all or nothing (one store transaction, or
+journalled chunks for a large file: see newsletter/store/sqlite_import.py).
 
 Export writes ``email,name,status`` and one column per attribute, which imports back to the same
 state. A CSV cell that a spreadsheet would run as a formula (starting with ``=``, ``+``, ``-``,

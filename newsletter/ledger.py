@@ -29,13 +29,13 @@ from typing import NamedTuple
 
 from newsletter.config import Config
 from newsletter.errors import StoreError, ValidationError
+from newsletter.liveness import STALE_AFTER, process_key, worker_alive  # noqa: F401 (STALE_AFTER: re-exported)
 from newsletter.snapshot import Snapshot
 from newsletter.store.base import AudienceSelect
-from newsletter.store.db import utc_now
+from newsletter.store.db import database_file, store_error, utc_now
 from newsletter.store.models import Recipient, uid_hex
 
 _REACHED = "already received this edition in an earlier send"
-STALE_AFTER = 30.0  # seconds without a heartbeat after which a worker counts as dead
 _INSERT_BATCH = 2000
 
 
@@ -512,8 +512,9 @@ class Ledger:
         host, pid = socket.gethostname(), os.getpid()
         worker = f"{host}:{pid}:{secrets.token_hex(4)}"
         with self._write():
-            self.conn.execute("INSERT INTO send_workers (id, send_id, host, pid, started_at, heartbeat_at) "
-                              "VALUES (?, ?, ?, ?, ?, ?)", (worker, send_id, host, pid, utc_now(), time.time()))
+            self.conn.execute("INSERT INTO send_workers (id, send_id, host, pid, started_at, heartbeat_at, "
+                              "process_key) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                              (worker, send_id, host, pid, utc_now(), time.time(), process_key(pid)))
         return worker
 
     def heartbeat(self, worker: str) -> None:
@@ -532,13 +533,11 @@ class Ledger:
     def _alive(self, worker: str | None) -> bool:
         if worker is None:
             return False
-        row = self.conn.execute("SELECT host, pid, heartbeat_at, stopped_at FROM send_workers WHERE id = ?",
-                                (worker,)).fetchone()
-        if row is None or row["stopped_at"] is not None or time.time() - row["heartbeat_at"] > STALE_AFTER:
+        row = self.conn.execute("SELECT host, pid, heartbeat_at, stopped_at, process_key FROM send_workers "
+                                "WHERE id = ?", (worker,)).fetchone()
+        if row is None or row["stopped_at"] is not None:
             return False
-        if row["host"] == socket.gethostname():
-            return _pid_alive(row["pid"])
-        return True
+        return worker_alive(row["host"], row["pid"], row["process_key"], row["heartbeat_at"])
 
     def unknown(self, send_id: int) -> int:
         """Rows left in ``sending`` by processes that are gone."""
@@ -642,13 +641,25 @@ class _Transaction:
         self.conn = conn
 
     def __enter__(self) -> None:
-        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as err:
+            raise store_error(err, database_file(self.conn)) from None
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
-            self.conn.execute("COMMIT")
-        else:
-            self.conn.execute("ROLLBACK")
+            try:
+                self.conn.execute("COMMIT")
+                return
+            except sqlite3.Error as err:
+                exc_type, exc = type(err), err
+        if self.conn.in_transaction:
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:  # SQLite may have rolled back already (SQLITE_FULL does)
+                pass
+        if isinstance(exc, sqlite3.Error):  # disk full, I/O error, lock: one line, nothing written
+            raise store_error(exc, database_file(self.conn)) from None
 
 
 # A pending delivery may go out only while its reader is active and still on one of the send's
@@ -701,16 +712,6 @@ def _snapshot(row: sqlite3.Row) -> Snapshot:
                     html=row["html"], text=row["text"], web_url=row["web_url"], source_path=row["source_path"],
                     essay_path=row["essay_path"], source_hash=row["source_hash"], content_hash=row["content_hash"],
                     reconstructed=bool(row["reconstructed"]), id=row["id"], created_at=row["created_at"])
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _reading(conn_or_config: sqlite3.Connection | Config, query):

@@ -25,6 +25,10 @@ class TokenBucket:
         self._lock = threading.Lock()
         self._next = clock()
 
+    def now(self) -> float:
+        """This bucket's clock."""
+        return self._clock()
+
     def reserve(self) -> float:
         """Take the next slot; return how long to wait for it (0 when it is due)."""
         if self.rate is None:
@@ -52,3 +56,76 @@ def backoff(attempt: int, *, base: float = 0.5, cap: float = 20.0,
             rng: Callable[[], float] = random.random) -> float:
     """Seconds to wait before retry number ``attempt`` (1, 2, …): exponential, full jitter."""
     return rng() * min(cap, base * (2 ** (attempt - 1)))
+
+
+class AdaptiveRate(TokenBucket):
+    """A token bucket whose rate follows the provider's back-pressure (AIMD, as TCP does).
+
+    Time is cut into rounds of ``ROUND`` seconds (providers count their rate per second). A
+    throttle that arrives once the current round is over closes it and lowers the rate by half
+    the share of calls that were throttled in it (multiplicative decrease: all throttled halves
+    it, one in ten takes 5 % off); a throttle within a round counts for the next decision only.
+    Each success adds ``step / rate`` messages/s, so the rate climbs by about ``step`` per second
+    of success (additive increase) up to ``ceiling`` — the rate asked for or the account's max.
+    Unpaced (``ceiling`` None) until the first throttle: then the rate achieved over the last
+    second becomes the ceiling. Never below ``floor``. ``lowest``, ``decreases`` and
+    ``last_success`` tell what happened.
+    """
+
+    ROUND = 1.0
+
+    def __init__(self, ceiling: float | None, *, step: float | None = None, floor: float | None = None,
+                 burst: int = 1, clock: Callable[[], float] = time.monotonic):
+        super().__init__(ceiling, burst=burst, clock=clock)
+        self.ceiling = ceiling
+        self._step, self._floor = step, floor
+        self.lowest: float | None = ceiling
+        self.decreases = 0
+        self.last_success: float | None = None
+        self._round = clock()
+        self._answered = self._refused = 0  # in the current round
+        self._recent: list[float] = []  # while unpaced: when the last calls were let out
+
+    def reserve(self) -> float:
+        wait = super().reserve()
+        if self.rate is None:
+            with self._lock:
+                self._recent.append(self._clock())
+                if len(self._recent) > 4096:
+                    del self._recent[:2048]
+        return wait
+
+    def _bounds(self) -> tuple[float, float]:
+        ceiling = self.ceiling or 1.0
+        step = self._step if self._step is not None else max(1.0, ceiling / 20)
+        floor = self._floor if self._floor is not None else max(0.2, ceiling / 500)
+        return step, floor
+
+    def throttled(self) -> bool:
+        """A call was throttled. True when this closed a round and lowered the rate."""
+        with self._lock:
+            self._answered += 1
+            self._refused += 1
+            now = self._clock()
+            if now - self._round < self.ROUND and self.decreases:
+                return False
+            if self.rate is None:  # first back-pressure on an unpaced send: what it was achieving
+                self.ceiling = max(1.0, float(sum(1 for t in self._recent if now - t <= 1.0)))
+                self.rate = self.ceiling
+                self._recent = []
+            share = self._refused / self._answered
+            _, floor = self._bounds()
+            self.rate = max(floor, self.rate * (1.0 - share / 2))
+            self.lowest = self.rate if self.lowest is None else min(self.lowest, self.rate)
+            self.decreases += 1
+            self._round, self._answered, self._refused = now, 0, 0
+            return True
+
+    def succeeded(self) -> None:
+        with self._lock:
+            self.last_success = self._clock()
+            self._answered += 1
+            if self.rate is None or self.ceiling is None:
+                return
+            step, _ = self._bounds()
+            self.rate = min(self.ceiling, self.rate + step / self.rate)

@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from newsletter.store.db import connect
+from newsletter.store.db import connect, store_error
 
 PRUNE_EVERY = 500  # allowed actions between two prunes of expired rows
 KEEP_SECONDS = 2 * 86400  # longer than any window we use
@@ -29,8 +29,9 @@ def address_bucket(kind: str, email: str) -> str:
 class RateLimiter:
     """Limits backed by one SQLite file; safe to share between threads (one connection each)."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, busy_ms: int | None = None):
         self._path = Path(path)
+        self._busy_ms = busy_ms  # how long a hit waits for the write lock (None: the default)
         self._local = threading.local()
         self._allowed = 0
 
@@ -38,6 +39,8 @@ class RateLimiter:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = connect(self._path)
+            if self._busy_ms is not None:
+                conn.execute(f"PRAGMA busy_timeout = {int(self._busy_ms)}")
             self._local.conn = conn
         return conn
 
@@ -49,15 +52,19 @@ class RateLimiter:
             return True
         now = time.time() if now is None else now
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            allowed = self.count(bucket, window, now=now) < limit
-            if allowed:
-                conn.execute("INSERT INTO rate_events (bucket, at) VALUES (?, ?)", (bucket, now))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                allowed = self.count(bucket, window, now=now) < limit
+                if allowed:
+                    conn.execute("INSERT INTO rate_events (bucket, at) VALUES (?, ?)", (bucket, now))
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as err:  # busy or full: a one-line StoreError (the web answers 503)
+            raise store_error(err, self._path) from None
         if allowed:
             self._allowed += 1
             if self._allowed % PRUNE_EVERY == 0:

@@ -11,7 +11,12 @@ reader's message from the precomputed template, paces through a token bucket and
 thread pool. Results go back to the ledger in batches from the main thread. A crash leaves at most
 the in-flight window (``window`` rows) in ``sending``: reported as unknown afterwards.
 
-Retryable errors are retried with jittered exponential backoff (bounded); a permanent one marks
+Throttling is back-pressure: the pacing rate drops (by half the share of calls throttled in the
+last second) when the provider throttles and climbs back by small steps as calls succeed (AIMD,
+``pacing.AdaptiveRate``), and a throttled message is
+retried for as long as the job runs — unless nothing at all has been accepted for
+``throttle_patience`` seconds, then the job stops with a clear message. Other retryable errors
+are retried with jittered exponential backoff, ``max_attempts`` at most; a permanent one marks
 that reader failed and the send goes on; a fatal one (or retries exhausted) stops the job with the
 ledger consistent. Ctrl-C (``KeyboardInterrupt`` in the main thread) stops claiming, lets in-flight
 messages finish, records them, and re-raises. Progress goes to a callback.
@@ -29,10 +34,10 @@ from pathlib import Path
 
 from newsletter.audience import Audience, make_audience
 from newsletter.config import Config, load_secret
-from newsletter.errors import EditionError, NewsletterError, TransportError, ValidationError
+from newsletter.errors import EditionError, NewsletterError, StoreError, TransportError, ValidationError
 from newsletter.ledger import Claim, DeliveryState, EditionRecord, Ledger, Outcome, SendExists, SendRecord
 from newsletter.message import MessageTemplate, SendContext
-from newsletter.pacing import TokenBucket, backoff
+from newsletter.pacing import AdaptiveRate, TokenBucket, backoff
 from newsletter.rendered import RenderedEmail
 from newsletter.snapshot import Snapshot, content_hash, date_instant, make_snapshot, resolved, source_hash
 from newsletter.store.models import Recipient
@@ -54,7 +59,8 @@ class SendOptions:
     rate: float | None = None  # messages/s; None/0: config [send] rate, then the provider's max
     concurrency: int | None = None  # default: config [send] concurrency
     retry_unknown: bool = False
-    max_attempts: int = 6  # per message, retryable errors included
+    max_attempts: int = 6  # per message, for retryable errors other than throttling
+    throttle_patience: float = 900.0  # s: stop when throttled and nothing was accepted for this long
     window: int | None = None  # deliveries claimed ahead (default 4 × concurrency)
     backoff_base: float = 0.5
     backoff_cap: float = 20.0
@@ -188,6 +194,7 @@ class ProgressInfo:
     failed: int = 0
     skipped: int = 0
     retries: int = 0
+    throttled: int = 0  # answers that said "slower, please" (each retried)
     elapsed: float = 0.0
 
     @property
@@ -214,6 +221,9 @@ class SendReport:
     interrupted: bool = False
     finished: bool = False  # every delivery of the send is settled
     failures: list[tuple[str, str]] = field(default_factory=list)  # (address, error), first few
+    asked_rate: float | None = None  # the pacing asked for (None: unpaced)
+    lowest_rate: float | None = None  # the lowest the pacing went under back-pressure
+    rate_decreases: int = 0  # times throttling lowered the rate
 
     @property
     def exit_code(self) -> int:
@@ -230,6 +240,7 @@ class _Result:
     retries: int = 0
     fatal: TransportError | None = None
     address: str = ""
+    throttled: int = 0
 
 
 def effective_rate(config: Config, options: SendOptions, limits: SendLimits | None) -> float | None:
@@ -366,20 +377,35 @@ class SendJob:
         self.report = report = SendReport(slug=send.ref, progress=info)
         worker = self.ledger.register_worker(send.id)
         template = MessageTemplate(self.rendered, self.context())
-        bucket = TokenBucket(plan.rate)
+        bucket = AdaptiveRate(plan.rate)
+        report.asked_rate = plan.rate
+        failing = False
         try:
             self._loop(send, worker, template, bucket, stop, report, progress)
         except KeyboardInterrupt:
-            report.interrupted = True
+            report.interrupted = failing = True
+            raise
+        except BaseException:
+            failing = True  # e.g. the disk is full: the ledger refuses writes (one-line StoreError)
             raise
         finally:
-            self.ledger.stop_worker(worker)
-            self._settle(send, report)
+            report.lowest_rate, report.rate_decreases = bucket.lowest, bucket.decreases
+            try:
+                self.ledger.stop_worker(worker)
+                self._settle(send, report)
+            except StoreError:
+                if not failing:  # the first error is the one to tell
+                    raise
             if progress:
                 progress(info)
         return report
 
     def _create_send(self) -> SendRecord:
+        running = getattr(self.store, "imports_running", None)
+        busy = [lst.name for lst in self.lists if running is not None and running(lst.name)]
+        if busy:  # its readers would be half there
+            raise ValidationError(f"an import into list {busy[0]!r} is still running: send when it has "
+                                  "finished (nothing was sent)")
         audience = json.loads(self.audience.as_json(again=self.again))
         audience["list_ids"] = [lst.id for lst in self.lists[:len(self.audience.lists)]]
         try:
@@ -461,6 +487,7 @@ class SendJob:
         info = report.progress
         for r in results:
             info.retries += r.retries
+            info.throttled += r.throttled
             state = r.outcome.state
             if state is DeliveryState.SENT:
                 info.sent += 1
@@ -506,29 +533,60 @@ def _take(results: queue.SimpleQueue, into: list, *, timeout: float | None) -> i
 
 def deliver_with_retries(transport: Transport, message, delivery_id: int, bucket: TokenBucket,
                          stop: threading.Event, options: SendOptions, address: str = "") -> _Result:
-    attempts = 0
+    """Pace, send, retry. A throttled answer lowers the bucket's rate (when it adapts) and is
+    retried without an attempt limit while anything is being accepted; other retryable errors
+    have ``max_attempts``."""
+    attempts = retried = throttled = streak = 0
+    throttled_since: float | None = None
+    adaptive = bucket if isinstance(bucket, AdaptiveRate) else None
+
+    def result(state: DeliveryState, *, fatal: TransportError | None = None, **values) -> _Result:
+        return _Result(Outcome(delivery_id, state, attempts=attempts, **values), retries=max(0, attempts - 1),
+                       fatal=fatal, address=address, throttled=throttled)
+
     while True:
         if not bucket.acquire(stop):
-            return _Result(Outcome(delivery_id, DeliveryState.PENDING, error="stopped before sending",
-                                   attempts=attempts), retries=max(0, attempts - 1), address=address)
+            return result(DeliveryState.PENDING, error="stopped before sending")
         attempts += 1
         try:
             provider_id = transport.send(message)
-            return _Result(Outcome(delivery_id, DeliveryState.SENT, provider_message_id=provider_id,
-                                   attempts=attempts), retries=attempts - 1, address=address)
         except TransportError as err:
             if err.kind == TransportError.PERMANENT:
-                return _Result(Outcome(delivery_id, DeliveryState.FAILED, error=err.message, attempts=attempts),
-                               retries=attempts - 1, address=address)
-            if err.kind == TransportError.FATAL or attempts >= options.max_attempts:
-                fatal = err if err.kind == TransportError.FATAL else TransportError(
-                    f"gave up after {attempts} attempts ({err.message}); run the same command again to resume",
-                    kind=TransportError.FATAL, code=err.code)
-                return _Result(Outcome(delivery_id, DeliveryState.PENDING, error=err.message, attempts=attempts),
-                               retries=attempts - 1, fatal=fatal, address=address)
-            if stop.wait(backoff(attempts, base=options.backoff_base, cap=options.backoff_cap)):
-                return _Result(Outcome(delivery_id, DeliveryState.PENDING, error="stopped while retrying",
-                                       attempts=attempts), retries=attempts - 1, address=address)
+                return result(DeliveryState.FAILED, error=err.message)
+            if err.kind == TransportError.FATAL:
+                return result(DeliveryState.PENDING, error=err.message, fatal=err)
+            if err.throttled:
+                throttled += 1
+                streak += 1
+                now = bucket.now()
+                throttled_since = now if throttled_since is None else throttled_since
+                if adaptive is not None:
+                    adaptive.throttled()
+                    quiet_since = max(throttled_since, adaptive.last_success or throttled_since)
+                else:
+                    quiet_since = throttled_since
+                if now - quiet_since > options.throttle_patience:
+                    return result(DeliveryState.PENDING, error=err.message, fatal=TransportError(
+                        f"throttled for {now - throttled_since:.0f} s with no message accepted ({err.message}); "
+                        "the provider is refusing this sending rate: lower --rate or ask for a higher sending "
+                        "limit, then run the same command again to resume", kind=TransportError.FATAL, code=err.code))
+                # the adaptive bucket is the back-pressure: the retry waits for its slot at the
+                # lowered rate; without one, a jittered backoff spaces the retries
+                wait = 0.0 if adaptive is not None else backoff(min(streak, 4), base=options.backoff_base,
+                                                                 cap=options.backoff_cap)
+            else:
+                retried += 1
+                if retried >= options.max_attempts:
+                    return result(DeliveryState.PENDING, error=err.message, fatal=TransportError(
+                        f"gave up after {retried} attempts ({err.message}); run the same command again to resume",
+                        kind=TransportError.FATAL, code=err.code))
+                wait = backoff(retried, base=options.backoff_base, cap=options.backoff_cap)
+            if wait and stop.wait(wait):
+                return result(DeliveryState.PENDING, error="stopped while retrying")
+            continue
+        if adaptive is not None:
+            adaptive.succeeded()
+        return result(DeliveryState.SENT, provider_message_id=provider_id)
 
 
 # -- test sends ------------------------------------------------------------------------------------
@@ -542,7 +600,7 @@ def send_test(job: SendJob, addresses: Iterable[str]) -> SendReport:
     info = ProgressInfo(total=0)
     report = SendReport(slug=job.rendered.slug, progress=info)
     limits = job._limits()  # asked once (SES: one GetSendQuota); a quota SES won't show is a warning
-    stop, bucket = threading.Event(), TokenBucket(limits.max_rate if limits else None)
+    stop, bucket = threading.Event(), AdaptiveRate(limits.max_rate if limits else None)
     transport = job.transport
     if job.transport_name == "outbox":  # test copies never mix with the real send's Maildir
         from newsletter.transports.outbox import OutboxTransport

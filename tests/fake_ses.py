@@ -9,12 +9,15 @@ and SES v1 ``GetSendQuota`` (``POST /`` query protocol, XML). Faults on demand, 
     {"reject": ["bad@example.com"]}    MessageRejected for these recipients, every time
     {"pause_after": 5}                 AccountSendingPausedException once 5 messages were accepted
     {"throttle_every": 3}              TooManyRequestsException for every 3rd call
+    {"throttle_percent": 30, "seed": 1}  TooManyRequestsException for a random 30% of calls
+    {"capacity": 50}                   TooManyRequestsException for calls beyond 50 in any second
+                                       (what real SES does above the account's rate)
     {"latency": 0.01}                  seconds to wait before answering a send
 
 ``POST /_fake/config`` sets ``max_send_rate``/``max_24h``/``sent_24h``, ``quota_denied`` (GetSendQuota
 answers AccessDenied, as for an IAM policy that allows only sending) and ``mode``: ``record``
 (keeps each accepted message's recipients and raw bytes) or ``null`` (answers success at once,
-keeps nothing — the benchmark's endpoint). ``GET /_fake/messages`` lists what was accepted;
+keeps nothing — the benchmark's endpoint); ``keep_raw`` false keeps recipients but not the bytes. ``GET /_fake/messages`` lists what was accepted;
 ``POST /_fake/reset`` forgets everything.
 
 Run in a thread (``FakeSes().start()``) or as a process: ``python tests/fake_ses.py --port N``.
@@ -26,7 +29,9 @@ import argparse
 import asyncio
 import base64
 import json
+import random
 import threading
+import time
 import uuid
 from urllib.parse import parse_qs
 
@@ -62,6 +67,11 @@ class FakeSes:
             self.reject: set[str] = set()
             self.pause_after: int | None = None
             self.throttle_every = 0
+            self.throttle_percent = 0.0
+            self.random = random.Random(0)
+            self.capacity = 0.0
+            self.keep_raw = True
+            self._recent: list[float] = []
             self.latency = 0.0
             self.quota_denied = False
             self.calls = 0
@@ -76,9 +86,11 @@ class FakeSes:
     def configure(self, **values) -> None:
         with self.lock:
             for key in ("mode", "max_send_rate", "max_24h", "sent_24h", "latency", "throttle_every", "pause_after",
-                        "quota_denied"):
+                        "quota_denied", "throttle_percent", "capacity", "keep_raw"):
                 if key in values:
                     setattr(self, key, values[key])
+            if "seed" in values:
+                self.random = random.Random(values["seed"])
             if "queue" in values:
                 self.queue = list(values["queue"])
             if "reject" in values:
@@ -93,6 +105,14 @@ class FakeSes:
                 return None if fault == "ok" else fault
             if self.throttle_every and self.calls % self.throttle_every == 0:
                 return "throttle"
+            if self.throttle_percent and self.random.random() * 100 < self.throttle_percent:
+                return "throttle"
+            if self.capacity:
+                now = time.monotonic()
+                self._recent = [t for t in self._recent if now - t < 1.0]
+                if len(self._recent) >= self.capacity:
+                    return "throttle"
+                self._recent.append(now)
             if self.pause_after is not None and self.accepted >= self.pause_after:
                 return "paused"
             if any(r.lower() in self.reject for r in recipients):
@@ -117,7 +137,8 @@ class FakeSes:
             self.accepted += 1
             self.sent_24h += 1
             self.messages.append({"id": message_id, "from": params.get("FromEmailAddress"), "to": recipients,
-                                  "tags": params.get("EmailTags", []), "raw": raw.decode("ascii", "replace")})
+                                  "tags": params.get("EmailTags", []),
+                                  "raw": raw.decode("ascii", "replace") if self.keep_raw else ""})
         return 200, {"Content-Type": "application/json"}, json.dumps({"MessageId": message_id}).encode()
 
     def query(self, body: bytes) -> tuple[int, dict, bytes]:

@@ -195,3 +195,60 @@ def test_provider_message_id_finds_the_delivery(config):
                                   ("ses-123",)).fetchone()
         assert row["email"] == "r1@example.com" and row["state"] == "sent" and row["sent_at"]
     assert os.path.exists(config.database_url)
+
+
+# -- liveness: a worker on this host is asked directly; one elsewhere is judged by its heartbeat ------
+
+def _worker_row(ledger: Ledger, send_id: int, worker: str, *, host: str, pid: int, key, beat: float) -> None:
+    ledger.conn.execute("INSERT INTO send_workers (id, send_id, host, pid, started_at, heartbeat_at, process_key) "
+                        "VALUES (?, ?, ?, ?, '2025-10-14T00:00:00Z', ?, ?)", (worker, send_id, host, pid, beat, key))
+
+
+def test_a_paused_process_on_this_host_is_alive_however_old_its_heartbeat(config):
+    import signal
+    import socket
+    import time
+
+    from newsletter.ledger import process_key
+
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        sleeper.send_signal(signal.SIGSTOP)
+        with Ledger.open(config) as ledger:
+            send = new_send(ledger, config)
+            key = process_key(sleeper.pid)
+            assert key is not None
+            host = socket.gethostname()
+            an_hour_ago = time.time() - 3600
+            _worker_row(ledger, send.id, "paused", host=host, pid=sleeper.pid, key=key, beat=an_hour_ago)
+            ledger.claim(send, "paused", 3)
+            assert ledger.unknown(send.id) == 0 and ledger.retry_unknown(send.id) == 0
+            # the same pid with another start time is another process (pid reuse): the worker is gone
+            boot, namespace, started = key.split("/")
+            _worker_row(ledger, send.id, "reused", host=host, pid=sleeper.pid,
+                        key=f"{boot}/{namespace}/{int(started) - 1}", beat=time.time())
+            ledger.claim(send, "reused", 2)
+            # the same host name after a reboot: gone too
+            _worker_row(ledger, send.id, "rebooted", host=host, pid=sleeper.pid,
+                        key=f"00000000-other-boot/{namespace}/{started}", beat=time.time())
+            ledger.claim(send, "rebooted", 1)
+            assert ledger.unknown(send.id) == 3
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    with Ledger.open(config) as ledger:
+        assert ledger.unknown(send.id) == 6  # now the paused one is gone as well
+
+
+def test_a_worker_on_another_host_is_judged_by_its_heartbeat(config):
+    import time
+
+    with Ledger.open(config) as ledger:
+        send = new_send(ledger, config)
+        _worker_row(ledger, send.id, "fresh", host="elsewhere.example", pid=os.getpid(), key="b/n/1", beat=time.time())
+        ledger.claim(send, "fresh", 2)
+        _worker_row(ledger, send.id, "silent", host="elsewhere.example", pid=os.getpid(), key="b/n/1",
+                    beat=time.time() - 120)
+        ledger.claim(send, "silent", 3)
+        assert ledger.unknown(send.id) == 3  # silent past STALE_AFTER: unknown; the fresh one is in flight
+        assert ledger.progress(send.id).in_flight == 2

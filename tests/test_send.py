@@ -266,10 +266,60 @@ def test_fatal_error_stops_and_a_later_run_resumes(project, fake_ses):
 
 def test_retries_are_bounded(project, fake_ses):
     add_readers(2)
-    fake_ses.configure(throttle_every=1)
+    fake_ses.configure(queue=["5xx", "503"] * 10)
     report = run_job(max_attempts=3, concurrency=1)
     assert report.exit_code == 2 and "gave up after 3 attempts" in report.stopped
     assert ledger_counts() == {"pending": 2}
+
+
+def test_throttling_is_back_pressure_not_failure(project, fake_ses):
+    """30% of calls throttled at random: the rate is lowered, every throttled message is retried
+    (no attempt limit), the send finishes: exit 0, everyone exactly once, nobody failed."""
+    readers = add_readers(300)
+    fake_ses.configure(throttle_percent=30, seed=9, max_send_rate=400.0)
+    report = run_job(concurrency=8, max_attempts=2)  # 2 attempts would not survive 30% throttling
+    assert report.exit_code == 0, report.stopped
+    assert report.progress.sent == 300 and report.progress.failed == 0
+    assert report.progress.throttled == fake_ses.faults_answered["throttle"] > 60
+    assert report.rate_decreases > 0 and report.lowest_rate < report.asked_rate == 400.0
+    assert per_reader(fake_ses) == {r: 1 for r in readers}
+    assert ledger_counts() == {"sent": 300}
+
+
+def test_throttled_send_through_the_cli_exits_0_and_reports_the_rate(project, edition, fake_ses, cli):
+    readers = add_readers(60)
+    fake_ses.configure(throttle_percent=30, seed=4, max_send_rate=100.0)
+    result = cli("send", EDITION, "--list", "daily", "--transport", "ses", "--yes")
+    assert result.exit_code == 0, result.output
+    assert f"sent 60, failed 0" in result.output
+    line = next(l for l in result.output.splitlines() if l.startswith("throttled "))
+    assert "each retried (none counted as failures)" in line and "/s (100/s asked)" in line
+    assert per_reader(fake_ses) == {r: 1 for r in readers}
+
+
+def test_pacing_settles_under_the_providers_real_capacity(project, fake_ses):
+    """The account says 200/s, SES really takes 40/s: the rate comes down to about that (AIMD),
+    most calls go through, and the send finishes."""
+    readers = add_readers(240)
+    fake_ses.configure(capacity=40, max_send_rate=200.0)
+    started = time.monotonic()
+    report = run_job(concurrency=8)
+    elapsed = time.monotonic() - started
+    assert report.exit_code == 0 and per_reader(fake_ses) == {r: 1 for r in readers}
+    assert report.progress.rate < 60  # about the capacity, far from the 200 asked
+    assert report.progress.throttled < 2 * 240  # not a storm: the rate came down within seconds
+    assert report.rate_decreases >= 2 and report.lowest_rate < 60
+    assert elapsed > 240 / 60
+
+
+def test_endless_throttling_stops_clearly_after_the_patience(project, fake_ses, cli):
+    add_readers(3)
+    fake_ses.configure(throttle_percent=100)
+    report = run_job(concurrency=2, throttle_patience=1.5)
+    assert report.exit_code == 2
+    assert "throttled for" in report.stopped and "with no message accepted" in report.stopped
+    assert "lower --rate" in report.stopped and "run the same command again" in report.stopped
+    assert report.progress.failed == 0 and ledger_counts() == {"pending": 3}
 
 
 def test_quota_smaller_than_the_send_is_refused_before_it_starts(project, edition, fake_ses, cli):
@@ -443,3 +493,69 @@ def test_bad_credentials_stop_before_anything_is_written(project, edition, fake_
     assert result.exit_code == 2
     assert "no usable AWS credentials" in result.output and "Traceback" not in result.output
     assert ledger_counts() == {}
+
+
+@pytest.mark.slow
+def test_a_paused_sender_is_not_dead_and_retry_unknown_leaves_its_messages_alone(project, edition, fake_ses):
+    """SIGSTOP a real send past the stale time, then `--retry-unknown` in another process: the
+    paused worker still holds its claims (same host, same pid, same start time), so nothing of
+    it is re-sent; resumed, it records them. Every reader exactly once."""
+    readers = add_readers(120)
+    fake_ses.configure(latency=0.02)
+    env = dict(os.environ, PYTHONUNBUFFERED="1", NEWSLETTER_STALE_AFTER="1")
+    command = [sys.executable, "-m", "newsletter", "send", EDITION, "--list", "daily", "--transport", "ses", "--yes"]
+    paused = subprocess.Popen(command + ["--rate", "40", "--concurrency", "4"], cwd=project, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: fake_ses.accepted >= 20, paused)
+        paused.send_signal(signal.SIGSTOP)
+        time.sleep(3.0)  # three times the stale time without a heartbeat
+        with Ledger.open(load_config()) as ledger:
+            send = ledger.find_send(SLUG)
+            held = {r["email"] for r in ledger.deliveries(send.id, states=["sending"], limit=1000)}
+            assert ledger.unknown(send.id) == 0
+        assert held, "the paused worker should hold some claims"
+        other = subprocess.run(command + ["--retry-unknown", "--concurrency", "4"], cwd=project, env=env,
+                               capture_output=True, text=True, timeout=120)
+        assert other.returncode == 0, other.stdout + other.stderr
+        assert "unknown" not in other.stdout + other.stderr
+        got = per_reader(fake_ses)
+        assert all(got[r] <= 1 for r in readers), {r: n for r, n in got.items() if n > 1}
+        with Ledger.open(load_config()) as ledger:  # still held by the paused worker, untouched
+            assert {r["email"] for r in ledger.deliveries(send.id, states=["sending"], limit=1000)} == held
+    finally:
+        paused.send_signal(signal.SIGCONT)
+    output = paused.communicate(timeout=60)[0]
+    assert paused.returncode == 0, output
+    assert per_reader(fake_ses) == {r: 1 for r in readers}
+    assert ledger_counts() == {"sent": 120}
+
+
+def test_adaptive_rate_decreases_multiplicatively_and_increases_additively():
+    from newsletter.pacing import AdaptiveRate
+
+    now = [0.0]
+    bucket = AdaptiveRate(100.0, clock=lambda: now[0])
+    assert bucket.throttled() and bucket.rate == 50.0  # all of the round throttled: halved
+    assert not bucket.throttled() and bucket.rate == 50.0  # same round: no second decrease
+    for _ in range(50):  # ~1 s of successes at 50/s: +step (100/20 = 5) messages/s
+        bucket.succeeded()
+    assert 54.5 < bucket.rate < 55.5
+    now[0] = 1.5
+    for _ in range(8):
+        bucket.succeeded()
+    assert bucket.throttled()  # a new round: 1 throttled of 59 answered in the last one
+    assert 54.5 < bucket.rate < 56 and bucket.decreases == 2
+    for _ in range(100000):
+        bucket.succeeded()
+    assert bucket.rate == 100.0  # never above the ceiling
+    for second in range(2, 40):
+        now[0] = second
+        bucket.throttled()
+    assert bucket.rate == 0.2 and bucket.lowest == 0.2  # never below the floor
+
+    unpaced = AdaptiveRate(None, clock=lambda: now[0])
+    now[0] = 100.0
+    for _ in range(30):
+        assert unpaced.reserve() == 0.0
+    assert unpaced.throttled() and unpaced.ceiling == 30.0 and unpaced.rate == 15.0

@@ -135,8 +135,23 @@ def test_ses_errors_are_classified_once(fake_ses, fault, kind):
     with pytest.raises(TransportError) as err:
         transport.send(edition_message(config, READER))
     assert err.value.kind == kind
+    assert err.value.throttled == (fault == "throttle")  # only "slower, please" is back-pressure
     assert err.value.response is not None  # the provider's raw answer is kept
     assert transport.send(edition_message(config, READER)).startswith("fake-")
+
+
+def test_smtp_throttling_replies_are_back_pressure():
+    import smtplib
+
+    from newsletter.transports.smtp import classify
+
+    ses_smtp = classify(smtplib.SMTPSenderRefused(454, b"Throttling failure: Maximum sending rate exceeded.",
+                                                  "news@example.com"))
+    assert ses_smtp.kind == "retryable" and ses_smtp.throttled
+    busy = classify(smtplib.SMTPResponseException(421, b"4.7.0 Too many messages, slow down"))
+    assert busy.kind == "retryable" and busy.throttled
+    other = classify(smtplib.SMTPResponseException(451, b"4.3.0 Local error in processing"))
+    assert other.kind == "retryable" and not other.throttled
 
 
 def test_ses_connection_refused_is_retryable():

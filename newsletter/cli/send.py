@@ -227,6 +227,8 @@ def _summary(report, plan, outbox: Path) -> None:
                f"{', retried ' + str(p.retries) if p.retries else ''} in {_duration(p.elapsed)}{rate}")
     if plan.skipped_earlier and not plan.resuming:
         notice(f"  {plan.skipped_earlier} reader(s) already received this edition in an earlier send: skipped")
+    if p.throttled:
+        notice(_throttling_line(report))
     for address, error in report.failures[:10]:
         notice(f"  failed: {address}: {error}")
     if report.unknown:
@@ -234,6 +236,17 @@ def _summary(report, plan, outbox: Path) -> None:
                "`--retry-unknown` re-sends them")
     if plan.local and p.sent:
         notice(f"written to the outbox: {outbox} (nothing left this machine)")
+
+
+def _throttling_line(report) -> str:
+    """What back-pressure did: how often the provider said "slower", the pacing's low point, and
+    the rate achieved against the rate asked."""
+    p = report.progress
+    asked = f"{report.asked_rate:g}/s asked" if report.asked_rate else "unpaced"
+    lowest = f", lowered {report.rate_decreases} time(s), to {report.lowest_rate:.1f}/s at the lowest" \
+        if report.rate_decreases and report.lowest_rate else ""
+    return (f"throttled {p.throttled} time(s), each retried (none counted as failures){lowest}; "
+            f"achieved {p.rate:.1f}/s ({asked})")
 
 
 class _PlainProgress:

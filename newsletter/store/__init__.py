@@ -61,9 +61,10 @@ def open_store(config: "Config | str") -> "Store":
     return SqliteStore(sqlite_path(url))
 
 
-def open_rate_limiter(config: "Config | str"):
+def open_rate_limiter(config: "Config | str", *, busy_ms: int | None = None):
     """The readers' endpoints' rate limiter on the same database as the store:
-    ``newsletter.ratelimit.RateLimiter`` (SQLite) or ``PostgresRateLimiter``."""
+    ``newsletter.ratelimit.RateLimiter`` (SQLite; a hit waits ``busy_ms`` for the write lock)
+    or ``PostgresRateLimiter``."""
     from newsletter.store.dburl import is_postgres
 
     url = database_url(config)
@@ -74,4 +75,4 @@ def open_rate_limiter(config: "Config | str"):
     from newsletter.ratelimit import RateLimiter
     from newsletter.store.db import sqlite_path
 
-    return RateLimiter(sqlite_path(url))
+    return RateLimiter(sqlite_path(url), busy_ms=busy_ms)

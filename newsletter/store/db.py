@@ -177,3 +177,37 @@ def _statements(sql: str) -> list[str]:
     if buf.strip() and not all(l.strip().startswith("--") or not l.strip() for l in buf.splitlines()):
         raise StoreError("migration ends with an incomplete statement")
     return out
+
+
+class StoreBusy(StoreError):
+    """Another process held the database's write lock past the busy timeout: nothing was
+    written; the same operation can simply be tried again (the web answers 503 + Retry-After)."""
+
+
+def store_error(err: sqlite3.Error, path: str | Path | None = None) -> StoreError:
+    """One line for a failed SQLite statement, saying what to do. Disk full (SQLITE_FULL) and
+    write I/O errors (what a file-size limit gives) ask to free space and run the same command
+    again — the transaction was rolled back, so that is safe; a held lock is ``StoreBusy``."""
+    name = getattr(err, "sqlite_errorname", "") or ""
+    text = str(err)
+    where = f"{path}: " if path else ""
+    if name == "SQLITE_FULL" or "database or disk is full" in text:
+        return StoreError(f"database or disk is full: {where}nothing of this operation was written; free space "
+                          "and run the same command again")
+    if name.startswith("SQLITE_IOERR") or "disk I/O error" in text:
+        return StoreError(f"cannot write the database ({text}: the disk may be full or failing): {where}nothing of "
+                          "this operation was written; free space (or check the disk) and run the same command again")
+    if name in ("SQLITE_BUSY", "SQLITE_LOCKED") or "database is locked" in text:
+        return StoreBusy(f"the database is busy (another process held its write lock too long): {where}try again")
+    return StoreError(f"database error: {where}{text}")
+
+
+def database_file(conn: sqlite3.Connection) -> str:
+    """The main database file of ``conn`` (for messages)."""
+    try:
+        for row in conn.execute("PRAGMA database_list"):
+            if row[1] == "main":
+                return row[2]
+    except sqlite3.Error:
+        pass
+    return "the database"

@@ -77,6 +77,14 @@ class SqliteStore(Store):
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.conn = db.connect(self.path)
+        try:  # an import whose process died half-way is undone before anything reads the lists
+            if self.conn.execute("SELECT 1 FROM imports LIMIT 1").fetchone():
+                from newsletter.store.sqlite_import import recover_imports
+
+                recover_imports(self)
+        except BaseException:
+            self.conn.close()
+            raise
 
     def close(self) -> None:
         self.conn.close()
@@ -88,17 +96,27 @@ class SqliteStore(Store):
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as err:
-            raise StoreError(f"cannot write to the database: {db.explain(err, self.path)}", file=self.path) from None
+            raise db.store_error(err, self.path) from None
         try:
             yield self.conn
+        except sqlite3.Error as err:  # disk full, I/O error, lock: rolled back, one line
+            self._rollback()
+            raise db.store_error(err, self.path) from None
         except BaseException:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
+            self._rollback()
             raise
         try:
             self.conn.execute("COMMIT")
         except sqlite3.Error as err:
-            raise StoreError(f"cannot commit: {db.explain(err, self.path)}", file=self.path) from None
+            self._rollback()
+            raise db.store_error(err, self.path) from None
+
+    def _rollback(self) -> None:
+        if self.conn.in_transaction:
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:  # SQLite may have rolled back already (SQLITE_FULL does)
+                pass
 
     # -- lists -----------------------------------------------------------------------------
     def create_list(self, name: str, *, description: str = "", double_opt_in: bool = False,
@@ -274,6 +292,13 @@ class SqliteStore(Store):
                     "WHERE id = ? AND status IN ('active', 'unconfirmed')", (now, subscriber_id),
                 ).rowcount > 0
         return changed
+
+    def imports_running(self, list_name: str) -> list[int]:
+        """Imports into ``list_name`` still being applied by a live process (an unfinished one
+        whose process is gone is undone first)."""
+        from newsletter.store.sqlite_import import recover_imports
+
+        return recover_imports(self, self.require_list(list_name).id)
 
     def erase(self, email: str) -> bool:
         from newsletter.store.sqlite_import import erase

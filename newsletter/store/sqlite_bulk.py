@@ -5,8 +5,9 @@ are appended to ``subscribers`` in file order with the unique index on the addre
 and the index is built again afterwards in one sort: far cheaper than keeping a B-tree up to
 date through a million random inserts (or sorting whole rows, as the general path does).
 Duplicates within the file make the rebuild fail; they are then merged (the last row's spelling,
-name and attributes, an opt-out wins, the first id stays) and the index is built again. All of it
-runs inside the import's transaction: the DROP INDEX is undone by a rollback like any write.
+name and attributes, an opt-out wins, the first id stays) and the index is built again. The rows
+are parsed and staged in a TEMP table before the write lock is taken; the rest runs inside the
+import's (short) transaction: the DROP INDEX is undone by a rollback like any write.
 """
 
 from __future__ import annotations
@@ -44,20 +45,21 @@ def can_bulk_load(conn: sqlite3.Connection) -> bool:
     return row is not None and " ".join(row[0].split()) == _CREATE_KEY_INDEX
 
 
-def bulk_load(conn: sqlite3.Connection, rows: Iterable[ImportRow], target: MailingList,
-              source: str, now: str, summary: ImportSummary) -> None:
-    """Append ``rows`` to the empty ``subscribers`` table, then index, merge duplicates and add
-    the memberships. The caller holds the transaction."""
+def bulk_load_staged(conn: sqlite3.Connection, target: MailingList, source: str, now: str,
+                     summary: ImportSummary) -> None:
+    """Append the rows staged in ``temp.import_rows`` (parsed before the write lock was taken) to
+    the empty ``subscribers`` table in file order, then index, merge duplicates and add the
+    memberships. The caller holds the transaction."""
     from newsletter.store.sqlite_import import add_memberships, add_suppressions
 
     conn.execute(f"DROP INDEX {KEY_INDEX}")
-    # the same two values on every row: written into the statement, not bound a million times
-    sql = _APPEND.replace("?7", _literal(source)).replace("?8", _literal(now))
-    rows, sent, statuses = iter(rows), 0, set()
-    while batch := list(itertools.islice(rows, ROWS_PER_CALL)):
-        conn.executemany(sql, batch)
-        sent += len(batch)
-        statuses.update(map(_STATUS, batch))  # cheaper than scanning the table afterwards
+    conn.execute(
+        "INSERT INTO subscribers (email_key, email, name, attributes, status, source, created_at, "
+        "confirmed_at, unsubscribed_at) SELECT key, coalesce(email, key), name, attributes, status, ?1, ?2, "
+        "CASE WHEN status = 'active' THEN ?2 END, "
+        "CASE WHEN status <> 'active' AND status <> 'unconfirmed' THEN ?2 END "
+        "FROM temp.import_rows ORDER BY rowid", (source, now))
+    sent = conn.execute("SELECT count(*) FROM temp.import_rows").fetchone()[0]
     try:
         conn.execute(_CREATE_KEY_INDEX)
         added = sent
@@ -68,7 +70,8 @@ def bulk_load(conn: sqlite3.Connection, rows: Iterable[ImportRow], target: Maili
     summary.added += added
     summary.duplicates += sent - added
     add_memberships(conn, target, 0, now)
-    if "bounced" in statuses or "complained" in statuses:
+    if conn.execute("SELECT 1 FROM subscribers WHERE status = 'bounced' OR status = 'complained' "
+                    "LIMIT 1").fetchone():
         add_suppressions(conn, 0, now)
 
 

@@ -7,6 +7,7 @@ the folder never sees half a message. Nothing leaves the machine.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import secrets
@@ -18,6 +19,7 @@ from newsletter.errors import TransportError
 from newsletter.transports.base import OutgoingMessage, Transport
 
 TRANSACTIONAL = "_transactional"
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}  # no space, quota, file-size limit
 _SLUG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -42,14 +44,22 @@ class OutboxTransport(Transport):
         """Write the message; its Maildir file name is the "provider message id"."""
         folder = self.folder(message.slug)
         key = f"{time.time_ns() // 1000}.P{os.getpid()}Q{secrets.token_hex(6)}.{self._host}"
+        tmp = folder / "tmp" / key
         try:
             self._prepare(folder)
-            tmp = folder / "tmp" / key
             with open(tmp, "xb") as fh:
                 # Maildir files hold local line ends; every mail client reads them.
                 fh.write(message.raw.replace(b"\r\n", b"\n"))
             os.replace(tmp, folder / "new" / key)
         except OSError as err:
+            try:  # never leave half a message in tmp/
+                tmp.unlink()
+            except OSError:
+                pass
+            if err.errno in _FULL:
+                raise TransportError(f"database or disk is full: cannot write to the outbox {folder} "
+                                     f"({err.strerror}): free space and run the same command again",
+                                     kind=TransportError.FATAL, code="DiskFull") from err
             raise TransportError(f"cannot write to the outbox {folder}: {err.strerror or err}",
                                  kind=TransportError.FATAL, code="OSError") from err
         return key

@@ -22,6 +22,7 @@ RETRYABLE_CODES = {
     "RequestTimeoutException", "ServiceUnavailable", "ServiceUnavailableException",
     "InternalFailure", "InternalServerError", "InternalError", "SlowDown", "LimitExceededException",
 }
+THROTTLE_CODES = {"Throttling", "ThrottlingException", "TooManyRequestsException", "SlowDown"}
 FATAL_CODES = {
     "AccountSendingPausedException", "AccountSuspendedException", "SendingPausedException", "ConfigurationSetSendingPausedException",
     "MailFromDomainNotVerifiedException", "MailFromDomainNotVerified",
@@ -123,7 +124,8 @@ def _classify_client_error(err: Any) -> TransportError:
     lowered = text.lower()
 
     def error(kind: str, message: str) -> TransportError:
-        return TransportError(message, kind=kind, code=code, response=err.response)
+        throttled = code in THROTTLE_CODES or status == 429 or "rate exceeded" in lowered
+        return TransportError(message, kind=kind, code=code, response=err.response, throttled=throttled)
 
     if "daily message quota" in lowered or "quota exceeded" in lowered:
         return error(TransportError.FATAL, f"SES: the 24-hour sending quota is used up ({text}); "

@@ -116,6 +116,14 @@ def _message_id(raw: bytes) -> str:
     return ""
 
 
+def _throttled(err: smtplib.SMTPResponseException) -> bool:
+    """A 4xx that asks us to slow down (SES SMTP: "454 Throttling failure: Maximum sending rate
+    exceeded.")."""
+    lowered = _text(err).lower()
+    return 400 <= err.smtp_code < 500 and ("throttl" in lowered or "rate exceeded" in lowered
+                                            or "too many" in lowered)
+
+
 def classify(err: Exception) -> TransportError:
     """The one place an smtplib/socket error becomes a classified ``TransportError``."""
     R, P, F = TransportError.RETRYABLE, TransportError.PERMANENT, TransportError.FATAL
@@ -125,7 +133,7 @@ def classify(err: Exception) -> TransportError:
     if isinstance(err, smtplib.SMTPSenderRefused):
         kind = R if 400 <= err.smtp_code < 500 and not _quota(err) else F
         return TransportError(f"SMTP: sender {err.sender} refused: {err.smtp_code} {_text(err)}",
-                              kind=kind, code=str(err.smtp_code))
+                              kind=kind, code=str(err.smtp_code), throttled=_throttled(err))
     if isinstance(err, smtplib.SMTPRecipientsRefused):
         rcpt, (code, reply) = next(iter(err.recipients.items()))
         kind = R if 400 <= code < 500 else P
@@ -136,7 +144,8 @@ def classify(err: Exception) -> TransportError:
             kind = F
         else:
             kind = R if 400 <= err.smtp_code < 500 else P
-        return TransportError(f"SMTP: {err.smtp_code} {_text(err)}", kind=kind, code=str(err.smtp_code))
+        return TransportError(f"SMTP: {err.smtp_code} {_text(err)}", kind=kind, code=str(err.smtp_code),
+                              throttled=_throttled(err))
     if isinstance(err, smtplib.SMTPNotSupportedError):
         return TransportError(f"SMTP: {err} (check [smtp] security)", kind=F, code="NotSupported")
     if isinstance(err, ssl.SSLError):

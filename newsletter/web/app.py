@@ -14,6 +14,7 @@ from starlette.routing import Route
 
 from newsletter import archive
 from newsletter.config import Config
+from newsletter.errors import StoreError
 from newsletter.web import readers, signup
 from newsletter.web.context import SECURITY_HEADERS, WebContext
 
@@ -98,6 +99,19 @@ def _slash_twin(request: Request) -> str | None:
         if match is not Match.NONE:
             return twin
     return None
+STORE_RETRY_AFTER = 30  # seconds; RFC 8058 one-click senders and browsers retry a 503
+
+
+async def store_unavailable(request: Request, exc: Exception) -> Response:
+    """The database refused a write (busy past the timeout, disk full…): nothing was committed,
+    so the answer must not say "done". 503 with Retry-After: the reader's click, or a mailbox
+    provider's one-click POST, is tried again and then recorded."""
+    ctx: WebContext = request.app.state.ctx
+    log.warning("database unavailable for %s %s: %s", request.method, request.url.path, exc)
+    lang = ctx.lang(request)
+    t = ctx.t(lang)
+    return ctx.message(lang, "busy.title", t("busy.body"), status=503,
+                       headers={"Retry-After": str(STORE_RETRY_AFTER)})
 
 
 async def server_error(request: Request, exc: Exception) -> Response:
@@ -137,7 +151,8 @@ def build_app(config: Config) -> Starlette:
             ctx.close()
 
     app = Starlette(routes=routes(), lifespan=lifespan,
-                    exception_handlers={HTTPException: http_error, Exception: server_error})
+                    exception_handlers={HTTPException: http_error, StoreError: store_unavailable,
+                                        Exception: server_error})
     app.router.redirect_slashes = False  # see http_error: redirects stay under base_url
     app.state.ctx = ctx
     app.state.editions = archive.SnapshotCache(config)

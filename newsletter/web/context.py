@@ -32,6 +32,7 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": PAGE_CSP,
 }
 LIST_CACHE_SECONDS = 30
+WEB_BUSY_MS = 10000  # under common HTTP client timeouts; past it the answer is 503 + Retry-After
 PRIVATE = {"Cache-Control": "no-store", **SECURITY_HEADERS}
 
 
@@ -56,7 +57,7 @@ class WebContext:
         secret = load_secret(config, create=False)
         from newsletter.store import open_rate_limiter
 
-        limiter = open_rate_limiter(config)  # SQLite's RateLimiter or PostgresRateLimiter
+        limiter = open_rate_limiter(config, busy_ms=WEB_BUSY_MS)  # SQLite's RateLimiter or PostgresRateLimiter
         return cls(config=config, secret=secret, env=template_env(config), limiter=limiter)
 
     @property
@@ -76,6 +77,8 @@ class WebContext:
             from newsletter.store import open_store
 
             store = open_store(self.config)
+            if getattr(store, "backend", "sqlite") == "sqlite":  # a web write waits WEB_BUSY_MS for the lock, then 503
+                store.conn.execute(f"PRAGMA busy_timeout = {WEB_BUSY_MS}")
             self._local.store = store
             with self._stores_lock:
                 self._stores.append(store)

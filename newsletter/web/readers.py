@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from newsletter.errors import NewsletterError, ValidationError
+from newsletter.errors import ValidationError
 from newsletter.i18n import quote_list_names
 from newsletter.store.models import MembershipStatus, SubscriberStatus
 from newsletter.tokens import TokenClaims, make_token
@@ -81,12 +81,16 @@ def _unsubscribed_page(ctx: WebContext, lang: str, lst) -> Response:
 
 
 def _unsubscribe(ctx: WebContext, claims: TokenClaims):
+    """Committed before it returns. A token whose identity names nobody now (an erased reader),
+    or a list that no longer exists, changes nothing and is still answered "unsubscribed"; a
+    database that refuses the write raises ``StoreError`` — answered 503 + Retry-After, never
+    "done"."""
     store = ctx.store()
     if store.subscriber_for_token(claims) is None:  # erased: the identity names nobody now
         return None
     try:
         store.unsubscribe(claims.subscriber_id, claims.list_id or None)
-    except NewsletterError:  # the subscriber or list no longer exists: nothing left to stop
+    except ValidationError:  # the list no longer exists: nothing left to stop
         return None
     return ctx.list_by_id(claims.list_id) if claims.list_id else None
 

@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from newsletter.errors import NewsletterError, ValidationError
+from newsletter.errors import ValidationError
 from newsletter.ratelimit import address_bucket
 from newsletter.store.models import MembershipStatus, OptIn
 from newsletter.web import mail
@@ -173,7 +173,7 @@ def _confirm(ctx: WebContext, lang: str, claims) -> Response:
     subscriber_id, list_id = sub.id, claims.list_id
     try:
         changed = store.confirm(subscriber_id, list_id)
-    except NewsletterError:
+    except ValidationError:  # the list or subscriber is gone (a refused write is StoreError: 503)
         return ctx.bad_link(lang)
     active = [m.list_name for m in store.memberships(subscriber_id) if m.status == MembershipStatus.ACTIVE]
     if not active:  # unsubscribed or refused since: the link no longer means anything
