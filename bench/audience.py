@@ -28,9 +28,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from newsletter.audience import make_audience  # noqa: E402
+from newsletter.audience.segments import make_audience  # noqa: E402
 from newsletter.config import Config  # noqa: E402
-from newsletter.ledger import Ledger  # noqa: E402
+from newsletter.send.ledger import Ledger  # noqa: E402
 from newsletter.store import open_store  # noqa: E402
 
 

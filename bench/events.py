@@ -31,10 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from events_support import make_queue, notification, raw_body, sns_body  # noqa: E402
 
 from newsletter.config import load_config  # noqa: E402
-from newsletter.event_pull import pull_events  # noqa: E402
-from newsletter.event_store import open_recorder  # noqa: E402
-from newsletter.events import parse_message  # noqa: E402
-from newsletter.stats import all_stats  # noqa: E402
+from newsletter.feedback.pull import pull_events  # noqa: E402
+from newsletter.feedback.record import open_recorder  # noqa: E402
+from newsletter.feedback.parse import parse_message  # noqa: E402
+from newsletter.feedback.stats import all_stats  # noqa: E402
 from newsletter.store import open_store  # noqa: E402
 from newsletter.store.db import connect, sqlite_path  # noqa: E402
 

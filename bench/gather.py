@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.local_http import LocalSite, Route, atom, rdf, rss, utc  # noqa: E402
 
 from newsletter.config import load_config  # noqa: E402
-from newsletter.gather import gather  # noqa: E402
+from newsletter.sources.gather import gather  # noqa: E402
 from newsletter.store.db import connect, sqlite_path  # noqa: E402
 
 

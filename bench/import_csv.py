@@ -5,7 +5,7 @@
 Generates an ``email,name`` CSV in a temporary folder, then in the same run:
 1. the baseline: the sqlite3 command-line shell's ``.import`` of the same file into a plain table
    (best of three);
-2. newsletter's real import code (``newsletter.importer.import_csv``) into an empty database,
+2. newsletter's real import code (``newsletter.audience.importer.import_csv``) into an empty database,
    in a child process that reports its wall time and peak RSS (``resource.getrusage``);
 3. the same import of a ``--small`` prefix of the file, to show memory stays flat;
 4. (``--populated``, the default) as many other addresses imported into the database from 2:
@@ -30,7 +30,7 @@ from pathlib import Path
 CHILD = r"""
 import json, resource, shutil, sys, time
 from pathlib import Path
-from newsletter.importer import import_csv, read_rows
+from newsletter.audience.importer import import_csv, read_rows
 from newsletter.store import open_store
 from newsletter.store.base import ImportSummary
 path, db = sys.argv[1], sys.argv[2]

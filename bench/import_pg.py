@@ -7,7 +7,7 @@ real server would run), generates an ``email,name`` CSV (the generator of bench/
 then in the same run:
 1. the baseline: ``psql -c "\\copy plain FROM file CSV HEADER"`` into a plain two-column table
    (no index, no checks; best of three);
-2. newsletter's real import code (``newsletter.importer.import_csv`` on a ``PostgresStore``)
+2. newsletter's real import code (``newsletter.audience.importer.import_csv`` on a ``PostgresStore``)
    into an empty, migrated database, in a child process that reports its wall time and peak
    RSS (``resource.getrusage``), and the time its statements spent in the server (best of
    ``--runs``, 3 by default, as for the baseline);
@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
-from newsletter.importer import import_csv, read_rows
+from newsletter.audience.importer import import_csv, read_rows
 from newsletter.store import open_store
 from newsletter.store.base import ImportSummary
 from newsletter.store import pg

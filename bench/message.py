@@ -4,7 +4,7 @@
 
 Renders the example edition once (MJML, premailer: not measured), then in the same run:
 1. the baseline: each reader's message built with Python's ``email`` package
-   (``newsletter.message.build_message_slow``: EmailMessage, set_content, add_alternative, as_bytes);
+   (``newsletter.send.message.build_message_slow``: EmailMessage, set_content, add_alternative, as_bytes);
 2. ``MessageTemplate.render``: the precomputed template with the reader's values substituted.
 Both make complete messages for the same readers (CJK and Latin names, attributes, signed
 unsubscribe and preferences URLs). Prints µs per message for each and the speed-up.
@@ -25,9 +25,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from newsletter.config import config_from_dict  # noqa: E402
-from newsletter.edition import load_edition  # noqa: E402
-from newsletter.message import MessageTemplate, SendContext, build_message_slow  # noqa: E402
-from newsletter.render import render_edition  # noqa: E402
+from newsletter.edition.parse import load_edition  # noqa: E402
+from newsletter.send.message import MessageTemplate, SendContext, build_message_slow  # noqa: E402
+from newsletter.render.html import render_edition  # noqa: E402
 from newsletter.store.models import Recipient  # noqa: E402
 
 EDITION = REPO / "editions" / "2026-11-24.md"

@@ -31,7 +31,7 @@ EDITION = REPO / "editions" / "2026-11-24.md"
 SETUP = r"""
 import csv, sys
 from newsletter.config import load_config
-from newsletter.importer import import_csv
+from newsletter.audience.importer import import_csv
 from newsletter.store import open_store
 folder, n = sys.argv[1], int(sys.argv[2])
 path = folder + "/readers.csv"
@@ -51,9 +51,9 @@ SEND = r"""
 import json, os, resource, sys, time
 os.chdir(sys.argv[1])
 from newsletter.config import load_config
-from newsletter.edition import load_edition
-from newsletter.render import render_edition
-from newsletter.sender import SendJob, SendOptions
+from newsletter.edition.parse import load_edition
+from newsletter.render.html import render_edition
+from newsletter.send.job import SendJob, SendOptions
 config = load_config()
 rendered = render_edition(load_edition(sys.argv[2], config=config), config)
 if len(sys.argv) > 4:  # one send per edition: each round sends "another edition"
@@ -76,9 +76,9 @@ os.chdir(sys.argv[1])
 import boto3
 from botocore.config import Config as BotoConfig
 from newsletter.config import load_config, load_secret
-from newsletter.edition import load_edition
-from newsletter.message import MessageTemplate, SendContext
-from newsletter.render import render_edition
+from newsletter.edition.parse import load_edition
+from newsletter.send.message import MessageTemplate, SendContext
+from newsletter.render.html import render_edition
 from newsletter.store import open_store
 config = load_config()
 rendered = render_edition(load_edition(sys.argv[2], config=config), config)

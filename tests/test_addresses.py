@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from email_validator import EmailNotValidError, validate_email
 
-from newsletter.addresses import address_hash, clean_text, fast_key, parse_address
+from newsletter.audience.addresses import address_hash, clean_text, fast_key, parse_address
 from newsletter.errors import ValidationError
 
 AGREEMENT = [

@@ -425,7 +425,7 @@ def test_init_writes_a_from_that_parses_and_refuses_a_hostile_name(tmp_path, cli
     result = cli("init", str(tmp_path / "odd"), "--name", 'AI "Daily", <News>', "--postal-address", "1 St")
     assert result.exit_code == 0, result.output
     config = load_config(tmp_path / "odd" / "newsletter.toml")
-    from newsletter.message import from_address
+    from newsletter.send.message import from_address
 
     assert from_address(config) == ('AI "Daily", <News>', "news@example.com") and config.name == 'AI "Daily", <News>'
     for name in ("=?utf-8?q?Daily=0D=0ABcc:_evil@evil.com?=", "Daily\nBcc: evil@evil.com", "  "):

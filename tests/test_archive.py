@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from newsletter.config import load_config
-from newsletter.edition import load_edition
-from newsletter.render import render_edition
+from newsletter.edition.parse import load_edition
+from newsletter.render.html import render_edition
 from newsletter.store import open_store
 
 ATOM = "{http://www.w3.org/2005/Atom}"
@@ -52,8 +52,8 @@ def write_edition(project, date: str, title: str) -> str:
 def record_send(config, slug: str, path=None, essay=None) -> None:
     """Send ``slug`` (``editions/<slug>.md`` or ``path``) to the 'daily' list as `send` does:
     snapshot and recipients frozen, each reader's message written to the outbox."""
-    from newsletter.audience import make_audience
-    from newsletter.sender import SendJob, SendOptions, prepare_send
+    from newsletter.audience.segments import make_audience
+    from newsletter.send.job import SendJob, SendOptions, prepare_send
 
     with open_store(config) as store:
         if store.get_list("daily") is None:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from newsletter.attributes import attr_key, normalise_attributes
-from newsletter.message import substitute
-from newsletter.rendered import placeholder
+from newsletter.audience.attributes import attr_key, normalise_attributes
+from newsletter.send.message import substitute
+from newsletter.render.rendered import placeholder
 from newsletter.store import db, open_store
 
 

@@ -6,10 +6,10 @@ from dataclasses import replace
 
 import pytest
 
-from newsletter.checks import CLIP_BYTES, LARGE_BYTES, Level, check_edition, has_errors
+from newsletter.edition.checks import CLIP_BYTES, LARGE_BYTES, Level, check_edition, has_errors
 from newsletter.config import load_config
-from newsletter.edition import load_edition
-from newsletter.render import render_edition
+from newsletter.edition.parse import load_edition
+from newsletter.render.html import render_edition
 from tests.conftest import REPO
 
 HEAD = "---\ntitle: {title}\ndate: 2025-01-02T08:00:00+00:00\n{extra}---\n"
@@ -148,7 +148,7 @@ def test_raw_html_the_sanitiser_drops_is_a_warning_quoting_it(project):
 
 
 def test_finding_format_and_dict():
-    from newsletter.checks import Finding
+    from newsletter.edition.checks import Finding
 
     f = Finding(Level.WARNING, "subject-long", "too long", 3)
     assert f.format("e.md") == "e.md:3: warning: too long [subject-long]"

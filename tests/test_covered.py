@@ -6,8 +6,8 @@ import json
 from datetime import date, datetime, timedelta, timezone
 
 from newsletter.config import load_config
-from newsletter.covered import SentItem, covered_findings, same_title, sent_items
-from newsletter.edition import load_edition
+from newsletter.edition.covered import SentItem, covered_findings, same_title, sent_items
+from newsletter.edition.parse import load_edition
 from newsletter.store.db import connect, sqlite_path
 
 SENT = """---
@@ -83,7 +83,7 @@ def test_check_and_preview_warn_about_items_sent_in_the_last_30_days(project, cl
     # the preview page (real HTTP on 127.0.0.1) shows the same warning
     import urllib.request
 
-    from newsletter.preview import Preview, PreviewServer
+    from newsletter.render.preview import Preview, PreviewServer
 
     server = PreviewServer(Preview(today, load_config()))
     server.start(watch=False)
@@ -96,7 +96,7 @@ def test_check_and_preview_warn_about_items_sent_in_the_last_30_days(project, cl
 
 
 def test_the_preview_page_lists_the_warning(project, cli):
-    from newsletter.build import build_edition
+    from newsletter.render.build import build_edition
 
     (project / "editions").mkdir()
     sent_day = (datetime.now(timezone.utc) - timedelta(days=2)).date()
@@ -140,7 +140,7 @@ def load_edition_text():
     from pathlib import Path
 
     from newsletter.config import Config
-    from newsletter.edition import parse_edition
+    from newsletter.edition.parse import parse_edition
 
     text = TODAY.format(day="2025-10-14").replace("Something else", "Something else, entirely")
     return parse_edition(text, path=Path("x.md"), config=Config(root=Path(".")))

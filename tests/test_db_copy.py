@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from newsletter.errors import StoreError
-from newsletter.importer import export_subscribers
+from newsletter.audience.importer import export_subscribers
 from newsletter.store import open_store
 from newsletter.store.copy import copy_database
 

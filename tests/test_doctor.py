@@ -129,7 +129,7 @@ def test_an_unreachable_endpoint_is_a_failed_check_not_a_traceback(project, cli)
 
 
 def test_kept_aside_messages_are_reported(project, moto):
-    from newsletter.event_store import open_recorder
+    from newsletter.feedback.record import open_recorder
 
     queue_url = everything_in_place(moto)
     config = configure(project, moto, queue_url=queue_url, configuration_set="newsletter")

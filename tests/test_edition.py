@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from newsletter.config import load_config
-from newsletter.edition import BlockKind, domain_of, first_sentence, load_edition
+from newsletter.edition.parse import BlockKind, domain_of, first_sentence, load_edition
 from newsletter.errors import EditionError
 from tests.conftest import REPO, SAMPLES
 

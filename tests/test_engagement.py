@@ -10,10 +10,10 @@ import pytest
 
 from events_support import insert_send, notification, raw_body, sns_body
 from newsletter.config import load_config
-from newsletter.engagement import Activity, judge, open_reason
-from newsletter.event_store import open_recorder
-from newsletter.events import parse_message
-from newsletter.stats import edition_stats
+from newsletter.feedback.engagement import Activity, judge, open_reason
+from newsletter.feedback.record import open_recorder
+from newsletter.feedback.parse import parse_message
+from newsletter.feedback.stats import edition_stats
 from newsletter.store import open_store
 from newsletter.store.db import connect, sqlite_path
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from events_support import notification, raw_body, sns_body
-from newsletter.events import EventType, Ignored, MalformedMessage, parse_message
+from newsletter.feedback.parse import EventType, Ignored, MalformedMessage, parse_message
 
 CASES = [
     # fixture, type, subtype, detail contains, email

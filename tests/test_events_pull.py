@@ -14,8 +14,8 @@ import pytest
 
 from events_support import make_queue, notification, queue_depth, raw_body, sns_body
 from newsletter.config import load_config
-from newsletter.event_pull import DIE_AFTER_COMMIT_ENV, pull_events
-from newsletter.event_store import open_recorder
+from newsletter.feedback.pull import DIE_AFTER_COMMIT_ENV, pull_events
+from newsletter.feedback.record import open_recorder
 from newsletter.store import open_store
 from newsletter.store.db import connect, sqlite_path
 from newsletter.store.models import SubscriberStatus

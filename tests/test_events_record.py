@@ -6,8 +6,8 @@ import pytest
 
 from events_support import insert_send, notification, raw_body, sns_body
 from newsletter.config import EventsConfig, load_config
-from newsletter.event_store import Outcome, dead_letters, open_recorder
-from newsletter.events import parse_message
+from newsletter.feedback.record import Outcome, dead_letters, open_recorder
+from newsletter.feedback.parse import parse_message
 from newsletter.store import open_store
 from newsletter.store.db import connect, sqlite_path
 from newsletter.store.models import SubscriberStatus

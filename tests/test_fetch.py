@@ -6,10 +6,10 @@ import shutil
 
 import pytest
 
-from newsletter.edition import load_edition
+from newsletter.edition.parse import load_edition
 from newsletter.config import load_config
-from newsletter.fetch import FetchError, decode_html, fetch_page, link_item, page_from_html
-from newsletter.urls import strip_tracking, url_key
+from newsletter.sources.fetch import FetchError, decode_html, fetch_page, link_item, page_from_html
+from newsletter.sources.urls import strip_tracking, url_key
 from tests.conftest import REPO
 from tests.local_http import LocalSite, Route
 

@@ -8,7 +8,7 @@ import pytest
 
 from newsletter.config import load_config, load_secret
 from newsletter.errors import ConfigError, StoreError, TokenError
-from newsletter.rendered import PLACEHOLDER_RE, parse_placeholder, placeholder
+from newsletter.render.rendered import PLACEHOLDER_RE, parse_placeholder, placeholder
 from newsletter.store import db
 from newsletter.tokens import make_token, verify_token
 

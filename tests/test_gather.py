@@ -8,8 +8,8 @@ import json
 import pytest
 
 from newsletter.config import load_config
-from newsletter.edition import load_edition
-from newsletter.gather import clean_summary, parse_feed
+from newsletter.edition.parse import load_edition
+from newsletter.sources.gather import clean_summary, parse_feed
 from tests.local_http import LocalSite, Route, atom, rdf, rss, utc
 
 START = utc(2026, 11, 20, 8, 0)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from newsletter.errors import ValidationError
-from newsletter.importer import export_subscribers, import_csv
+from newsletter.audience.importer import export_subscribers, import_csv
 from newsletter.store import open_store, sqlite_bulk
 from newsletter.store.models import SubscriberStatus
 
@@ -212,7 +212,7 @@ def test_interrupt_from_the_progress_callback_rolls_everything_back(store, tmp_p
 
 CHILD = """
 import sys
-from newsletter.importer import import_csv
+from newsletter.audience.importer import import_csv
 from newsletter.store import open_store
 with open_store(sys.argv[1]) as store:
     def progress(done, total):

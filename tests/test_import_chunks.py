@@ -18,7 +18,7 @@ import pytest
 
 from conftest import SAMPLES
 from newsletter.config import load_config
-from newsletter.importer import import_csv
+from newsletter.audience.importer import import_csv
 from newsletter.store import open_store, sqlite_import
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from newsletter.config import load_config
-from newsletter.import_formats import detect, normal_time
+from newsletter.audience.formats import detect, normal_time
 from newsletter.store import open_store
 
 MC_COLUMNS = ('"Email Address","First Name","Last Name","Address","Phone Number",MEMBER_RATING,OPTIN_TIME,'

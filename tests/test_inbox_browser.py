@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, SAMPLES
-from newsletter.build import build_edition
+from newsletter.render.build import build_edition
 from newsletter.config import load_config
 
 pytestmark = pytest.mark.browser

@@ -17,7 +17,7 @@ import pytest
 
 from events_support import FIXTURES, make_queue, raw_body, sns_body
 from newsletter.config import load_config, load_secret
-from newsletter.events import EventType, parse_message
+from newsletter.feedback.parse import EventType, parse_message
 from newsletter.store import open_store
 from newsletter.store.db import connect, sqlite_path
 from newsletter.store.models import MembershipStatus, SubscriberStatus

@@ -14,8 +14,8 @@ import pytest
 
 from newsletter.config import Config
 from newsletter.errors import ValidationError
-from newsletter.message import MessageTemplate, SendContext, build_message_slow, simple_message
-from newsletter.rendered import RenderedEmail, placeholder
+from newsletter.send.message import MessageTemplate, SendContext, build_message_slow, simple_message
+from newsletter.render.rendered import RenderedEmail, placeholder
 from newsletter.store.models import Recipient
 from newsletter.tokens import make_token, verify_token
 
@@ -171,7 +171,7 @@ def test_mailto_unsubscribe_only_when_a_read_mailbox_is_configured():
 
 
 def test_cjk_heavy_parts_go_base64_and_latin_ones_stay_quoted_printable():
-    from newsletter.message import body_encoding
+    from newsletter.send.message import body_encoding
 
     assert body_encoding("今日要闻，模型与芯片。" * 200) == "base64"
     assert body_encoding("The day's news in models and chips. " * 200) == "quoted-printable"

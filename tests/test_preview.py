@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 
 from newsletter.config import load_config
-from newsletter.preview import Preview, PreviewServer
+from newsletter.render.preview import Preview, PreviewServer
 from tests.conftest import REPO, free_port, wait_for_http
 
 EXAMPLE = REPO / "editions" / "2026-11-24.md"

@@ -9,12 +9,12 @@ import shutil
 import pytest
 
 from newsletter.config import load_config
-from newsletter.edition import load_edition
+from newsletter.edition.parse import load_edition
 from newsletter.errors import RenderError
-from newsletter.render import render_edition, render_mjml
+from newsletter.render.html import render_edition, render_mjml
 from dataclasses import replace
 
-from newsletter.rendered import PLACEHOLDER_RE
+from newsletter.render.rendered import PLACEHOLDER_RE
 from tests.conftest import REPO
 
 EXAMPLE = REPO / "editions" / "2026-11-24.md"

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from newsletter.config import load_config
-from newsletter.edition import load_edition
-from newsletter.render import render_edition
+from newsletter.edition.parse import load_edition
+from newsletter.render.html import render_edition
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.browser

@@ -22,9 +22,9 @@ from conftest import SAMPLES
 from fake_ses import FakeSes
 from test_transport import smtp_server  # noqa: F401  (the aiosmtpd fixture)
 from newsletter.config import load_config, load_secret
-from newsletter.ledger import Ledger
-from newsletter.rendered import RenderedEmail, placeholder
-from newsletter.sender import SendJob, SendOptions, send_test
+from newsletter.send.ledger import Ledger
+from newsletter.render.rendered import RenderedEmail, placeholder
+from newsletter.send.job import SendJob, SendOptions, send_test
 from newsletter.store import open_store
 from newsletter.tokens import verify_token
 
@@ -532,7 +532,7 @@ def test_a_paused_sender_is_not_dead_and_retry_unknown_leaves_its_messages_alone
 
 
 def test_adaptive_rate_decreases_multiplicatively_and_increases_additively():
-    from newsletter.pacing import AdaptiveRate
+    from newsletter.send.pacing import AdaptiveRate
 
     now = [0.0]
     bucket = AdaptiveRate(100.0, clock=lambda: now[0])

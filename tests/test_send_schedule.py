@@ -15,8 +15,8 @@ import pytest
 from conftest import SAMPLES
 from newsletter.config import load_config
 from newsletter.errors import ValidationError
-from newsletter.ledger import Ledger
-from newsletter.schedule import format_remaining, parse_when, wait_until
+from newsletter.send.ledger import Ledger
+from newsletter.send.schedule import format_remaining, parse_when, wait_until
 from newsletter.store import open_store
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)

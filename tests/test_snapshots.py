@@ -17,7 +17,7 @@ import pytest
 from fake_ses import FakeSes
 from test_send import outbox_messages, spawn_send, use_ses, wait_for
 from newsletter.config import load_config
-from newsletter.ledger import Ledger
+from newsletter.send.ledger import Ledger
 from newsletter.store import db, open_store
 
 EDITION = """\
@@ -225,8 +225,8 @@ def test_sigint_edit_resume_sends_only_the_frozen_version(project, fake_ses, cli
 
 def started_not_sent(config, path: str) -> None:
     """A send whose snapshot and recipients are frozen but nothing went out (as after a crash)."""
-    from newsletter.audience import make_audience
-    from newsletter.sender import SendJob, SendOptions, prepare_send
+    from newsletter.audience.segments import make_audience
+    from newsletter.send.job import SendJob, SendOptions, prepare_send
 
     audience = make_audience(["daily"])
     job = SendJob(config, prepare_send(config, path, audience), audience, SendOptions(transport="outbox"))
@@ -412,7 +412,7 @@ def test_migration_rebuilds_snapshots_of_earlier_sends(project, cli):
 
 
 def test_the_preview_shows_the_number_it_will_get(project, cli):
-    from newsletter.preview import Preview, page
+    from newsletter.render.preview import Preview, page
 
     readers(1)
     send(cli, write(project / "editions" / "2026-11-20.md", "Sent one"))

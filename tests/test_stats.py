@@ -8,9 +8,9 @@ import pytest
 
 from events_support import insert_send, notification, raw_body, sns_body
 from newsletter.config import load_config
-from newsletter.event_store import open_recorder
-from newsletter.events import parse_message
-from newsletter.stats import all_stats, edition_stats
+from newsletter.feedback.record import open_recorder
+from newsletter.feedback.parse import parse_message
+from newsletter.feedback.stats import all_stats, edition_stats
 from newsletter.store import open_store
 from newsletter.store.db import connect, sqlite_path
 

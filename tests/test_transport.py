@@ -18,13 +18,13 @@ import pytest
 
 from newsletter.config import Config, SesConfig, SmtpConfig
 from newsletter.errors import ConfigError, TransportError
-from newsletter.message import MessageTemplate, SendContext, simple_message
-from newsletter.rendered import RenderedEmail, placeholder
+from newsletter.send.message import MessageTemplate, SendContext, simple_message
+from newsletter.render.rendered import RenderedEmail, placeholder
 from newsletter.store.models import Recipient
-from newsletter.transports import open_transport, send_limits
-from newsletter.transports.outbox import OutboxTransport
-from newsletter.transports.ses import SesTransport
-from newsletter.transports.smtp import SmtpTransport
+from newsletter.send.transports import open_transport, send_limits
+from newsletter.send.transports.outbox import OutboxTransport
+from newsletter.send.transports.ses import SesTransport
+from newsletter.send.transports.smtp import SmtpTransport
 from conftest import free_port
 from fake_ses import FakeSes
 
@@ -143,7 +143,7 @@ def test_ses_errors_are_classified_once(fake_ses, fault, kind):
 def test_smtp_throttling_replies_are_back_pressure():
     import smtplib
 
-    from newsletter.transports.smtp import classify
+    from newsletter.send.transports.smtp import classify
 
     ses_smtp = classify(smtplib.SMTPSenderRefused(454, b"Throttling failure: Maximum sending rate exceeded.",
                                                   "news@example.com"))

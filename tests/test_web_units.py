@@ -3,11 +3,11 @@ real SQLite file), web-version depersonalization."""
 
 from __future__ import annotations
 
-from newsletter.archive import depersonalize, neutral_values, valid_slug
+from newsletter.web.archive import depersonalize, neutral_values, valid_slug
 from newsletter.config import load_config
-from newsletter.i18n import CATALOGS, EN, parse_accept_language, pick_lang, quote_list_names, translator
-from newsletter.ratelimit import RateLimiter, address_bucket
-from newsletter.rendered import placeholder
+from newsletter.web.i18n import CATALOGS, EN, parse_accept_language, pick_lang, quote_list_names, translator
+from newsletter.web.ratelimit import RateLimiter, address_bucket
+from newsletter.render.rendered import placeholder
 
 
 def test_accept_language_ranking_and_fallback():

@@ -79,7 +79,7 @@ def add(
 
     Without --title or --summary the page is fetched for its title (og:title, twitter:title,
     <title>), description and canonical URL; tracking parameters are removed from the link."""
-    from newsletter.fetch import link_item, user_agent
+    from newsletter.sources.fetch import link_item, user_agent
     from newsletter.project import add_item
 
     config = get_config(ctx)
@@ -105,8 +105,8 @@ def check(
     as_json: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
 ) -> None:
     """Run the pre-send checks; exit 1 when there are errors."""
-    from newsletter.build import build_edition
-    from newsletter.checks import Level, has_errors
+    from newsletter.render.build import build_edition
+    from newsletter.edition.checks import Level, has_errors
 
     config = get_config(ctx)
     parsed, rendered, findings = build_edition(edition, config, essay)
@@ -134,8 +134,8 @@ def build(
     force: Annotated[bool, typer.Option("--force", help="Write the files even when the checks find errors.")] = False,
 ) -> None:
     """Build the edition into <slug>.html and <slug>.txt after running the checks."""
-    from newsletter.build import build_edition, write_build
-    from newsletter.checks import has_errors
+    from newsletter.render.build import build_edition, write_build
+    from newsletter.edition.checks import has_errors
 
     config = get_config(ctx)
     _, rendered, findings = build_edition(edition, config, essay)
@@ -156,7 +156,7 @@ def preview(
     open_browser: Annotated[bool, typer.Option("--open", help="Open the preview in a web browser.")] = False,
 ) -> None:
     """Serve a live-reloading preview on 127.0.0.1: desktop and phone widths, text part, checks."""
-    from newsletter.preview import serve_preview
+    from newsletter.render.preview import serve_preview
 
     def ready(url: str) -> None:
         notice(f"previewing {_shown(edition)} at {url} (Ctrl-C to stop)")

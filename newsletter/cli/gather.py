@@ -27,7 +27,7 @@ def gather(
     entries newer than the last sent edition that no edition or send has yet.
 
     `gather --add 3 5 8 EDITION` appends those candidates of the last list as items."""
-    from newsletter.gather import add_candidates, gather as run_gather
+    from newsletter.sources.gather import add_candidates, gather as run_gather
     from newsletter.store.db import connect, sqlite_path
 
     config = get_config(ctx)
@@ -60,7 +60,7 @@ def gather(
     if not result.candidates:
         notice("no new entries" + (f" since {result.since:%Y-%m-%d %H:%M} UTC" if result.since else ""))
         return
-    from newsletter.gather import first_sentence
+    from newsletter.sources.gather import first_sentence
 
     width = len(str(len(result.candidates)))
     for c in result.candidates:

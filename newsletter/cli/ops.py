@@ -25,8 +25,8 @@ def pull(
 ) -> None:
     """Read SES notifications from the SQS queue (ses.queue_url), store each once, apply
     suppressions, and delete each queue message after it is committed."""
-    from newsletter.event_pull import PullSummary, pull_events
-    from newsletter.event_store import open_recorder
+    from newsletter.feedback.pull import PullSummary, pull_events
+    from newsletter.feedback.record import open_recorder
 
     config = get_config(ctx)
     summary, stopped = PullSummary(), False
@@ -50,7 +50,7 @@ def dead_letters_cmd(
     retry: Annotated[bool, typer.Option("--retry", help="Parse them again; record those understood now.")] = False,
 ) -> None:
     """List the queue messages that could not be understood and were kept aside."""
-    from newsletter.event_store import dead_letters, open_recorder, retry_dead_letters
+    from newsletter.feedback.record import dead_letters, open_recorder, retry_dead_letters
 
     with open_recorder(get_config(ctx)) as recorder:
         if retry:
@@ -73,7 +73,7 @@ def stats(
 ) -> None:
     """Per-edition figures: recipients, sent, delivered, bounces, complaints, opens, clicks,
     their rates and the top links. Warns at 2% bounces or 0.05% complaints."""
-    from newsletter.stats import all_stats, edition_stats
+    from newsletter.feedback.stats import all_stats, edition_stats
     from newsletter.store.db import connect, sqlite_path
 
     conn = connect(sqlite_path(get_config(ctx).database_url))

@@ -1,4 +1,4 @@
-"""``send`` and ``sends ls|show``: a thin layer over ``newsletter.sender`` and ``newsletter.ledger``."""
+"""``send`` and ``sends ls|show``: a thin layer over ``newsletter.send.job`` and ``newsletter.send.ledger``."""
 
 from __future__ import annotations
 
@@ -54,9 +54,9 @@ def send(
     The same command (same edition, same --list/--exclude-list/--where) resumes that audience's
     unfinished send from its snapshot; another audience, or the same one after its send finished,
     starts another send of the edition (SLUG#2, …), skipping readers who already got it."""
-    from newsletter.audience import make_audience
-    from newsletter.schedule import parse_when
-    from newsletter.sender import SendJob, SendOptions
+    from newsletter.audience.segments import make_audience
+    from newsletter.send.schedule import parse_when
+    from newsletter.send.job import SendJob, SendOptions
 
     config = get_config(ctx)
     when = parse_when(at) if at else None
@@ -90,8 +90,8 @@ def _checked_prepare(config, edition: Path, essay: Path | None, audience, *, sen
     """What will be sent: the resumed send's frozen snapshot, or a fresh render that passed the
     checks (``sending``: those of a real send, where a draft's TODO markers and a missing postal
     address are errors). Each note (a changed file, a changed slug) is one line before the plan."""
-    from newsletter.checks import has_errors
-    from newsletter.sender import prepare_send
+    from newsletter.edition.checks import has_errors
+    from newsletter.send.job import prepare_send
 
     prepared = prepare_send(config, edition, audience, essay=essay, sending=sending)
     for finding in prepared.findings:
@@ -178,7 +178,7 @@ def _confirm(yes: bool, question: str) -> None:
 
 
 def _wait(when) -> None:
-    from newsletter.schedule import format_remaining, wait_until
+    from newsletter.send.schedule import format_remaining, wait_until
 
     terminal = stderr_is_terminal()
     shown = when.strftime("%Y-%m-%d %H:%M:%S %z")
@@ -201,7 +201,7 @@ def _wait(when) -> None:
 
 
 def _run(job, plan, outbox: Path) -> None:
-    from newsletter.sender import SendReport
+    from newsletter.send.job import SendReport
 
     reporter = _progress_reporter(plan)
     stop = threading.Event()
@@ -303,7 +303,7 @@ def _duration(seconds: float | None) -> str:
 
 def _send_test(job, addresses: list[str], *, dry_run: bool, when) -> None:
     """``--test``: only the given addresses, so no confirmation is asked."""
-    from newsletter.sender import send_test, test_outbox
+    from newsletter.send.job import send_test, test_outbox
 
     notice(f"test send of {job.rendered.slug} to {', '.join(addresses)} via {job.transport_name} "
            "(subject prefixed [TEST]; not recorded as the edition's send)")
@@ -328,7 +328,7 @@ def _send_test(job, addresses: list[str], *, dry_run: bool, when) -> None:
 
 def sends_ls(ctx: typer.Context) -> None:
     """Every send, newest first, with its progress (an edition's later sends are SLUG#2, …)."""
-    from newsletter.ledger import Ledger
+    from newsletter.send.ledger import Ledger
 
     config = get_config(ctx)
     with Ledger.open(config) as ledger:
@@ -364,7 +364,7 @@ def sends_show(
 ) -> None:
     """An edition's sends, or one send in detail: progress, timing, last error, failed readers."""
     from newsletter.errors import ValidationError
-    from newsletter.ledger import Ledger
+    from newsletter.send.ledger import Ledger
 
     config = get_config(ctx)
     with Ledger.open(config) as ledger:

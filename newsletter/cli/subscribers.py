@@ -127,7 +127,7 @@ def _attributes(pairs: list[str]) -> dict[str, str]:
         key, eq, value = pair.partition("=")
         if not eq or not key.strip():
             raise ValidationError(f"--attr {pair!r}: expected KEY=VALUE")
-        from newsletter.attributes import attr_key
+        from newsletter.audience.attributes import attr_key
 
         if attr_key(key) in ("email", "name", "status"):
             raise ValidationError(f"--attr {key.strip()!r}: that name is reserved")
@@ -198,7 +198,7 @@ WhereOpt = Annotated[Optional[list[str]], typer.Option(
 
 
 def _conditions(where: list[str] | None):
-    from newsletter.audience import parse_condition
+    from newsletter.audience.segments import parse_condition
 
     return [parse_condition(w) for w in where or ()]
 
@@ -208,7 +208,7 @@ def subscribers_ls(ctx: typer.Context, list_: ListOpt = None, status: StatusOpt 
                    as_json: Annotated[bool, typer.Option("--json", help="JSON Lines output.")] = False,
                    where: WhereOpt = None) -> None:
     """List subscribers (streamed, by id)."""
-    from newsletter.importer import _json_record
+    from newsletter.audience.importer import _json_record
 
     conditions = _conditions(where)
     with _store(ctx) as store:
@@ -276,7 +276,7 @@ def subscribers_import(
 
     --from maps another service's export (Mailchimp's .zip included) and keeps its consent
     evidence (opt-in/confirm times and IPs) as the subscriber's consent record."""
-    from newsletter.importer import import_export, write_rejects
+    from newsletter.audience.importer import import_export, write_rejects
 
     sink, finish = write_rejects(rejects) if rejects else (None, None)
 
@@ -329,7 +329,7 @@ def subscribers_export(
     fmt: Annotated[str, typer.Option("--format", help="csv or jsonl.")] = "csv",
 ) -> None:
     """Export subscribers as CSV (imports back to the same state) or JSON Lines, streaming."""
-    from newsletter.importer import export_subscribers
+    from newsletter.audience.importer import export_subscribers
 
     if fmt not in ("csv", "jsonl"):
         raise ValidationError(f"--format must be csv or jsonl, not {fmt!r}")
@@ -344,7 +344,7 @@ def subscribers_export(
 
 def _export_to_file(store, output: Path, fmt: str, list_name, status, update) -> int:
     """Write to a temporary file and rename, so a failed export never leaves half a file."""
-    from newsletter.importer import export_subscribers
+    from newsletter.audience.importer import export_subscribers
 
     tmp = output.with_name(output.name + ".part")
     try:

@@ -68,7 +68,7 @@ def archive_build(
                                          file_okay=False)],
 ) -> None:
     """Write the archive pages and the Atom feed as static files for any static host."""
-    from newsletter.archive import build_archive
+    from newsletter.web.archive import build_archive
 
     config = get_config(ctx)
     written = build_archive(config, output, progress=lambda slug: notice(f"archived {slug}"))

@@ -63,7 +63,7 @@ def open_store(config: "Config | str") -> "Store":
 
 def open_rate_limiter(config: "Config | str", *, busy_ms: int | None = None):
     """The readers' endpoints' rate limiter on the same database as the store:
-    ``newsletter.ratelimit.RateLimiter`` (SQLite; a hit waits ``busy_ms`` for the write lock)
+    ``newsletter.web.ratelimit.RateLimiter`` (SQLite; a hit waits ``busy_ms`` for the write lock)
     or ``PostgresRateLimiter``."""
     from newsletter.store.dburl import is_postgres
 
@@ -72,7 +72,7 @@ def open_rate_limiter(config: "Config | str", *, busy_ms: int | None = None):
         from newsletter.store.pg_ratelimit import PostgresRateLimiter
 
         return PostgresRateLimiter(url)
-    from newsletter.ratelimit import RateLimiter
+    from newsletter.web.ratelimit import RateLimiter
     from newsletter.store.db import sqlite_path
 
     return RateLimiter(sqlite_path(url), busy_ms=busy_ms)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from newsletter.errors import ValidationError
-from newsletter.audience import Audience, Condition
+from newsletter.audience.segments import Audience, Condition
 from newsletter.store.models import (
     MailingList,
     Membership,
@@ -52,7 +52,7 @@ class ImportRow(NamedTuple):
     ``status`` is ``active`` unless the file says ``unconfirmed``, ``unsubscribed``,
     ``bounced`` or ``complained`` (an exported file keeps opt-outs when imported back)."""
 
-    key: str          # case-insensitive uniqueness key (newsletter.addresses.Address.key)
+    key: str          # case-insensitive uniqueness key (newsletter.audience.addresses.Address.key)
     line: int         # line number in the file (for messages)
     email: str        # as entered, trimmed
     name: str

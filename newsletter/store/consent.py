@@ -7,11 +7,11 @@ import json
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from newsletter.addresses import fast_key, parse_address
+from newsletter.audience.addresses import fast_key, parse_address
 from newsletter.errors import ValidationError
 
 if TYPE_CHECKING:
-    from newsletter.import_formats import Consent
+    from newsletter.audience.formats import Consent
     from newsletter.store.sqlite import SqliteStore
 
 _BATCH = 1000

@@ -121,7 +121,7 @@ def migrate_database(conn: sqlite3.Connection, path: Path | None = None) -> int:
 
     A database newer than this code is a ``StoreError`` (upgrade the program), not a crash.
     """
-    from newsletter.attributes import attr_key
+    from newsletter.audience.attributes import attr_key
 
     steps = migrations()
     latest = steps[-1][0] if steps else 0

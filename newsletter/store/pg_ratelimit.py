@@ -1,5 +1,5 @@
 """The readers' endpoints' sliding-window limits in PostgreSQL: the same ``rate_events``
-table and the same answers as ``newsletter.ratelimit.RateLimiter`` (SQLite), so that several
+table and the same answers as ``newsletter.web.ratelimit.RateLimiter`` (SQLite), so that several
 web workers on several hosts share one count.
 
 Counting and recording happen in one transaction holding an advisory lock on the bucket, so

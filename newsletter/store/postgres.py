@@ -21,7 +21,7 @@ import itertools
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
-from newsletter.addresses import Address, parse_address
+from newsletter.audience.addresses import Address, parse_address
 from newsletter.store import pg
 from newsletter.store.base import ImportRow, ImportSummary
 from newsletter.store.sqlite import SqliteStore

@@ -25,7 +25,7 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from newsletter.addresses import Address, address_hash
+from newsletter.audience.addresses import Address, address_hash
 from newsletter.store import pg, postgres_bulk, sqlite_import
 from newsletter.store.base import ImportRow, ImportSummary
 from newsletter.store.models import MailingList

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from newsletter.addresses import Address
+from newsletter.audience.addresses import Address
 from newsletter.errors import ValidationError
 from newsletter.store.base import SubscribeResult
 from newsletter.store.models import MailingList, MembershipStatus, OptIn, Subscriber
@@ -73,7 +73,7 @@ def subscribe(store: "SqliteStore", address: Address, name: str, list_ids: list[
 
 
 def _can_receive(store: "SqliteStore", subscriber: Subscriber) -> bool:
-    from newsletter.addresses import parse_address
+    from newsletter.audience.addresses import parse_address
 
     if subscriber.status.value in ("bounced", "complained"):
         return False
@@ -107,7 +107,7 @@ def confirm(store: "SqliteStore", subscriber_id: int, list_id: int = 0) -> bool:
 def update_subscriber(store: "SqliteStore", subscriber_id: int, name: str | None,
                       list_ids: list[int] | None) -> Subscriber:
     """Preferences (reached through a signed link, so the reader has proven the address)."""
-    from newsletter.addresses import clean_text
+    from newsletter.audience.addresses import clean_text
     from newsletter.store.sqlite import utc_now
 
     subscriber = store.get_subscriber_by_id(subscriber_id)
@@ -148,7 +148,7 @@ def _set_active_lists(store: "SqliteStore", subscriber: Subscriber, wanted: set[
 
 def export_subscriber(store: "SqliteStore", subscriber_id: int) -> dict:
     """Everything stored about one subscriber, JSON-ready."""
-    from newsletter.addresses import parse_address
+    from newsletter.audience.addresses import parse_address
     from newsletter.store.consent import consent_records
 
     subscriber = store.get_subscriber_by_id(subscriber_id)

@@ -14,9 +14,9 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from newsletter.addresses import Address, clean_text, parse_address
-from newsletter.audience import Audience, Condition
-from newsletter.attributes import attr_key
+from newsletter.audience.addresses import Address, clean_text, parse_address
+from newsletter.audience.segments import Audience, Condition
+from newsletter.audience.attributes import attr_key
 from newsletter.errors import StoreError, ValidationError
 from newsletter.store import db
 from newsletter.store.db import utc_now

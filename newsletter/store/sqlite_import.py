@@ -28,7 +28,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from newsletter.addresses import Address, address_hash
+from newsletter.audience.addresses import Address, address_hash
 from newsletter.store.base import ImportRow, ImportSummary
 from newsletter.store import sqlite_bulk
 from newsletter.store.models import MailingList
@@ -211,7 +211,7 @@ FROM subscribers s WHERE s.id IN (SELECT sub_id FROM temp.import_rows WHERE sub_
 def _register_import(store: "SqliteStore", target: MailingList) -> int:
     import socket
 
-    from newsletter.liveness import process_key
+    from newsletter.send.liveness import process_key
     from newsletter.store.sqlite import utc_now
 
     with store.transaction() as conn:
@@ -281,7 +281,7 @@ def recover_imports(store: "SqliteStore", list_id: int | None = None) -> list[in
     """Finish the bookkeeping of imports whose process is gone: a finished one's journal is
     dropped, an unfinished one is undone. Returns the ids of imports still running (on
     ``list_id``, or any)."""
-    from newsletter.liveness import worker_alive
+    from newsletter.send.liveness import worker_alive
 
     running = []
     for r in store.conn.execute("SELECT id, list_id, host, pid, process_key, heartbeat_at, state "

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from newsletter import archive
+from newsletter.web import archive
 from newsletter.config import Config
 from newsletter.errors import StoreError
 from newsletter.web import readers, signup

@@ -16,8 +16,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from newsletter.config import Config, load_secret
-from newsletter.i18n import pick_lang, translator
-from newsletter.ratelimit import RateLimiter
+from newsletter.web.i18n import pick_lang, translator
+from newsletter.web.ratelimit import RateLimiter
 from newsletter.errors import TokenError
 from newsletter.tokens import TokenClaims, verify_token
 from newsletter.web.templating import base_path, base_url, page_values, template_env

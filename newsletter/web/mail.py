@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from jinja2 import Environment
 
 from newsletter.config import Config
-from newsletter.i18n import quote_list_names, translator
+from newsletter.web.i18n import quote_list_names, translator
 from newsletter.tokens import make_token
 from newsletter.web.templating import base_url, page_values
 
@@ -43,7 +43,7 @@ def _mail(config: Config, env: Environment, lang: str, kind: str, *, email: str,
           list_names: Sequence[str], values: dict):
     """One transactional message: ``transactional/{kind}.txt`` and ``.html`` rendered with the
     subject ``mail.{kind}_subject``, the greeting, the quoted list names and ``values``."""
-    from newsletter.message import simple_message
+    from newsletter.send.message import simple_message
 
     subject = translator(lang)(f"mail.{kind}_subject", name=config.name)
     context = page_values(config, lang, subject=subject, greeting=_greeting(lang, name),
@@ -78,7 +78,7 @@ def deliver(config: Config, message) -> None:
     """Send one transactional message through the configured transport; failures are logged,
     never shown to the visitor (the answer page went out already)."""
     from newsletter.errors import NewsletterError
-    from newsletter.transports import open_transport
+    from newsletter.send.transports import open_transport
 
     try:
         with open_transport(config) as transport:

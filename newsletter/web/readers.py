@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from newsletter.errors import ValidationError
-from newsletter.i18n import quote_list_names
+from newsletter.web.i18n import quote_list_names
 from newsletter.store.models import MembershipStatus, SubscriberStatus
 from newsletter.tokens import TokenClaims, make_token
 from newsletter.web.context import PRIVATE, WebContext, verified

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from newsletter.errors import ValidationError
-from newsletter.ratelimit import address_bucket
+from newsletter.web.ratelimit import address_bucket
 from newsletter.store.models import MembershipStatus, OptIn
 from newsletter.web import mail
 from newsletter.web.context import WebContext, verified
@@ -178,7 +178,7 @@ def _confirm(ctx: WebContext, lang: str, claims) -> Response:
     active = [m.list_name for m in store.memberships(subscriber_id) if m.status == MembershipStatus.ACTIVE]
     if not active:  # unsubscribed or refused since: the link no longer means anything
         return ctx.bad_link(lang)
-    from newsletter.i18n import quote_list_names
+    from newsletter.web.i18n import quote_list_names
 
     task = None
     if changed and ctx.config.web.welcome_email:

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from newsletter.config import Config
-from newsletter.i18n import translator
+from newsletter.web.i18n import translator
 
 BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 

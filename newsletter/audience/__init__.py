@@ -1,0 +1,1 @@
+"""audience: one stage of the pipeline (see README: How it is built)."""

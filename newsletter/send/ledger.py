@@ -1,0 +1,813 @@
+"""The delivery ledger: which reader got which edition, in the subscriber database.
+
+One ``editions`` row per edition ever sent (its identity: source file, slug, date instant; and
+its number, assigned at the first send and never moved). Each edition has one or more ``sends``
+(one per audience: lists, excluded lists, conditions), each with the ``snapshot`` it sends (the
+rendered content, frozen when it starts; see ``newsletter.send.snapshot``) and one ``deliveries`` row
+per reader, created in one transaction when the send starts (the recipients are frozen then;
+readers an earlier send of the edition reached are left out and counted, unless ``again``). A
+delivery moves pending → sending → sent | failed (or skipped, when the reader left meanwhile).
+
+Claims are atomic (``BEGIN IMMEDIATE``), so several processes can work on one send and no reader
+is claimed twice. Each process registers in ``send_workers`` and keeps a heartbeat; a row left in
+``sending`` by a process that died is *unknown* — the message may or may not have left — and is
+sent again only when the user asks (``retry_unknown``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import NamedTuple
+
+from newsletter.config import Config
+from newsletter.errors import StoreError, ValidationError
+from newsletter.send.liveness import STALE_AFTER, process_key, worker_alive  # noqa: F401 (STALE_AFTER: re-exported)
+from newsletter.send.snapshot import Snapshot
+from newsletter.store.base import AudienceSelect
+from newsletter.store.db import database_file, store_error, utc_now
+from newsletter.store.models import Recipient, uid_hex
+
+_REACHED = "already received this edition in an earlier send"
+_INSERT_BATCH = 2000
+
+
+class DeliveryState(str, Enum):
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True)
+class SendRecord:
+    id: int
+    slug: str
+    list_name: str
+    list_id: int | None
+    subject: str
+    transport: str
+    recipients: int
+    created_at: str
+    first_sent_at: str | None
+    finished_at: str | None
+    last_error: str | None
+    edition_id: int | None = None
+    seq: int = 1
+    snapshot_id: int | None = None
+    audience: str = "{}"  # JSON, see newsletter.audience.segments.Audience.as_json
+    audience_key: str = ""
+    skipped_earlier: int = 0  # readers left out: an earlier send of the edition reached them
+
+    @property
+    def ref(self) -> str:
+        """How commands name it: ``SLUG`` for an edition's first send, ``SLUG#2`` for the next."""
+        return self.slug if self.seq == 1 else f"{self.slug}#{self.seq}"
+
+    @property
+    def list_ids(self) -> list[int]:
+        ids = json.loads(self.audience or "{}").get("list_ids")
+        if ids is None:
+            return [self.list_id] if self.list_id is not None else []
+        return [int(i) for i in ids]
+
+
+@dataclass(frozen=True)
+class EditionRecord:
+    """An edition that has been sent (or started): its identity and stable number."""
+
+    id: int
+    slug: str
+    number: int | None
+    source_path: str
+    date_utc: str
+    created_at: str
+
+
+class SentSnapshot(NamedTuple):
+    """What an edition that went out said, for "already covered" checks and the archive list."""
+
+    slug: str
+    number: int | None
+    title: str
+    subject: str
+    date: str  # the edition's date as written
+    sent_at: str  # when its first message left (ISO 8601 UTC)
+    items: list[dict]  # {"number", "title", "url"}
+    snapshot_id: int = 0
+
+
+class SendExists(ValidationError):
+    """An unfinished send to the same audience exists (another process just started it)."""
+
+    def __init__(self, message: str, existing: "SendRecord"):
+        super().__init__(message)
+        self.existing = existing
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Counts per state of one send; ``unknown`` of the ``sending`` ones belong to dead workers."""
+
+    total: int
+    counts: dict[str, int] = field(default_factory=dict)
+    unknown: int = 0
+
+    def count(self, state: DeliveryState | str) -> int:
+        return self.counts.get(DeliveryState(state).value, 0)
+
+    @property
+    def sent(self) -> int:
+        return self.count("sent")
+
+    @property
+    def failed(self) -> int:
+        return self.count("failed")
+
+    @property
+    def skipped(self) -> int:
+        return self.count("skipped")
+
+    @property
+    def pending(self) -> int:
+        return self.count("pending")
+
+    @property
+    def done(self) -> int:
+        return sum(self.counts.get(s, 0) for s in ("sent", "failed", "skipped"))
+
+    @property
+    def in_flight(self) -> int:
+        return self.counts.get("sending", 0) - self.unknown
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A delivery claimed by this process, with what is needed to make its message."""
+
+    delivery_id: int
+    recipient: Recipient
+
+
+@dataclass(frozen=True)
+class Outcome:
+    delivery_id: int
+    state: DeliveryState  # SENT, FAILED, or PENDING (released: not sent, someone may retry)
+    provider_message_id: str | None = None
+    error: str | None = None
+    attempts: int = 0
+
+
+class SentEdition(NamedTuple):
+    slug: str
+    subject: str
+    sent_at: str  # when its first message left (ISO 8601 UTC)
+
+
+def open_connection(config: Config) -> sqlite3.Connection:
+    from newsletter.store import db
+
+    return db.connect(db.sqlite_path(config.database_url))
+
+
+class Ledger:
+    """The ledger over one connection (use it from one thread)."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+        self._first_sent: set[int] = set()  # sends whose first_sent_at this ledger has set
+
+    @classmethod
+    def open(cls, config: Config) -> "Ledger":
+        ledger = cls(open_connection(config))
+        try:
+            ledger.reconstruct_snapshots(config)
+        except BaseException:
+            ledger.close()
+            raise
+        return ledger
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> "Ledger":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- editions ------------------------------------------------------------------------------
+    def edition(self, slug: str) -> EditionRecord | None:
+        row = self.conn.execute("SELECT * FROM editions WHERE slug = ?", (slug,)).fetchone()
+        return _edition_record(row) if row else None
+
+    def edition_by_id(self, edition_id: int) -> EditionRecord | None:
+        row = self.conn.execute("SELECT * FROM editions WHERE id = ?", (edition_id,)).fetchone()
+        return _edition_record(row) if row else None
+
+    def match_edition(self, source_path: str, slug: str, date_utc: str) -> EditionRecord | None:
+        """The edition a source file is: the one sent from the same file with the same slug or
+        the same date instant (so a changed slug, or the date written in another offset, is the
+        same edition changed), else the one with that slug and date instant (a moved file).
+
+        The same slug with another date from another file is an error: slugs name archive pages.
+        """
+        rows = self.conn.execute(
+            "SELECT * FROM editions WHERE source_path = ? AND (slug = ? OR date_utc = ?) ORDER BY id DESC",
+            (source_path, slug, date_utc)).fetchall()
+        if rows:
+            return _edition_record(rows[0])
+        found = self.edition(slug)
+        if found is None:
+            return None
+        if found.date_utc in (date_utc, ""):
+            return found
+        raise ValidationError(f"slug {slug!r} is already edition {found.number or '?'} (sent from "
+                              f"{found.source_path or 'an earlier file'}, dated {found.date_utc}): "
+                              "give this edition its own `slug:`")
+
+    def edition_from(self, source_path: str) -> EditionRecord | None:
+        """The latest edition sent from this file."""
+        row = self.conn.execute("SELECT * FROM editions WHERE source_path = ? ORDER BY id DESC LIMIT 1",
+                                (source_path,)).fetchone()
+        return _edition_record(row) if row else None
+
+    def next_number(self) -> int:
+        return (self.conn.execute("SELECT MAX(number) FROM editions").fetchone()[0] or 0) + 1
+
+    def number_owner(self, number: int) -> EditionRecord | None:
+        row = self.conn.execute("SELECT * FROM editions WHERE number = ?", (number,)).fetchone()
+        return _edition_record(row) if row else None
+
+    def snapshot(self, snapshot_id: int) -> Snapshot | None:
+        row = self.conn.execute("SELECT * FROM snapshots WHERE id = ?", (snapshot_id,)).fetchone()
+        return _snapshot(row) if row else None
+
+    def latest_snapshot(self, edition_id: int) -> Snapshot | None:
+        """The snapshot of the edition's latest send."""
+        row = self.conn.execute(
+            "SELECT n.* FROM sends s JOIN snapshots n ON n.id = s.snapshot_id WHERE s.edition_id = ? "
+            "ORDER BY s.seq DESC LIMIT 1", (edition_id,)).fetchone()
+        return _snapshot(row) if row else None
+
+    # -- sends ---------------------------------------------------------------------------------
+    def find_send(self, ref: str) -> SendRecord | None:
+        """``SLUG#N``: that send of the edition; ``SLUG``: its latest send."""
+        slug, _, seq = ref.partition("#")
+        if seq:
+            if not seq.isdigit():
+                raise ValidationError(f"{ref!r}: expected SLUG or SLUG#N (N a send number, e.g. {slug}#2)")
+            row = self.conn.execute("SELECT * FROM sends WHERE slug = ? AND seq = ?", (slug, int(seq))).fetchone()
+        else:
+            row = self.conn.execute("SELECT * FROM sends WHERE slug = ? ORDER BY seq DESC LIMIT 1", (slug,)).fetchone()
+        return _send_record(row) if row else None
+
+    def send_by_id(self, send_id: int) -> SendRecord | None:
+        row = self.conn.execute("SELECT * FROM sends WHERE id = ?", (send_id,)).fetchone()
+        return _send_record(row) if row else None
+
+    def sends(self) -> list[SendRecord]:
+        rows = self.conn.execute("SELECT * FROM sends ORDER BY created_at DESC, id DESC").fetchall()
+        return [_send_record(r) for r in rows]
+
+    def edition_sends(self, edition_id: int) -> list[SendRecord]:
+        rows = self.conn.execute("SELECT * FROM sends WHERE edition_id = ? ORDER BY seq", (edition_id,)).fetchall()
+        return [_send_record(r) for r in rows]
+
+    def open_send(self, edition_id: int, audience_key: str) -> SendRecord | None:
+        """The edition's unfinished send to this audience (what the same command resumes)."""
+        row = self.conn.execute(
+            "SELECT * FROM sends WHERE edition_id = ? AND audience_key = ? AND finished_at IS NULL "
+            "ORDER BY seq DESC LIMIT 1", (edition_id, audience_key)).fetchone()
+        return _send_record(row) if row else None
+
+    def earlier_recipients(self, edition_id: int, *, exclude_send: int | None = None) -> set[int]:
+        """Readers an earlier send of the edition reached or holds (sent, in flight or pending)."""
+        return {r[0] for r in self.conn.execute(
+            "SELECT d.subscriber_id FROM sends s JOIN deliveries d ON d.send_id = s.id "
+            "WHERE s.edition_id = ? AND s.id IS NOT ? AND d.subscriber_id IS NOT NULL "
+            "AND d.state IN ('sent', 'sending', 'pending')", (edition_id, exclude_send))}
+
+    def create_send(self, *, slug: str, subject: str, list_name: str, list_id: int | None,
+                    transport: str, recipients: Iterable[Recipient] | AudienceSelect,
+                    snapshot: Snapshot | None = None,
+                    date_utc: str = "", audience: str | None = None, audience_key: str | None = None,
+                    again: bool = False) -> SendRecord:
+        """Record the send (its edition the first time, with its number; its snapshot) and freeze
+        its recipients, all in one transaction (streamed). Readers an earlier send of the edition
+        reached are recorded as skipped (and counted) unless ``again``. ``recipients`` is a stream of
+        readers, or an ``AudienceSelect`` on this database (frozen by one INSERT … SELECT)."""
+        from newsletter.audience.segments import Audience
+
+        stamp = utc_now()
+        if audience_key is None:
+            audience_key = Audience((list_name,)).key
+            audience = json.dumps({"lists": [list_name], "list_ids": [list_id] if list_id is not None else [],
+                                   "exclude": [], "where": [], "again": again})
+        with self._write():
+            edition = self._edition_for_send(slug, snapshot, date_utc, stamp)
+            row = self.conn.execute("SELECT * FROM sends WHERE edition_id = ? AND audience_key = ? AND "
+                                    "finished_at IS NULL", (edition.id, audience_key)).fetchone()
+            if row is not None:
+                existing = _send_record(row)
+                raise SendExists(f"edition {slug!r} already has an unfinished send to this audience "
+                                 f"({existing.ref}; see `newsletter sends show {existing.ref}`)", existing)
+            snapshot_id = self._store_snapshot(edition.id, snapshot, stamp) if snapshot is not None else None
+            seq = self.conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM sends WHERE edition_id = ?",
+                                    (edition.id,)).fetchone()[0]
+            cur = self.conn.execute(
+                "INSERT INTO sends (edition_id, seq, snapshot_id, slug, list_name, list_id, audience, audience_key, "
+                "subject, transport, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (edition.id, seq, snapshot_id, edition.slug, list_name, list_id, audience or "{}", audience_key,
+                 snapshot.subject if snapshot is not None else subject, transport, stamp))
+            send_id = cur.lastrowid
+            if isinstance(recipients, AudienceSelect):
+                left_out = self._freeze_select(send_id, edition.id, recipients, again, stamp)
+            else:
+                left_out = self._freeze_stream(send_id, edition.id, recipients, list_id, again, stamp)
+            count = self.conn.execute("SELECT COUNT(*) FROM deliveries WHERE send_id = ?", (send_id,)).fetchone()[0]
+            self.conn.execute("UPDATE sends SET recipients = ?, skipped_earlier = ? WHERE id = ?",
+                              (count, left_out, send_id))
+        return self.send_by_id(send_id)  # type: ignore[return-value]
+
+    def _freeze_stream(self, send_id: int, edition_id: int, recipients: Iterable[Recipient], list_id: int | None,
+                       again: bool, stamp: str) -> int:
+        earlier = set() if again else self.earlier_recipients(edition_id, exclude_send=send_id)
+        batch: list[tuple] = []
+        left_out = 0
+        for r in recipients:
+            state, note = ("skipped", _REACHED) if r.subscriber_id in earlier else ("pending", None)
+            left_out += state == "skipped"
+            batch.append((send_id, r.subscriber_id, r.email, r.list_id or list_id, state, note, stamp))
+            if len(batch) >= _INSERT_BATCH:
+                self._insert_deliveries(batch)
+                batch = []
+        self._insert_deliveries(batch)
+        return left_out
+
+    def _freeze_select(self, send_id: int, edition_id: int, audience: AudienceSelect, again: bool,
+                       stamp: str) -> int:
+        """The audience's readers into ``deliveries`` in one statement (id order); those an
+        earlier send of the edition reached go in as ``skipped`` (a second statement). Return
+        how many were skipped so."""
+        from newsletter.store.sqlite import envelope_address
+
+        reached = ("SELECT d.subscriber_id FROM sends p JOIN deliveries d ON d.send_id = p.id "
+                   "WHERE p.edition_id = ? AND p.id != ? AND d.subscriber_id IS NOT NULL "
+                   "AND d.state IN ('sent', 'sending', 'pending')")
+        earlier = not again and self.conn.execute("SELECT 1 FROM sends WHERE edition_id = ? AND id != ? LIMIT 1",
+                                                  (edition_id, send_id)).fetchone() is not None
+        insert = ("INSERT OR IGNORE INTO deliveries (send_id, subscriber_id, email, list_id, state, last_error, "
+                  "updated_at) SELECT ?, a.*, ?, ?, ? FROM ({sql} ORDER BY s.id) a")
+        if not earlier:
+            self.conn.execute(insert.format(sql=audience.sql), [send_id, "pending", None, stamp, *audience.args])
+            left_out = 0
+        else:
+            self.conn.execute(insert.format(sql=f"{audience.sql} AND s.id NOT IN ({reached})"),
+                              [send_id, "pending", None, stamp, *audience.args, edition_id, send_id])
+            left_out = self.conn.execute(insert.format(sql=f"{audience.sql} AND s.id IN ({reached})"),
+                                         [send_id, "skipped", _REACHED, stamp, *audience.args, edition_id,
+                                          send_id]).rowcount
+        # An internationalised domain goes on the envelope in its ASCII (IDNA) form.
+        for delivery_id, address in self.conn.execute(
+                "SELECT id, email FROM deliveries WHERE send_id = ? AND email GLOB '*[^ -~]*'", (send_id,)).fetchall():
+            self.conn.execute("UPDATE deliveries SET email = ? WHERE id = ?", (envelope_address(address), delivery_id))
+        return left_out
+
+    def count_unreached(self, audience: AudienceSelect, edition_id: int) -> int:
+        """How many of the audience no send of the edition has reached or holds yet."""
+        return self.conn.execute(
+            f"SELECT COUNT(*) FROM ({audience.sql} AND s.id NOT IN (SELECT d.subscriber_id FROM sends p "
+            "JOIN deliveries d ON d.send_id = p.id WHERE p.edition_id = ? AND d.subscriber_id IS NOT NULL "
+            "AND d.state IN ('sent', 'sending', 'pending')))", [*audience.args, edition_id]).fetchone()[0]
+
+    def _edition_for_send(self, slug: str, snapshot: Snapshot | None, date_utc: str, stamp: str) -> EditionRecord:
+        found = self.edition(slug)
+        number = snapshot.number if snapshot is not None else None
+        if found is not None:
+            if found.number is None and number is not None and self.number_owner(number) is None:
+                self.conn.execute("UPDATE editions SET number = ? WHERE id = ?", (number, found.id))
+                return self.edition_by_id(found.id)  # type: ignore[return-value]
+            return found
+        if number is not None:
+            owner = self.number_owner(number)
+            if owner is not None:
+                raise ValidationError(f"number {number} is already edition {owner.slug!r}'s "
+                                      f"(remove `number:` to get {self.next_number()})")
+        cur = self.conn.execute(
+            "INSERT INTO editions (slug, number, source_path, date_utc, created_at) VALUES (?, ?, ?, ?, ?)",
+            (slug, number, snapshot.source_path if snapshot is not None else "", date_utc, stamp))
+        return self.edition_by_id(cur.lastrowid)  # type: ignore[return-value]
+
+    def _store_snapshot(self, edition_id: int, snap: Snapshot, stamp: str) -> int:
+        """The snapshot's row (one per distinct content of an edition)."""
+        row = self.conn.execute("SELECT id FROM snapshots WHERE edition_id = ? AND content_hash = ?",
+                                (edition_id, snap.content_hash)).fetchone()
+        if row is not None:
+            return row[0]
+        cur = self.conn.execute(
+            "INSERT INTO snapshots (edition_id, content_hash, source_hash, slug, number, title, subject, preheader, "
+            "date, lang, categories, items, html, text, web_url, source_path, essay_path, reconstructed, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (edition_id, snap.content_hash, snap.source_hash, snap.slug, snap.number, snap.title, snap.subject,
+             snap.preheader, snap.date, snap.lang, json.dumps(list(snap.categories), ensure_ascii=False),
+             snap.items_json, snap.html, snap.text, snap.web_url, snap.source_path, snap.essay_path,
+             int(snap.reconstructed), stamp))
+        return cur.lastrowid  # type: ignore[return-value]
+
+    def attach_snapshot(self, send: SendRecord, snap: Snapshot) -> SendRecord:
+        """Give an old send that has none (its file was missing at the upgrade) a snapshot."""
+        with self._write():
+            snapshot_id = self._store_snapshot(send.edition_id, snap, utc_now())  # type: ignore[arg-type]
+            self.conn.execute("UPDATE sends SET snapshot_id = ?, subject = ? WHERE id = ? AND snapshot_id IS NULL",
+                              (snapshot_id, snap.subject, send.id))
+            self.conn.execute("UPDATE editions SET number = COALESCE(number, ?), source_path = CASE "
+                              "WHEN source_path = '' THEN ? ELSE source_path END, reconstruct = 'done' WHERE id = ?",
+                              (snap.number, snap.source_path, send.edition_id))
+        return self.send_by_id(send.id)  # type: ignore[return-value]
+
+    # -- sends from before snapshots ------------------------------------------------------------
+    def reconstruct_snapshots(self, config: Config) -> int:
+        """Rebuild the snapshot of each send made before snapshots existed, from its source file
+        when there is one (marked reconstructed); return how many were rebuilt. Their editions
+        get the number they showed then (``number:``, else the file's place in its folder)."""
+        pending = self.conn.execute(
+            "SELECT e.* FROM editions e WHERE e.reconstruct = 'pending' ORDER BY "
+            "(SELECT MIN(COALESCE(s.first_sent_at, s.created_at)) FROM sends s WHERE s.edition_id = e.id), e.id"
+        ).fetchall()
+        done = 0
+        for row in pending:
+            done += self._reconstruct(config, _edition_record(row))
+        return done
+
+    def _reconstruct(self, config: Config, edition: EditionRecord) -> int:
+        from dataclasses import replace
+
+        from newsletter.web.archive import find_source
+        from newsletter.edition.parse import folder_position, load_edition
+        from newsletter.errors import NewsletterError
+        from newsletter.render.html import render_edition
+        from newsletter.send.snapshot import date_instant, make_snapshot
+
+        path = find_source(config, edition.slug)
+        snap = None
+        if path is not None:
+            try:
+                parsed = load_edition(path, config=config)
+                number = parsed.number or folder_position(path)
+                if number is None or self.number_owner(number) is not None:
+                    number = self.next_number()
+                parsed = replace(parsed, slug=edition.slug, number=number)
+                snap = make_snapshot(parsed, render_edition(parsed, config), reconstructed=True)
+                date_utc = date_instant(parsed)
+            except NewsletterError:
+                snap = None
+        with self._write():
+            state = self.conn.execute("SELECT reconstruct FROM editions WHERE id = ?", (edition.id,)).fetchone()
+            if state is None or state[0] != "pending":  # another process did it meanwhile
+                return 0
+            if snap is None:
+                self.conn.execute("UPDATE editions SET reconstruct = 'missing' WHERE id = ?", (edition.id,))
+                return 0
+            if self.number_owner(snap.number) is not None:  # type: ignore[arg-type]
+                return 0  # taken meanwhile by another process: rendered again at the next open
+            snapshot_id = self._store_snapshot(edition.id, snap, utc_now())
+            self.conn.execute("UPDATE editions SET number = ?, source_path = ?, date_utc = ?, reconstruct = 'done' "
+                              "WHERE id = ?", (snap.number, snap.source_path, date_utc, edition.id))
+            self.conn.execute("UPDATE sends SET snapshot_id = ? WHERE edition_id = ? AND snapshot_id IS NULL",
+                              (snapshot_id, edition.id))
+        return 1
+
+    def _insert_deliveries(self, batch: list[tuple]) -> None:
+        if batch:
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO deliveries (send_id, subscriber_id, email, list_id, state, last_error, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)", batch)
+
+    def set_last_error(self, send_id: int, error: str | None) -> None:
+        with self._write():
+            self.conn.execute("UPDATE sends SET last_error = ? WHERE id = ?", (error, send_id))
+
+    def finish_if_done(self, send_id: int) -> bool:
+        """Mark the send finished when nothing is pending or in flight; return whether it is."""
+        with self._write():
+            left = self.conn.execute(
+                "SELECT COUNT(*) FROM deliveries WHERE send_id = ? AND state IN ('pending', 'sending')",
+                (send_id,)).fetchone()[0]
+            if left == 0:
+                self.conn.execute("UPDATE sends SET finished_at = COALESCE(finished_at, ?), last_error = NULL "
+                                  "WHERE id = ?", (utc_now(), send_id))
+        return left == 0
+
+    # -- workers ---------------------------------------------------------------------------------
+    def register_worker(self, send_id: int) -> str:
+        host, pid = socket.gethostname(), os.getpid()
+        worker = f"{host}:{pid}:{secrets.token_hex(4)}"
+        with self._write():
+            self.conn.execute("INSERT INTO send_workers (id, send_id, host, pid, started_at, heartbeat_at, "
+                              "process_key) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                              (worker, send_id, host, pid, utc_now(), time.time(), process_key(pid)))
+        return worker
+
+    def heartbeat(self, worker: str) -> None:
+        with self._write():
+            self.conn.execute("UPDATE send_workers SET heartbeat_at = ? WHERE id = ?", (time.time(), worker))
+
+    def stop_worker(self, worker: str) -> None:
+        with self._write():
+            self.conn.execute("UPDATE send_workers SET stopped_at = ? WHERE id = ?", (utc_now(), worker))
+
+    def _dead_workers(self, send_id: int) -> list[str]:
+        holders = [r[0] for r in self.conn.execute(
+            "SELECT DISTINCT claimed_by FROM deliveries WHERE send_id = ? AND state = 'sending'", (send_id,))]
+        return [h for h in holders if not self._alive(h)]
+
+    def _alive(self, worker: str | None) -> bool:
+        if worker is None:
+            return False
+        row = self.conn.execute("SELECT host, pid, heartbeat_at, stopped_at, process_key FROM send_workers "
+                                "WHERE id = ?", (worker,)).fetchone()
+        if row is None or row["stopped_at"] is not None:
+            return False
+        return worker_alive(row["host"], row["pid"], row["process_key"], row["heartbeat_at"])
+
+    def unknown(self, send_id: int) -> int:
+        """Rows left in ``sending`` by processes that are gone."""
+        dead = self._dead_workers(send_id)
+        if not dead:
+            return 0
+        marks = ",".join("?" * len(dead))
+        return self.conn.execute(
+            f"SELECT COUNT(*) FROM deliveries WHERE send_id = ? AND state = 'sending' AND "
+            f"(claimed_by IN ({marks}) OR claimed_by IS NULL)", (send_id, *dead)).fetchone()[0]
+
+    def retry_unknown(self, send_id: int) -> int:
+        """Put the unknown rows back to pending; return how many."""
+        dead = self._dead_workers(send_id)
+        if not dead:
+            return 0
+        marks = ",".join("?" * len(dead))
+        with self._write():
+            cur = self.conn.execute(
+                f"UPDATE deliveries SET state = 'pending', claimed_by = NULL, claimed_at = NULL, "
+                f"updated_at = ? WHERE send_id = ? AND state = 'sending' AND "
+                f"(claimed_by IN ({marks}) OR claimed_by IS NULL)", (utc_now(), send_id, *dead))
+            return cur.rowcount
+
+    # -- deliveries ------------------------------------------------------------------------------
+    def claim(self, send: SendRecord, worker: str, limit: int) -> tuple[list[Claim], int]:
+        """Atomically take up to ``limit`` pending deliveries for this worker: ``(claims, skipped)``.
+
+        Only readers still active on the list are handed out. When fewer than ``limit`` are
+        left, the pending readers who left the list, were unsubscribed, bounced, complained or
+        erased since the send started are marked skipped (and counted).
+        """
+        stamp = utc_now()
+        with self._write():
+            rows = self.conn.execute(_CLAIM, {"worker": worker, "stamp": stamp, "send": send.id,
+                                              "lists": _lists_param(send), "limit": limit}).fetchall()
+            skipped = self._skip_departed(send, stamp) if len(rows) < limit else 0
+        rows.sort(key=lambda r: r[0])
+        people = {r[0]: r for r in self.conn.execute(
+            "SELECT id, name, attributes, uid FROM subscribers WHERE id IN (SELECT value FROM json_each(?))",
+            (json.dumps([r[1] for r in rows]),))}
+        claims = []
+        for delivery_id, subscriber_id, address, list_id in rows:
+            _, name, attributes, uid = people.get(subscriber_id, (subscriber_id, "", "{}", ""))
+            claims.append(Claim(delivery_id, Recipient(subscriber_id, address, name or "",
+                                                       json.loads(attributes or "{}"),
+                                                       list_id or send.list_id or 0, uid=uid_hex(uid))))
+        return claims, skipped
+
+    def _skip_departed(self, send: SendRecord, stamp: str) -> int:
+        """Mark skipped the pending rows whose reader is no longer sendable (one statement)."""
+        cur = self.conn.execute(
+            "UPDATE deliveries SET state = 'skipped', updated_at = :stamp, last_error = CASE "
+            "WHEN subscriber_id IS NULL OR email IS NULL THEN 'subscriber erased since the send started' "
+            "WHEN (SELECT status FROM subscribers s WHERE s.id = subscriber_id) IS NULL "
+            "THEN 'subscriber deleted since the send started' "
+            "WHEN (SELECT status FROM subscribers s WHERE s.id = subscriber_id) != 'active' "
+            "THEN 'subscriber ' || (SELECT status FROM subscribers s WHERE s.id = subscriber_id) || ' since the send started' "
+            "ELSE 'left the list since the send started' END "
+            f"WHERE send_id = :send AND state = 'pending' AND NOT ({_SENDABLE})",
+            {"stamp": stamp, "send": send.id, "lists": _lists_param(send)})
+        return cur.rowcount
+
+    def record(self, send_id: int, worker: str, outcomes: Iterable[Outcome]) -> None:
+        """Write what happened to claimed deliveries: one statement, one transaction."""
+        stamp = utc_now()
+        rows = [[o.delivery_id, o.state.value, o.provider_message_id, o.error, o.attempts] for o in outcomes]
+        if not rows:
+            return
+        any_sent = any(r[1] == "sent" for r in rows)
+        with self._write():
+            self.conn.execute(_RECORD, {"rows": json.dumps(rows), "stamp": stamp, "worker": worker})
+            if any_sent and send_id not in self._first_sent:
+                self.conn.execute("UPDATE sends SET first_sent_at = COALESCE(first_sent_at, ?) WHERE id = ?",
+                                  (stamp, send_id))
+                self._first_sent.add(send_id)
+
+    def progress(self, send_id: int) -> Progress:
+        counts = {r[0]: r[1] for r in self.conn.execute(
+            "SELECT state, COUNT(*) FROM deliveries WHERE send_id = ? GROUP BY state", (send_id,))}
+        return Progress(total=sum(counts.values()), counts=counts, unknown=self.unknown(send_id))
+
+    def deliveries(self, send_id: int, *, states: Iterable[str] = (), limit: int = 50) -> list[sqlite3.Row]:
+        wanted = list(states)
+        where = f" AND state IN ({','.join('?' * len(wanted))})" if wanted else ""
+        return self.conn.execute(
+            f"SELECT id, subscriber_id, email, state, provider_message_id, attempts, last_error, sent_at, "
+            f"updated_at FROM deliveries WHERE send_id = ?{where} ORDER BY id LIMIT ?",
+            (send_id, *wanted, limit)).fetchall()
+
+    # -- plumbing ----------------------------------------------------------------------------------
+    def _write(self) -> "_Transaction":
+        return _Transaction(self.conn)
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (rollback on error): takes the write lock up front, so
+    a read-then-update (a claim) is atomic across processes."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def __enter__(self) -> None:
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as err:
+            raise store_error(err, database_file(self.conn)) from None
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            try:
+                self.conn.execute("COMMIT")
+                return
+            except sqlite3.Error as err:
+                exc_type, exc = type(err), err
+        if self.conn.in_transaction:
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:  # SQLite may have rolled back already (SQLITE_FULL does)
+                pass
+        if isinstance(exc, sqlite3.Error):  # disk full, I/O error, lock: one line, nothing written
+            raise store_error(exc, database_file(self.conn)) from None
+
+
+# A pending delivery may go out only while its reader is active and still on one of the send's
+# lists (:lists, a JSON array of list ids; NULL: no list to check).
+_SENDABLE = (
+    "subscriber_id IS NOT NULL AND email IS NOT NULL "
+    "AND EXISTS (SELECT 1 FROM subscribers s WHERE s.id = deliveries.subscriber_id AND s.status = 'active') "
+    "AND (:lists IS NULL OR EXISTS (SELECT 1 FROM memberships m WHERE m.subscriber_id = deliveries.subscriber_id "
+    "AND m.list_id IN (SELECT value FROM json_each(:lists)) AND m.status = 'active'))"
+)
+_CLAIM = (
+    "UPDATE deliveries SET state = 'sending', claimed_by = :worker, claimed_at = :stamp, updated_at = :stamp "
+    "WHERE id IN (SELECT id FROM deliveries WHERE send_id = :send AND state = 'pending' AND "
+    f"{_SENDABLE} ORDER BY id LIMIT :limit) RETURNING id, subscriber_id, email, list_id"
+)
+
+
+def _lists_param(send: SendRecord) -> str | None:
+    ids = send.list_ids
+    return json.dumps(ids) if ids else None
+# rows: JSON [[delivery_id, state, provider_message_id, error, attempts], ...]
+_RECORD = (
+    "UPDATE deliveries SET state = j.value ->> 1, "
+    "provider_message_id = COALESCE(j.value ->> 2, deliveries.provider_message_id), "
+    "last_error = j.value ->> 3, attempts = deliveries.attempts + (j.value ->> 4), "
+    "sent_at = CASE WHEN j.value ->> 1 = 'sent' THEN :stamp ELSE deliveries.sent_at END, updated_at = :stamp "
+    "FROM json_each(:rows) AS j "
+    "WHERE deliveries.id = j.value ->> 0 AND deliveries.claimed_by = :worker AND deliveries.state = 'sending'"
+)
+
+
+def _send_record(row: sqlite3.Row) -> SendRecord:
+    return SendRecord(id=row["id"], slug=row["slug"], list_name=row["list_name"], list_id=row["list_id"],
+                      subject=row["subject"], transport=row["transport"], recipients=row["recipients"],
+                      created_at=row["created_at"], first_sent_at=row["first_sent_at"],
+                      finished_at=row["finished_at"], last_error=row["last_error"], edition_id=row["edition_id"],
+                      seq=row["seq"], snapshot_id=row["snapshot_id"], audience=row["audience"],
+                      audience_key=row["audience_key"], skipped_earlier=row["skipped_earlier"])
+
+
+def _edition_record(row: sqlite3.Row) -> EditionRecord:
+    return EditionRecord(id=row["id"], slug=row["slug"], number=row["number"], source_path=row["source_path"],
+                         date_utc=row["date_utc"], created_at=row["created_at"])
+
+
+def _snapshot(row: sqlite3.Row) -> Snapshot:
+    return Snapshot(slug=row["slug"], number=row["number"], title=row["title"], subject=row["subject"],
+                    preheader=row["preheader"], date=row["date"], lang=row["lang"],
+                    categories=tuple(json.loads(row["categories"])), items=tuple(json.loads(row["items"])),
+                    html=row["html"], text=row["text"], web_url=row["web_url"], source_path=row["source_path"],
+                    essay_path=row["essay_path"], source_hash=row["source_hash"], content_hash=row["content_hash"],
+                    reconstructed=bool(row["reconstructed"]), id=row["id"], created_at=row["created_at"])
+
+
+def _reading(conn_or_config: sqlite3.Connection | Config, query):
+    """Run ``query(ledger)`` on a connection, or on a ledger opened for a configuration."""
+    if isinstance(conn_or_config, sqlite3.Connection):
+        ledger = Ledger(conn_or_config)
+        try:
+            return query(ledger)
+        except sqlite3.Error as err:
+            raise StoreError(f"cannot read the delivery ledger: {err}") from None
+    try:
+        with Ledger.open(conn_or_config) as ledger:
+            return query(ledger)
+    except sqlite3.Error as err:
+        raise StoreError(f"cannot read the delivery ledger: {err}") from None
+
+
+# Editions at least one reader was sent, newest first; per edition the snapshot of its latest
+# send that reached someone (what the archive shows), and when its first message left.
+_SENT = (
+    "SELECT e.slug, MIN(s.first_sent_at) AS sent_at, "
+    "(SELECT s2.snapshot_id FROM sends s2 WHERE s2.edition_id = e.id AND s2.first_sent_at IS NOT NULL "
+    " AND s2.snapshot_id IS NOT NULL ORDER BY s2.first_sent_at DESC, s2.id DESC LIMIT 1) AS snapshot_id "
+    "FROM editions e JOIN sends s ON s.edition_id = e.id WHERE s.first_sent_at IS NOT NULL "
+    "GROUP BY e.id ORDER BY sent_at DESC, e.id DESC"
+)
+
+
+def sent_editions(conn_or_config: sqlite3.Connection | Config) -> list[SentEdition]:
+    """Editions at least one reader was sent and whose snapshot is known, newest first:
+    (slug, the snapshot's subject, first sent time)."""
+    return [SentEdition(s.slug, s.subject, s.sent_at) for s in sent_snapshots(conn_or_config)]
+
+
+def sent_snapshots(conn_or_config: sqlite3.Connection | Config, days: float | None = None) -> list[SentSnapshot]:
+    """The editions sent (first message left) in the last ``days`` days (all: None), newest
+    first, as their readers got them: number, title, subject, date and items (URLs and titles)
+    from the snapshot — for the archive and for "already covered" checks."""
+    def query(ledger: Ledger) -> list[SentSnapshot]:
+        sql, args = _SENT, ()
+        if days is not None:
+            from datetime import datetime, timedelta, timezone
+
+            since = (datetime.now(timezone.utc) - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+            sql, args = f"SELECT * FROM ({_SENT}) WHERE sent_at >= ?", (since,)
+        out = []
+        for slug, sent_at, snapshot_id in ledger.conn.execute(sql, args).fetchall():
+            if snapshot_id is None:
+                continue  # sent before snapshots, and its file was gone at the upgrade
+            row = ledger.conn.execute("SELECT number, title, subject, date, items FROM snapshots WHERE id = ?",
+                                      (snapshot_id,)).fetchone()
+            out.append(SentSnapshot(slug, row["number"], row["title"], row["subject"], row["date"], sent_at,
+                                    json.loads(row["items"]), snapshot_id))
+        return out
+    return _reading(conn_or_config, query)
+
+
+def archived_snapshot(conn_or_config: sqlite3.Connection | Config, slug: str, *,
+                      cached: dict[int, object] | None = None) -> Snapshot | int | None:
+    """What the archive page of ``slug`` shows: the snapshot of its latest send that reached
+    someone; None for an edition never sent (unsent editions stay private). With ``cached``
+    (snapshot id -> anything) a cached snapshot's id is returned instead of reading it again."""
+    def query(ledger: Ledger):
+        row = ledger.conn.execute(
+            "SELECT s.snapshot_id FROM editions e JOIN sends s ON s.edition_id = e.id WHERE e.slug = ? "
+            "AND s.first_sent_at IS NOT NULL AND s.snapshot_id IS NOT NULL "
+            "ORDER BY s.first_sent_at DESC, s.id DESC LIMIT 1", (slug,)).fetchone()
+        if row is None:
+            return None
+        if cached is not None and row[0] in cached:
+            return row[0]
+        return ledger.snapshot(row[0])
+    return _reading(conn_or_config, query)
+
+
+def planned_number(config: Config, edition) -> int | None:
+    """The number ``edition`` has, or will get at its first send: the one it was given then,
+    else ``number:``, else 1 + the highest number sent so far. Reads the ledger only when the
+    database exists (check, build and preview create nothing)."""
+    from newsletter.send.snapshot import date_instant, resolved
+    from newsletter.store import db
+
+    try:
+        path = db.sqlite_path(config.database_url)
+    except StoreError:
+        return edition.number
+    if not path.exists():
+        return edition.number or 1
+    try:
+        with Ledger(open_connection(config)) as ledger:
+            try:
+                found = ledger.match_edition(resolved(edition.source), edition.slug, date_instant(edition))
+            except ValidationError:
+                found = None
+            if found is not None and found.number is not None:
+                return found.number
+            return edition.number or ledger.next_number()
+    except (StoreError, sqlite3.Error):
+        return edition.number

@@ -1,0 +1,149 @@
+"""Amazon SES through boto3: SES v2 ``send_email`` with Raw content (custom headers such as
+List-Unsubscribe survive only in Raw), the account's limits from SES v1 ``get_send_quota`` (it
+answers on real SES and on moto; sesv2 ``get_account`` does not exist in moto).
+
+Credentials come from boto3's standard chain (environment, ``[ses] profile``, instance role).
+botocore's own retries are off: the send job retries with its own bounded backoff, and a retry
+must be visible to the ledger. Every failure is classified here, once, into a ``TransportError``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from newsletter.config import SesConfig
+from newsletter.errors import TransportError
+from newsletter.send.transports import SendLimits
+from newsletter.send.transports.base import OutgoingMessage, Transport
+
+RETRYABLE_CODES = {
+    "Throttling", "ThrottlingException", "TooManyRequestsException", "RequestTimeout",
+    "RequestTimeoutException", "ServiceUnavailable", "ServiceUnavailableException",
+    "InternalFailure", "InternalServerError", "InternalError", "SlowDown", "LimitExceededException",
+}
+THROTTLE_CODES = {"Throttling", "ThrottlingException", "TooManyRequestsException", "SlowDown"}
+FATAL_CODES = {
+    "AccountSendingPausedException", "AccountSuspendedException", "SendingPausedException", "ConfigurationSetSendingPausedException",
+    "MailFromDomainNotVerifiedException", "MailFromDomainNotVerified",
+    "UnrecognizedClientException", "InvalidClientTokenId", "SignatureDoesNotMatch",
+    "AccessDenied", "AccessDeniedException", "ExpiredToken", "ExpiredTokenException",
+    "AuthFailure", "MissingAuthenticationToken", "NotFoundException",
+    "ConfigurationSetDoesNotExist", "ConfigurationSetDoesNotExistException",
+}
+_HINTS = {
+    "AccountSendingPausedException": "SES has paused sending for this account: see the SES console "
+                                     "(reputation dashboard), then run the same command again to resume",
+    "SendingPausedException": "sending is paused for this configuration set: re-enable it, then run "
+                              "the same command again to resume",
+}
+_TAG_RE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+class SesTransport(Transport):
+    name = "ses"
+
+    def __init__(self, config: SesConfig, *, pool_size: int = 8):
+        import boto3  # heavy: only when SES is actually used
+        from botocore.config import Config as BotoConfig
+
+        self.config = config
+        try:
+            session = boto3.Session(profile_name=config.profile or None, region_name=config.region or None)
+        except Exception as err:  # botocore's ProfileNotFound and friends
+            raise TransportError(f"SES: {err}", kind=TransportError.FATAL, code=type(err).__name__) from err
+        # parameter_validation off: we build every request ourselves, and walking the ~60 KB
+        # request for validation is measurable per message at 1,000 messages/s.
+        boto_config = BotoConfig(retries={"total_max_attempts": 1}, max_pool_connections=max(10, pool_size + 2),
+                                 connect_timeout=10, read_timeout=30, parameter_validation=False)
+        endpoint = config.endpoint_url or None
+        self._v2 = session.client("sesv2", endpoint_url=endpoint, config=boto_config)
+        self._v1 = session.client("ses", endpoint_url=endpoint, config=boto_config)
+
+    def describe(self) -> str:
+        where = f" via {self.config.endpoint_url}" if self.config.endpoint_url else ""
+        return f"ses (Amazon SES, region {self._v2.meta.region_name}{where})"
+
+    def limits(self) -> SendLimits:
+        """The account's max send rate and 24-hour quota. ``TransportError`` when SES refuses."""
+        answer = self._call(self._v1.get_send_quota)
+        max_24h = int(answer.get("Max24HourSend", 0))
+        rate = float(answer.get("MaxSendRate", 0))
+        return SendLimits(max_rate=rate if rate > 0 else None,
+                          max_24h=None if max_24h < 0 else max_24h,  # -1: unlimited
+                          sent_24h=int(answer.get("SentLast24Hours", 0)))
+
+    def send(self, message: OutgoingMessage) -> str:
+        kwargs: dict[str, Any] = {
+            "FromEmailAddress": message.sender,
+            "Destination": {"ToAddresses": list(message.recipients)},
+            "Content": {"Raw": {"Data": message.raw}},
+        }
+        if self.config.configuration_set:
+            kwargs["ConfigurationSetName"] = self.config.configuration_set
+        if message.slug:
+            kwargs["EmailTags"] = [{"Name": "edition", "Value": _TAG_RE.sub("_", message.slug)[:256]}]
+        return self._call(self._v2.send_email, **kwargs)["MessageId"]
+
+    def close(self) -> None:
+        for client in (self._v2, self._v1):
+            client.close()
+
+    def _call(self, method, **kwargs) -> dict:
+        try:
+            return method(**kwargs)
+        except Exception as err:
+            raise classify(err) from err
+
+
+def classify(err: Exception) -> TransportError:
+    """The one place a boto3/botocore exception becomes a classified ``TransportError``."""
+    from botocore import exceptions as bx
+
+    if isinstance(err, bx.ClientError):
+        return _classify_client_error(err)
+    if isinstance(err, (bx.NoCredentialsError, bx.PartialCredentialsError, bx.ProfileNotFound)):
+        return TransportError(f"SES: no usable AWS credentials ({err}); configure them as for the AWS CLI "
+                              "(environment, ~/.aws/credentials or [ses] profile)",
+                              kind=TransportError.FATAL, code=type(err).__name__)
+    if isinstance(err, (bx.EndpointConnectionError, bx.ConnectionError, bx.HTTPClientError,
+                        bx.ReadTimeoutError, bx.ConnectTimeoutError)):
+        return TransportError(f"SES: network error: {err}", kind=TransportError.RETRYABLE,
+                              code=type(err).__name__)
+    if isinstance(err, bx.BotoCoreError):
+        return TransportError(f"SES: {err}", kind=TransportError.FATAL, code=type(err).__name__)
+    return TransportError(f"SES: unexpected {type(err).__name__}: {err}", kind=TransportError.FATAL,
+                          code=type(err).__name__)
+
+
+def _classify_client_error(err: Any) -> TransportError:
+    info = err.response.get("Error", {})
+    code = str(info.get("Code", "Unknown"))
+    text = str(info.get("Message", "")) or code
+    status = int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    lowered = text.lower()
+
+    def error(kind: str, message: str) -> TransportError:
+        throttled = code in THROTTLE_CODES or status == 429 or "rate exceeded" in lowered
+        return TransportError(message, kind=kind, code=code, response=err.response, throttled=throttled)
+
+    if "daily message quota" in lowered or "quota exceeded" in lowered:
+        return error(TransportError.FATAL, f"SES: the 24-hour sending quota is used up ({text}); "
+                     "run the same command again when the quota allows, to resume")
+    if code in RETRYABLE_CODES or status == 429 or status >= 500 or "rate exceeded" in lowered:
+        return error(TransportError.RETRYABLE, f"SES: {code}: {text}")
+    if code in FATAL_CODES or status in (401, 403):
+        hint = _HINTS.get(code, "fix the account or configuration, then run the same command again to resume")
+        return error(TransportError.FATAL, f"SES: {code}: {text} — {hint}")
+    if code in ("MessageRejected", "MessageRejectedException") and _sender_problem(lowered):
+        return error(TransportError.FATAL, f"SES: {code}: {text} — verify the sender identity in SES, "
+                     "then run the same command again to resume")
+    # MessageRejected, BadRequest (an unusable address) and other 4xx: this message only.
+    return error(TransportError.PERMANENT, f"SES: {code}: {text}")
+
+
+def _sender_problem(lowered: str) -> bool:
+    """MessageRejected names the sender when the From identity is not verified; a sandboxed
+    account's unverified *recipient* is only this reader's problem."""
+    return ("authority to send from" in lowered or "from address" in lowered
+            or "mail from" in lowered or "sender" in lowered)
