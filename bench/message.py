@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from newsletter.config import config_from_dict  # noqa: E402
-from newsletter.edition.parse import load_edition  # noqa: E402
+from newsletter.edition.source import load_edition  # noqa: E402
 from newsletter.send.message import MessageTemplate, SendContext, build_message_slow  # noqa: E402
 from newsletter.render.html import render_edition  # noqa: E402
 from newsletter.store.models import Recipient  # noqa: E402

@@ -53,7 +53,7 @@ def run(folder: Path, rate: float, concurrency: int) -> list[float]:
                       AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull, NEWSLETTER_SECRET="b" * 40)
     os.chdir(folder)
     from newsletter.config import load_config
-    from newsletter.edition.parse import load_edition
+    from newsletter.edition.source import load_edition
     from newsletter.render.html import render_edition
     from newsletter.send.job import SendJob, SendOptions
 

@@ -83,7 +83,7 @@ def in_process(runs: int, mjml_file: Path, rounds: int = 4) -> tuple[float, floa
     """Medians of ours and Node's, measured in alternating rounds so that load from other
     processes on the machine falls on both alike."""
     from newsletter.config import load_config
-    from newsletter.edition.parse import load_edition
+    from newsletter.edition.source import load_edition
     from newsletter.render.html import render_edition
 
     config = load_config(REPO / "newsletter.toml")
@@ -128,7 +128,7 @@ def main() -> None:
     node_mjml = ensure_node_mjml()
 
     from newsletter.config import load_config
-    from newsletter.edition.parse import load_edition
+    from newsletter.edition.source import load_edition
     from newsletter.render.html import render_mjml
 
     config = load_config(REPO / "newsletter.toml")

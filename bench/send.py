@@ -51,7 +51,7 @@ SEND = r"""
 import json, os, resource, sys, time
 os.chdir(sys.argv[1])
 from newsletter.config import load_config
-from newsletter.edition.parse import load_edition
+from newsletter.edition.source import load_edition
 from newsletter.render.html import render_edition
 from newsletter.send.job import SendJob, SendOptions
 config = load_config()
@@ -76,7 +76,7 @@ os.chdir(sys.argv[1])
 import boto3
 from botocore.config import Config as BotoConfig
 from newsletter.config import load_config, load_secret
-from newsletter.edition.parse import load_edition
+from newsletter.edition.source import load_edition
 from newsletter.send.message import MessageTemplate, SendContext
 from newsletter.render.html import render_edition
 from newsletter.store import open_store

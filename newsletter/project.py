@@ -16,7 +16,7 @@ from newsletter.errors import EditionError, ValidationError
 
 if TYPE_CHECKING:
     from newsletter.config import Config
-    from newsletter.edition.parse import Item
+    from newsletter.edition.model import Item
 
 SKELETONS = Path(__file__).resolve().parent / "skeletons"
 GITIGNORE_LINES = (".newsletter-secret", "build/", "outbox/", "subscribers/*.db", "subscribers/*.db-wal",
@@ -132,7 +132,8 @@ def add_item(path: Path, url: str, title: str, summary: str, *, config: Config) 
 
     The edition must parse before and after; the file is replaced atomically.
     """
-    from newsletter.edition.parse import parse_edition, read_source
+    from newsletter.edition.parse import parse_edition
+    from newsletter.edition.source import read_source
 
     url, title, summary = _validated(url, title, summary)
     source = read_source(path)  # read once: the parse and the splice see the same text

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from newsletter.config import load_config
-from newsletter.edition.parse import load_edition
+from newsletter.edition.source import load_edition
 from newsletter.render.html import render_edition
 from newsletter.store import open_store
 

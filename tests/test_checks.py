@@ -8,7 +8,7 @@ import pytest
 
 from newsletter.edition.checks import CLIP_BYTES, LARGE_BYTES, Level, check_edition, has_errors
 from newsletter.config import load_config
-from newsletter.edition.parse import load_edition
+from newsletter.edition.source import load_edition
 from newsletter.render.html import render_edition
 from tests.conftest import REPO
 

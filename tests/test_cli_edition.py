@@ -9,7 +9,7 @@ import tomllib
 import pytest
 
 from newsletter.config import load_config
-from newsletter.edition.parse import load_edition
+from newsletter.edition.source import load_edition
 from tests.conftest import REPO, SAMPLES
 
 EXAMPLE = REPO / "editions" / "2026-11-24.md"

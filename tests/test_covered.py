@@ -7,7 +7,7 @@ from datetime import date, datetime, timedelta, timezone
 
 from newsletter.config import load_config
 from newsletter.edition.covered import SentItem, covered_findings, same_title, sent_items
-from newsletter.edition.parse import load_edition
+from newsletter.edition.source import load_edition
 from newsletter.store.db import connect, sqlite_path
 
 SENT = """---

@@ -8,7 +8,9 @@ from datetime import timedelta
 import pytest
 
 from newsletter.config import load_config
-from newsletter.edition.parse import BlockKind, domain_of, first_sentence, load_edition
+from newsletter.edition.model import BlockKind
+from newsletter.edition.parse import domain_of, first_sentence
+from newsletter.edition.source import load_edition
 from newsletter.errors import EditionError
 from tests.conftest import REPO, SAMPLES
 

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from newsletter.edition.parse import load_edition
+from newsletter.edition.source import load_edition
 from newsletter.config import load_config
 from newsletter.sources.fetch import FetchError, decode_html, fetch_page, link_item, page_from_html
 from newsletter.sources.urls import strip_tracking, url_key

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from newsletter.config import load_config
-from newsletter.edition.parse import load_edition
+from newsletter.edition.source import load_edition
 from newsletter.sources.gather import clean_summary, parse_feed
 from tests.local_http import LocalSite, Route, atom, rdf, rss, utc
 

@@ -18,8 +18,9 @@ import pytest
 
 from conftest import SAMPLES
 from newsletter.config import load_config
-from newsletter.edition.parse import load_edition
-from newsletter.edition.essay import full_width_punctuation, load_essay
+from newsletter.edition.source import load_edition
+from newsletter.edition.essay import full_width_punctuation
+from newsletter.edition.source import load_essay
 from newsletter.render.html import render_edition
 
 SEED = SAMPLES / "2025-10-14-ai-digest.md"

@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from newsletter.config import load_config
-from newsletter.edition.parse import load_edition
+from newsletter.edition.source import load_edition
 from newsletter.errors import RenderError
 from newsletter.render.html import render_edition, render_mjml
 from dataclasses import replace

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from newsletter.config import load_config
-from newsletter.edition.parse import load_edition
+from newsletter.edition.source import load_edition
 from newsletter.render.html import render_edition
 from tests.conftest import REPO
 

@@ -13,7 +13,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from newsletter.edition.parse import BlockKind, Edition
+from newsletter.edition.model import BlockKind, Edition
 from newsletter.edition.markdown import Link, links
 from newsletter.render.rendered import RenderedEmail
 

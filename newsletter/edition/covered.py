@@ -21,7 +21,7 @@ from newsletter.sources.urls import url_key
 if TYPE_CHECKING:
     from newsletter.edition.checks import Finding
     from newsletter.config import Config
-    from newsletter.edition.parse import Edition
+    from newsletter.edition.model import Edition
 
 WINDOW_DAYS = 30
 TITLE_SIMILARITY = 0.9  # difflib ratio of the normalised titles at or above which they are "the same"

@@ -10,11 +10,8 @@ is dropped, the attribution is kept, and everything after it is dropped.
 from __future__ import annotations
 
 import re
-from dataclasses import replace
-from pathlib import Path
 
-from newsletter.edition.parse import Block, BlockKind, Essay, read_source
-from newsletter.errors import EditionError
+from newsletter.edition.model import Block, BlockKind, Essay
 from newsletter.edition.markdown import escape
 
 _DATELINE_RE = re.compile(
@@ -31,16 +28,6 @@ _ATTRIBUTION_RE = re.compile(
 _SENTENCE_END = tuple("。！？.!?」”\"')）…")
 DATELINE_MAX = 120  # a dateline is a short line; a long one is the first paragraph
 DEBRIS_MAX = 16  # trailing lines this short without sentence punctuation are page furniture
-
-
-def load_essay(path: str | Path) -> Essay:
-    """Read the essay at ``path``: ``.md`` files as Markdown, anything else as a pasted article."""
-    path = Path(path)
-    text = read_source(path, "essay", "")
-    essay = markdown_essay(text) if path.suffix.lower() in (".md", ".markdown") else pasted_essay(text)
-    if not essay.blocks and not essay.heading:
-        raise EditionError("essay file is empty: expected a title line and paragraphs", file=path, line=1)
-    return replace(essay, source=path)
 
 
 def markdown_essay(text: str) -> Essay:

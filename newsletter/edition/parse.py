@@ -10,14 +10,14 @@ paragraph as one line of inline Markdown, with line breaks inside CJK text alrea
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import date as date_type, datetime
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from newsletter.errors import EditionError
 from newsletter.edition.markdown import cjk_ratio, join_lines, plain_text
+from newsletter.edition.model import Block, BlockKind, Edition, Essay, Item
+from newsletter.errors import EditionError
 
 if TYPE_CHECKING:
     from newsletter.config import Config
@@ -29,112 +29,6 @@ PREHEADER_MAX = 90
 # `[plain title](url)` alone on a line: no nested markup, escapes, entities or spaces in the URL.
 _SIMPLE_LINK_RE = re.compile(r"^\[([^\[\]\\`*_<>&!]+)\]\(([^\s()<>\\&]+)\)\s*$")
 KNOWN_KEYS = {"title", "date", "categories", "subject", "preheader", "lang", "slug", "number"}
-
-
-class BlockKind(str, Enum):
-    PARAGRAPH = "paragraph"
-    HEADING = "heading"
-    QUOTE = "quote"
-    LIST = "list"
-    ORDERED_LIST = "ordered_list"
-    CODE = "code"
-
-
-def paragraphs(text: str) -> list[str]:
-    """The paragraphs of a summary or quote (the model separates them by a blank line)."""
-    return [p for p in text.split("\n\n") if p.strip()]
-
-
-@dataclass(frozen=True)
-class Block:
-    """One block of the lede or essay. ``text`` is inline Markdown (raw text for code); a list
-    keeps its entries in ``entries``; a quote's paragraphs are separated by blank lines."""
-
-    kind: BlockKind
-    text: str = ""
-    entries: tuple[str, ...] = ()
-    line: int = 0
-
-
-@dataclass(frozen=True)
-class Item:
-    """One numbered item: a linked title and its summary (inline Markdown, paragraphs split by a
-    blank line)."""
-
-    number: int
-    title: str
-    url: str
-    domain: str
-    summary: str
-    line: int = 0
-    end: int = 0  # the item's last source line (where `add` appends after)
-    marker: int | None = None  # the number written in the source (`3.`), when there is one
-    title_html: tuple[str, ...] = ()  # raw HTML written in the title, which the title leaves out
-
-
-@dataclass(frozen=True)
-class Essay:
-    heading: str = ""
-    blocks: tuple[Block, ...] = ()
-    source: Path | None = None  # the file it came from when not the edition itself
-    heading_line: int = 0
-    punctuation_fixed: int = 0  # half-width marks made full-width in a pasted article
-
-
-@dataclass(frozen=True)
-class Edition:
-    """A parsed edition: what the templates and the text part are rendered from."""
-
-    source: Path
-    slug: str
-    title: str
-    subject: str
-    preheader: str
-    date: datetime
-    lang: str
-    categories: tuple[str, ...] = ()
-    lede_blocks: tuple[Block, ...] = ()
-    items: tuple[Item, ...] = ()
-    essay: Essay | None = None
-    number: int | None = None
-    preheader_given: bool = False
-    lines: dict[str, int] = field(default_factory=dict)  # front-matter key -> line, for checks
-    separators: tuple[int, ...] = ()  # lines of the body's `---` separators
-
-    @property
-    def lede(self) -> str:
-        """The lede's paragraphs as inline Markdown separated by blank lines."""
-        return "\n\n".join(b.text for b in self.lede_blocks)
-
-
-def load_edition(path: str | Path, *, config: Config, essay_path: str | Path | None = None) -> Edition:
-    """Read and parse the edition at ``path``; ``essay_path`` replaces its essay.
-
-    Raises ``EditionError`` (file and line) on anything that does not fit the format.
-    """
-    path = Path(path)
-    text = read_source(path)
-    edition = parse_edition(text, path=path, config=config)
-    if essay_path is not None:
-        from newsletter.edition.essay import load_essay
-
-        edition = replace(edition, essay=load_essay(essay_path))
-    return edition
-
-
-def read_source(path: Path, kind: str = "edition", example: str = " (editions/<date>.md)") -> str:
-    """The UTF-8 text of an edition (or ``kind``) file, BOM dropped; unreadable files are an
-    ``EditionError`` naming the file."""
-    try:
-        return path.read_text(encoding="utf-8").removeprefix("\ufeff")
-    except FileNotFoundError:
-        raise EditionError(f"no such {kind} file", file=path) from None
-    except IsADirectoryError:
-        raise EditionError(f"is a folder, expected an {kind} file{example}", file=path) from None
-    except UnicodeDecodeError:
-        raise EditionError("not UTF-8 text", file=path) from None
-    except OSError as err:
-        raise EditionError(f"cannot read: {err.strerror}", file=path) from None
 
 
 def parse_edition(text: str, *, path: Path, config: Config) -> Edition:

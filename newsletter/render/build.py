@@ -13,7 +13,7 @@ from newsletter.render.rendered import RenderedEmail
 if TYPE_CHECKING:
     from newsletter.edition.checks import Finding
     from newsletter.config import Config
-    from newsletter.edition.parse import Edition
+    from newsletter.edition.model import Edition
 
 
 def build_edition(path: str | Path, config: Config, essay_path: str | Path | None = None, *,
@@ -21,7 +21,8 @@ def build_edition(path: str | Path, config: Config, essay_path: str | Path | Non
     """The edition at ``path`` parsed, rendered with the number it has or will get at its first
     send, and its check findings (``sending``: those of a real send, where a draft's TODO
     markers and a missing postal address are errors)."""
-    from newsletter.edition.parse import load_edition, numbered
+    from newsletter.edition.parse import numbered
+    from newsletter.edition.source import load_edition
     from newsletter.send.ledger import planned_number
 
     edition = load_edition(path, config=config, essay_path=essay_path)

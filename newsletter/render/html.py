@@ -15,10 +15,11 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from newsletter.edition.parse import Block, BlockKind, Edition, paragraphs
+from newsletter.edition.model import Block, BlockKind, Edition, paragraphs
 from newsletter.errors import RenderError
 from newsletter.edition.markdown import SAFE_SCHEMES, Link, inline_html
 from newsletter.render.rendered import RenderedEmail, placeholder
+from newsletter.render.view import date_label, essay_label, labels, language, web_url
 
 if TYPE_CHECKING:
     from markupsafe import Markup
@@ -31,56 +32,6 @@ BASE_TEMPLATE = "email/base.mjml.j2"
 PREHEADER_PADDING = "&#847;&zwnj;&nbsp;" * 60
 FONT_STACK = ('-apple-system, \'Segoe UI\', Roboto, \'PingFang SC\', \'Hiragino Sans GB\', '
               '\'Microsoft YaHei\', \'Noto Sans CJK SC\', sans-serif')
-WEEKDAYS = {
-    "zh": ("星期一", "星期二", "星期三", "星期四", "星期五", "星期六", "星期日"),
-    "en": ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"),
-}
-MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
-          "September", "October", "November", "December")
-LABELS = {
-    "zh": {
-        "number": "第 {n} 期",
-        "why": "你收到这封邮件，是因为你用 {email} 订阅了《{name}》。",
-        "unsubscribe": "退订",
-        "preferences": "订阅设置",
-        "view_in_browser": "在浏览器中查看",
-        "essay": "编者按",
-        "editors_note": "编者按",
-    },
-    "en": {
-        "number": "No. {n}",
-        "why": "You are receiving this because you subscribed to {name} at {email}.",
-        "unsubscribe": "Unsubscribe",
-        "preferences": "Preferences",
-        "view_in_browser": "View in browser",
-        "essay": "Essay",
-        "editors_note": "Editor's note",
-    },
-}
-
-
-def language(lang: str) -> str:
-    """The label set for an edition language (``zh`` for any Chinese, else ``en``)."""
-    return "zh" if lang.lower().startswith("zh") else "en"
-
-
-def labels(lang: str) -> dict[str, str]:
-    return LABELS[language(lang)]
-
-
-def date_label(edition: Edition) -> str:
-    """The masthead date in the edition's language, e.g. ``2025年10月14日 星期二``."""
-    d = edition.date
-    if language(edition.lang) == "zh":
-        return f"{d.year}年{d.month}月{d.day}日 {WEEKDAYS['zh'][d.weekday()]}"
-    return f"{WEEKDAYS['en'][d.weekday()]}, {d.day} {MONTHS[d.month - 1]} {d.year}"
-
-
-def web_url(edition: Edition, config: Config) -> str:
-    """The public "view in browser" page of an edition."""
-    return f"{config.base_url.rstrip('/')}/archive/{edition.slug}"
-
-
 def render_edition(edition: Edition, config: Config) -> RenderedEmail:
     """Render ``edition`` into the HTML and text parts every reader gets (placeholders aside).
 
@@ -293,12 +244,6 @@ def _item_view(item) -> dict[str, Any]:
     href = item.url if Link(item.url, item.title).scheme in SAFE_SCHEMES else ""
     summary = [Markup(inline_html(p)) for p in paragraphs(item.summary)]
     return {"number": item.number, "title": item.title, "href": href, "domain": item.domain, "summary": summary}
-
-
-def essay_label(edition: Edition, config: Config) -> str:
-    """What stands over an essay that has no heading: ``essay_label`` from the configuration, else
-    "编者按" / "Editor's note" by the edition's language."""
-    return config.essay_label or labels(edition.lang)["editors_note"]
 
 
 WORD_JOINER = "\u2060"

@@ -11,9 +11,10 @@ from __future__ import annotations
 import textwrap
 from typing import TYPE_CHECKING
 
-from newsletter.edition.parse import Block, BlockKind, Edition, paragraphs
+from newsletter.edition.model import Block, BlockKind, Edition, paragraphs
 from newsletter.edition.markdown import Link, cjk_ratio, is_cjk, plain_text
 from newsletter.render.rendered import placeholder
+from newsletter.render.view import date_label, essay_label, labels, web_url
 
 if TYPE_CHECKING:
     from newsletter.config import Config
@@ -24,7 +25,6 @@ RULE = "-" * 40
 
 def render_text(edition: Edition, config: Config) -> str:
     """The text part of ``edition`` (with the per-reader placeholders), ending in a newline."""
-    from newsletter.render.html import date_label, labels, web_url
 
     lab = labels(edition.lang)
     masthead = " · ".join(p for p in (config.name, date_label(edition),
@@ -36,7 +36,6 @@ def render_text(edition: Edition, config: Config) -> str:
         parts += [_item_text(item), ""]
     if edition.essay is not None:
         parts += [RULE, ""]
-        from newsletter.render.html import essay_label
 
         parts += [edition.essay.heading or essay_label(edition, config), ""]
         for block in edition.essay.blocks:

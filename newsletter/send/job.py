@@ -95,7 +95,8 @@ def prepare_send(config: Config, path: str | Path, audience: Audience, *, essay:
 def _prepare(config: Config, path: Path, audience: Audience, essay: Path | None, ledger: Ledger,
              sending: bool = True) -> Prepared:
     from newsletter.render.build import render_checked
-    from newsletter.edition.parse import load_edition, numbered
+    from newsletter.edition.parse import numbered
+    from newsletter.edition.source import load_edition
 
     key = resolved(path)
     try:

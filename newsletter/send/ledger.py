@@ -451,8 +451,8 @@ class Ledger:
     def _reconstruct(self, config: Config, edition: EditionRecord) -> int:
         from dataclasses import replace
 
-        from newsletter.web.archive import find_source
-        from newsletter.edition.parse import folder_position, load_edition
+        from newsletter.edition.parse import folder_position
+        from newsletter.edition.source import find_source, load_edition
         from newsletter.errors import NewsletterError
         from newsletter.render.html import render_edition
         from newsletter.send.snapshot import date_instant, make_snapshot

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from newsletter.render.rendered import RenderedEmail
 
 if TYPE_CHECKING:
-    from newsletter.edition.parse import Edition
+    from newsletter.edition.model import Edition
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from newsletter.sources.urls import strip_tracking, url_key
 
 if TYPE_CHECKING:
     from newsletter.config import Config
-    from newsletter.edition.parse import Item
+    from newsletter.edition.model import Item
 
 MAX_FEED_BYTES = 5 * 1024 * 1024
 MAX_REDIRECTS = 5

@@ -33,7 +33,7 @@ def _lists_by_id(store: "SqliteStore", list_ids: list[int]) -> list[MailingList]
 
 def subscribe(store: "SqliteStore", address: Address, name: str, list_ids: list[int],
               source: str) -> SubscribeResult:
-    from newsletter.store.sqlite import utc_now
+    from newsletter.store.db import utc_now
 
     targets = _lists_by_id(store, list_ids)
     now = utc_now()
@@ -83,7 +83,7 @@ def _can_receive(store: "SqliteStore", subscriber: Subscriber) -> bool:
 def confirm(store: "SqliteStore", subscriber_id: int, list_id: int = 0) -> bool:
     """Activate unconfirmed memberships (and the subscriber). False when nothing changed or
     consent rules forbid it."""
-    from newsletter.store.sqlite import utc_now
+    from newsletter.store.db import utc_now
 
     subscriber = store.get_subscriber_by_id(subscriber_id)
     if subscriber is None or not _can_receive(store, subscriber):
@@ -108,7 +108,7 @@ def update_subscriber(store: "SqliteStore", subscriber_id: int, name: str | None
                       list_ids: list[int] | None) -> Subscriber:
     """Preferences (reached through a signed link, so the reader has proven the address)."""
     from newsletter.audience.addresses import clean_text
-    from newsletter.store.sqlite import utc_now
+    from newsletter.store.db import utc_now
 
     subscriber = store.get_subscriber_by_id(subscriber_id)
     if subscriber is None:

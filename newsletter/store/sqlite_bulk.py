@@ -18,6 +18,7 @@ import operator
 import sqlite3
 from collections.abc import Iterable
 
+from newsletter.audience.addresses import address_hash
 from newsletter.store.base import ImportRow, ImportSummary
 from newsletter.store.models import MailingList
 
@@ -50,7 +51,6 @@ def bulk_load_staged(conn: sqlite3.Connection, target: MailingList, source: str,
     """Append the rows staged in ``temp.import_rows`` (parsed before the write lock was taken) to
     the empty ``subscribers`` table in file order, then index, merge duplicates and add the
     memberships. The caller holds the transaction."""
-    from newsletter.store.sqlite_import import add_memberships, add_suppressions
 
     conn.execute(f"DROP INDEX {KEY_INDEX}")
     conn.execute(
@@ -104,3 +104,31 @@ def _merge_duplicates(conn: sqlite3.Connection) -> None:
             (last[2], last[3], status, first[0], last[5]))
         conn.executemany("DELETE FROM subscribers WHERE id = ?", [(r[0],) for r in group[1:]])
     conn.execute("DROP TABLE temp.bulk_dups")
+
+
+_MEMBERSHIP_STATUS = ("CASE status WHEN 'active' THEN 'active' WHEN 'unconfirmed' THEN "
+                      "'unconfirmed' ELSE 'unsubscribed' END")
+
+
+def finish_new(conn, target: MailingList, first_new: int, now: str) -> None:
+    """Memberships of the subscribers just added (ids above ``first_new``), and suppressions
+    for those imported as bounced or complained."""
+    add_memberships(conn, target, first_new, now)
+    add_suppressions(conn, first_new, now)
+
+
+def add_memberships(conn, target: MailingList, first_new: int, now: str) -> None:
+    """Memberships in ``target`` for the subscribers with ids above ``first_new``."""
+    conn.execute(
+        "INSERT INTO memberships (subscriber_id, list_id, status, created_at, confirmed_at, "
+        f"unsubscribed_at) SELECT id, ?1, {_MEMBERSHIP_STATUS}, ?2, confirmed_at, "
+        "unsubscribed_at FROM subscribers WHERE id > ?3", (target.id, now, first_new))
+
+
+def add_suppressions(conn, first_new: int, now: str) -> None:
+    """Subscribers above ``first_new`` imported as bounced or complained are suppressed."""
+    found = conn.execute("SELECT email_key, status FROM subscribers WHERE id > ? "
+                         "AND (status = 'bounced' OR status = 'complained')", (first_new,))
+    conn.executemany("INSERT INTO suppressions (email_hash, email, reason, created_at) "
+                     "VALUES (?, ?, ?, ?) ON CONFLICT (email_hash) DO NOTHING",
+                     [(address_hash(k), k, status, now) for k, status in found])

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 from newsletter.audience.addresses import Address, address_hash
 from newsletter.store.base import ImportRow, ImportSummary
 from newsletter.store import sqlite_bulk
+from newsletter.store.sqlite_bulk import add_memberships, add_suppressions, finish_new  # noqa: F401 (postgres_* use them from here)
 from newsletter.store.models import MailingList
 
 if TYPE_CHECKING:
@@ -68,9 +69,6 @@ ON CONFLICT (email_key) DO UPDATE SET
     unsubscribed_at = CASE WHEN {_STATUS} IN {_OPTED_OUT_SQL} THEN subscribers.created_at END
 WHERE subscribers.id > ?3"""
 
-_MEMBERSHIP_STATUS = ("CASE status WHEN 'active' THEN 'active' WHEN 'unconfirmed' THEN "
-                      "'unconfirmed' ELSE 'unsubscribed' END")
-
 
 def import_rows(store: "SqliteStore", rows: Iterable[ImportRow], target: MailingList, *,
                 dry_run: bool, source: str, summary: ImportSummary) -> ImportSummary:
@@ -83,7 +81,7 @@ def import_rows(store: "SqliteStore", rows: Iterable[ImportRow], target: Mailing
     journalled for undo, so that web writers (a one-click unsubscribe) wait for one chunk at
     most, and a failure — or a crash, found when the database is next opened — is undone. (A
     first import into an empty database stays one transaction: see ``_chunk_boundaries``.)"""
-    from newsletter.store.sqlite import utc_now
+    from newsletter.store.db import utc_now
 
     now = utc_now()
     recover_imports(store)
@@ -212,7 +210,7 @@ def _register_import(store: "SqliteStore", target: MailingList) -> int:
     import socket
 
     from newsletter.send.liveness import process_key
-    from newsletter.store.sqlite import utc_now
+    from newsletter.store.db import utc_now
 
     with store.transaction() as conn:
         cur = conn.execute("INSERT INTO imports (list_id, host, pid, process_key, heartbeat_at, started_at) "
@@ -351,30 +349,6 @@ def _insert_new(conn, target: MailingList, source: str, first_new: int, now: str
     finish_new(conn, target, first_new, now)
 
 
-def finish_new(conn, target: MailingList, first_new: int, now: str) -> None:
-    """Memberships of the subscribers just added (ids above ``first_new``), and suppressions
-    for those imported as bounced or complained."""
-    add_memberships(conn, target, first_new, now)
-    add_suppressions(conn, first_new, now)
-
-
-def add_memberships(conn, target: MailingList, first_new: int, now: str) -> None:
-    """Memberships in ``target`` for the subscribers with ids above ``first_new``."""
-    conn.execute(
-        "INSERT INTO memberships (subscriber_id, list_id, status, created_at, confirmed_at, "
-        f"unsubscribed_at) SELECT id, ?1, {_MEMBERSHIP_STATUS}, ?2, confirmed_at, "
-        "unsubscribed_at FROM subscribers WHERE id > ?3", (target.id, now, first_new))
-
-
-def add_suppressions(conn, first_new: int, now: str) -> None:
-    """Subscribers above ``first_new`` imported as bounced or complained are suppressed."""
-    found = conn.execute("SELECT email_key, status FROM subscribers WHERE id > ? "
-                         "AND (status = 'bounced' OR status = 'complained')", (first_new,))
-    conn.executemany("INSERT INTO suppressions (email_hash, email, reason, created_at) "
-                     "VALUES (?, ?, ?, ?) ON CONFLICT (email_hash) DO NOTHING",
-                     [(address_hash(k), k, status, now) for k, status in found])
-
-
 def _count_blocked(conn, summary: ImportSummary) -> None:
     distinct, total = conn.execute("SELECT count(DISTINCT key), count(*) FROM temp.import_rows "
                                    "WHERE blocked = 1").fetchone()
@@ -471,7 +445,7 @@ def _apply_one(store: "SqliteStore", target: MailingList, row: dict, outcome: st
 def erase(store: "SqliteStore", address: Address) -> bool:
     """Delete everything personal about ``address``; keep only its hash on the suppression
     list so that no later import or sign-up can bring it back."""
-    from newsletter.store.sqlite import utc_now
+    from newsletter.store.db import utc_now
 
     forms = sorted({address.key, address.email.lower(), address.ascii_email.lower()})
     marks = ", ".join("?" * len(forms))

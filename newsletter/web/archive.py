@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from newsletter.edition.source import valid_slug
 from newsletter.config import Config
 from newsletter.errors import ValidationError
 from newsletter.web.i18n import translator
@@ -25,7 +26,6 @@ from newsletter.web.templating import base_path, base_url, page_values, template
 
 _BODY_RE = re.compile(r"<body[^>]*>(.*)</body>", re.S | re.I)
 _HIDDEN_RE = re.compile(r'<div style="display:none[^"]*">.*?</div>', re.S)  # the inbox preheader
-_SLUG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$")
 
 
 @dataclass(frozen=True)
@@ -40,11 +40,6 @@ class ArchiveEntry:
     @property
     def date(self) -> str:
         return self.sent_at[:10]
-
-
-def valid_slug(slug: str) -> bool:
-    """Slugs come from URLs; only plain file-name characters may reach the file system."""
-    return bool(_SLUG_RE.match(slug)) and ".." not in slug
 
 
 def sent_entries(config: Config) -> list[ArchiveEntry]:
@@ -81,26 +76,6 @@ def depersonalize(text: str, values: dict[str, str], *, html: bool) -> str:
         value = fallback or values.get(key, "")
         return html_lib.escape(value) if html else value
     return PLACEHOLDER_RE.sub(repl, text)
-
-
-def find_source(config: Config, slug: str) -> Path | None:
-    """The edition file for ``slug``: ``editions/<slug>.md``, else the file whose edition has that
-    slug."""
-    if not valid_slug(slug):
-        return None
-    direct = config.editions_path / f"{slug}.md"
-    if direct.is_file():
-        return direct
-    from newsletter.edition.parse import load_edition
-    from newsletter.errors import NewsletterError
-
-    for path in sorted(config.editions_path.glob("*.md")):
-        try:
-            if load_edition(path, config=config).slug == slug:
-                return path
-        except NewsletterError:
-            continue
-    return None
 
 
 class SnapshotCache:
