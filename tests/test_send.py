@@ -410,15 +410,19 @@ def test_sigkill_then_resume_delivers_exactly_once_apart_from_unknowns(project, 
 
 @pytest.mark.slow
 def test_two_processes_share_the_work_and_never_double_send(project, edition, fake_ses):
-    readers = add_readers(150)
-    fake_ses.configure(latency=0.005)
-    first, second = spawn_send(project, "--concurrency", "4"), spawn_send(project, "--concurrency", "4")
+    readers = add_readers(300)
+    fake_ses.configure(latency=0.02)  # ~1.5 s of work for one process: the second joins while it runs
+    first = spawn_send(project, "--concurrency", "4")
+    # The second starts once the first is sending (two cold starts racing made it flaky on a busy
+    # machine: one could finish everything before the other had planned).
+    wait_for(lambda: ledger_counts().get("sent", 0) > 0, first)
+    second = spawn_send(project, "--concurrency", "4")
     outputs = [p.communicate(timeout=120)[0] for p in (first, second)]
     assert first.returncode == 0 and second.returncode == 0, outputs
     assert per_reader(fake_ses) == {r: 1 for r in readers}
     sent = [int(o.split(f"{SLUG}: sent ")[1].split(",")[0]) for o in outputs]
-    assert sum(sent) == 150
-    assert ledger_counts() == {"sent": 150}
+    assert sum(sent) == 300 and all(sent), outputs
+    assert ledger_counts() == {"sent": 300}
 
 
 @pytest.mark.slow
