@@ -231,3 +231,24 @@ def backend_project(project, backend, request, monkeypatch) -> Path:
     if backend == "postgresql":
         monkeypatch.setenv("NEWSLETTER_DATABASE_URL", request.getfixturevalue("pg_url"))
     return project
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's headless Chromium driven by Playwright (``executable_path``), one per test module.
+    A missing browser is a failure to fix (`make system-deps` installs it), never a skip."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package (`make system-deps`, as root)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()

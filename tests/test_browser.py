@@ -7,7 +7,6 @@ from __future__ import annotations
 import email
 import email.policy
 import re
-import shutil
 import time
 from pathlib import Path
 
@@ -18,9 +17,6 @@ from newsletter.store.models import MembershipStatus
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync"]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "browser"
 
 EDITION = """\
@@ -46,18 +42,9 @@ A closing thought.
 
 
 @pytest.fixture
-def chromium():
-    """A headless Chromium; a missing browser is a failure to fix (`make system-deps`), not a skip."""
-    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package (`make system-deps`, as root)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+def chromium(browser):
+    """The shared headless Chromium (conftest ``browser``)."""
+    return browser
 
 
 def outbox_messages(folder: Path, address: str, timeout: float = 10.0) -> list:
