@@ -78,6 +78,13 @@ class PostgresStore(SqliteStore):
         return import_rows(self, rows, target, dry_run=dry_run, source=source,
                            summary=summary or ImportSummary(dry_run=dry_run))
 
+    def imports_running(self, list_name: str) -> list[int]:
+        """Always empty: an import into PostgreSQL is one transaction, invisible until it
+        commits and rolled back by the server if its process dies, so no list is ever left
+        half-written (SQLite's chunked imports journal themselves; see pg_migrations/006)."""
+        self.require_list(list_name)
+        return []
+
     def erase(self, email: str) -> bool:
         from newsletter.store.postgres_import import erase
 

@@ -7,8 +7,8 @@ the import's transaction (everything below is undone by a rollback, DDL included
 - the unique address index is dropped, the rows are copied into ``subscribers`` in file order
   with ``COPY`` (ids numbered on the way, the identity sequence moved once) (while Python parses the file, the server stores the previous rows), and the
   index is built again in one sort. Duplicates within the file make that fail (inside a
-  savepoint); they are then merged (later non-empty values win, an opt-out wins, the first
-  spelling and id stay; ``sqlite_import.merge_rows``) and the index is built again;
+  savepoint); they are then merged (the last row kept whole: its spelling, name and attributes; an
+  opt-out in any row wins; the first id stays; ``sqlite_import.merge_rows``) and the index is built again;
 - the memberships' foreign keys are dropped while one ``INSERT … SELECT`` adds the list's
   memberships, then added back, which checks every row in one join instead of two trigger
   calls per row.
@@ -121,7 +121,7 @@ def _merge_duplicates(conn: pg.PgConnection) -> None:
     import psycopg
 
     conn.execute("CREATE TEMP TABLE bulk_dups ON COMMIT DROP AS "
-                 "SELECT email_key, id, name, attributes, status, id AS line FROM subscribers "
+                 "SELECT email_key, id, name, attributes, status, id AS line, email FROM subscribers "
                  "WHERE email_key IN (SELECT email_key FROM subscribers GROUP BY email_key "
                  "HAVING count(*) > 1)")
     updates, deletes = [], []
@@ -132,7 +132,7 @@ def _merge_duplicates(conn: pg.PgConnection) -> None:
             group = [tuple(r) for r in group]
             merged = sqlite_import.merge_rows(group)
             updates.append((merged["name"], json.dumps(merged["attributes"], ensure_ascii=False),
-                            merged["wanted"], group[0][1]))
+                            merged["wanted"], group[0][1], group[-1][6]))
             deletes.extend((r[1],) for r in group[1:])
             if len(updates) >= _BATCH:
                 _write(conn, updates, deletes)
@@ -143,7 +143,7 @@ def _merge_duplicates(conn: pg.PgConnection) -> None:
 def _write(conn: pg.PgConnection, updates: list[tuple], deletes: list[tuple]) -> None:
     if updates:
         conn.executemany(
-            "UPDATE subscribers SET name = ?1, attributes = ?2, status = ?3, "
+            "UPDATE subscribers SET name = ?1, attributes = ?2, status = ?3, email = ?5, "
             "confirmed_at = CASE WHEN ?3 = 'active' THEN created_at END, "
             f"unsubscribed_at = CASE WHEN ?3 IN {_OPTED_OUT_SQL} THEN created_at END "
             "WHERE id = ?4", updates)

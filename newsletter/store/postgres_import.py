@@ -10,8 +10,8 @@ holding it, they are merged with set-based SQL:
    (``sqlite_import.decide``), one address at a time;
 3. every other row is a new subscriber: one ``INSERT … SELECT DISTINCT ON (key)`` sorted by
    address (the index on it is then filled in order; the first spelling of an address wins);
-   addresses the file names more than once are then merged in place, later non-empty values winning and an opt-out winning
-   (``sqlite_import.merge_rows``); their memberships and (for imported bounces and complaints)
+   addresses the file names more than once are then merged in place: the last row kept whole
+   (its spelling, name and attributes), an opt-out in any row winning (``sqlite_import.merge_rows``); their memberships and (for imported bounces and complaints)
    suppressions follow in one statement each (``sqlite_import.finish_new``).
 
 A first import into an empty database (nothing to check against) takes a shorter road:
@@ -149,9 +149,11 @@ def _insert_new(conn: pg.PgConnection, skip: list[str], source: str, first_new: 
 
 def _merge_duplicates(conn: pg.PgConnection, first_new: int) -> None:
     """Fold every row of an address the file names more than once into the subscriber its
-    first row created."""
+    first row created: the last row kept whole (its spelling, name and attributes), an opt-out
+    in any row wins (``sqlite_import.merge_rows``), as on SQLite."""
     conn.execute("CREATE TEMP TABLE import_dups ON COMMIT DROP AS "
-                 "SELECT r.key, s.id, r.name, r.attributes, r.status, r.line "
+                 "SELECT r.key, s.id, r.name, r.attributes, r.status, r.line, "
+                 "coalesce(r.email, r.key) AS email "
                  "FROM import_rows r JOIN subscribers s ON s.email_key = r.key "
                  "WHERE s.id > ? AND r.key IN (SELECT key FROM import_rows GROUP BY key "
                  "HAVING count(*) > 1)", (first_new,))
@@ -159,7 +161,7 @@ def _merge_duplicates(conn: pg.PgConnection, first_new: int) -> None:
     for _key, group in _groups(conn, "SELECT * FROM import_dups ORDER BY key, line"):
         merged = sqlite_import.merge_rows(group)
         updates.append((merged["name"], json.dumps(merged["attributes"], ensure_ascii=False),
-                        merged["wanted"], group[0][1]))
+                        merged["wanted"], group[0][1], group[-1][6]))
         if len(updates) >= _BATCH:
             _write_merged(conn, updates)
             updates = []
@@ -169,7 +171,7 @@ def _merge_duplicates(conn: pg.PgConnection, first_new: int) -> None:
 def _write_merged(conn: pg.PgConnection, updates: list[tuple]) -> None:
     if updates:
         conn.executemany(
-            "UPDATE subscribers SET name = ?1, attributes = ?2, status = ?3, "
+            "UPDATE subscribers SET name = ?1, attributes = ?2, status = ?3, email = ?5, "
             "confirmed_at = CASE WHEN ?3 = 'active' THEN created_at END, "
             f"unsubscribed_at = CASE WHEN ?3 IN {_OPTED_OUT_SQL} THEN created_at END "
             "WHERE id = ?4", updates)
