@@ -162,3 +162,77 @@ def test_upgrading_a_version_4_database_gives_readers_an_identity_and_folds_attr
         store.conn.execute("INSERT INTO events (message_id, type, subtype, occurred_at, received_at, payload) "
                            "VALUES ('m1', 'unsubscribe', 'mailto', 'now', 'now', '{}')")
         assert store.imports_running("daily") == []
+
+
+RICH = ("email,Name,status,City, Home  Town ,PLAN\n"
+        "b@example.com,B,,Oslo,,\n"
+        "A@example.com,A,,,x,\n"
+        "a@EXAMPLE.com,,,Rome,,gold\n"
+        "f@example.com,'=1+2,,'-3,'@SUM(A1),+x\n"
+        "g@example.com,=HYPERLINK(\"http://x\"),,,,\n"
+        "h@example.com," + "N" * 300 + ",,,,\n"
+        "i@example.com,I\x07ll,unconfirmed,,,\n"
+        "c@bücher.de,C,unsubscribed,,,\n"
+        "d@example.com,D,bounced,,,\n"
+        "b@example.com,,unsubscribed,,,\n"
+        "not-valid,X,,,,\n")
+AGAIN = ("email,name,status,city,plan\n"
+         "b@example.com,B2,,Bergen,\n"          # opted out: kept by consent
+         "a@example.com,A2,,,silver\n"          # updated, its spelling stays the stored one
+         "A@EXAMPLE.COM,A3,,Milan,\n"           # … the last row's values
+         "i@example.com,,unsubscribed,,\n"      # an opt-out in the file is applied
+         "new@example.com,New,,Turin,\n"
+         "New@Example.com,,,,\n")
+
+
+def _full_state(store) -> tuple:
+    # in id order, without the ids themselves: SQLite's upsert burns an AUTOINCREMENT number on
+    # every duplicate it merges on the general path, PostgreSQL numbers the new rows without gaps
+    subscribers = [(s.email, s.name, s.attributes, s.status.value, s.source,
+                    s.confirmed_at is not None, s.unsubscribed_at is not None,
+                    tuple((m.list_name, m.status.value) for m in store.memberships(s.id)))
+                   for s in store.iter_subscribers()]
+    suppressed = [store.is_suppressed(e) for e in ("d@example.com", "b@example.com", "x@example.com")]
+    return subscribers, [r.email for r in store.recipients("news")], suppressed
+
+
+def _import_both_ways(url: str, tmp_path, suppression: bool) -> list:
+    from newsletter.audience.importer import import_csv
+
+    rich, again = tmp_path / "rich.csv", tmp_path / "again.csv"
+    rich.write_text(RICH, encoding="utf-8")
+    again.write_text(AGAIN, encoding="utf-8")
+    with open_store(url) as store:
+        store.create_list("news")
+        if suppression:  # something on record: the general path instead of the bulk one
+            store.suppress("x@example.com", "manual")
+        first = import_csv(store, rich, list_name="news").as_dict()
+        after_first = _full_state(store)
+        second = import_csv(store, again, list_name="news").as_dict()
+        return [first, after_first, second, _full_state(store)]
+
+
+def test_imports_keep_the_same_rows_formulas_names_and_attribute_keys_on_both_engines(tmp_path, pg_url):
+    for suppression in (False, True):
+        sqlite_url = str(tmp_path / f"s{int(suppression)}.db")
+        sqlite = _import_both_ways(sqlite_url, tmp_path, suppression)
+        postgres = _import_both_ways(pg_url, tmp_path, suppression)
+        assert postgres == sqlite, f"suppression={suppression}"
+        with open_store(pg_url) as store:  # empty it for the next round
+            store.conn.execute("TRUNCATE subscribers, lists, memberships, suppressions, "
+                               "consent_records RESTART IDENTITY CASCADE")
+    first, (subscribers, _, _), second, (final, recipients, suppressed) = sqlite
+    by_email = {s[0]: s for s in subscribers}
+    # duplicates: the last row kept whole (spelling, name, attributes), an opt-out wins
+    assert by_email["a@EXAMPLE.com"][1:3] == ("", {"city": "Rome", "plan": "gold"})
+    assert by_email["b@example.com"][3] == "unsubscribed"
+    assert by_email["f@example.com"][1:3] == ("=1+2", {"city": "-3", "home_town": "@SUM(A1)", "plan": "+x"})
+    assert len(by_email["h@example.com"][1]) == 200
+    assert by_email["i@example.com"][1] == "I ll"
+    final_by_email = {s[0]: s for s in final}
+    assert final_by_email["a@EXAMPLE.com"][1] == "A3"
+    # the last row whole (not its predecessor's "silver"), over what was stored
+    assert final_by_email["a@EXAMPLE.com"][2] == {"city": "Milan", "plan": "gold"}
+    assert final_by_email["b@example.com"][1] == "" and second["kept_by_consent"] == 1
+    assert final_by_email["i@example.com"][3] == "unsubscribed"
+    assert "New@Example.com" in final_by_email and suppressed[0]
