@@ -39,7 +39,7 @@ _FOREIGN_KEYS = {
     "memberships_list_fk": "FOREIGN KEY (list_id) REFERENCES lists (id) ON DELETE CASCADE",
 }
 _COPY = ("COPY subscribers (id, email_key, email, name, attributes, status, source, created_at, "
-         "confirmed_at, unsubscribed_at) FROM STDIN")
+         "confirmed_at, unsubscribed_at, uid) FROM STDIN")
 _OPTED_OUT_SQL = "('unsubscribed', 'bounced', 'complained')"
 _BATCH = 5000
 SORT_MEMORY = "256MB"  # server memory for this import's sorts (a million keys fit)
@@ -80,11 +80,12 @@ def bulk_load(conn: pg.PgConnection, rows: Iterable[ImportRow], target: MailingL
                             ).fetchone()[0]
 
     def shaped():
+        uids = pg.random_uids()
         for new_id, (key, _line, email, name, attributes, status) in enumerate(rows, first_id):
             seen(status)
             yield (new_id, key, email, name, attributes, status, source, now,
                    now if status == "active" else None,
-                   None if status == "active" or status == "unconfirmed" else now)
+                   None if status == "active" or status == "unconfirmed" else now, next(uids))
 
     sent = pg.copy_rows(conn, _COPY, shaped())
     if sent:

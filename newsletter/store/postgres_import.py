@@ -39,17 +39,17 @@ _OPTED_OUT_SQL = "('unsubscribed', 'bounced', 'complained')"
 # line: the row's line in the file, i.e. its order; email NULL when it equals the key
 _STAGE = """CREATE TEMP TABLE import_rows (
     key text COLLATE "C" NOT NULL, line bigint NOT NULL, email text, name text NOT NULL,
-    attributes text NOT NULL, status text NOT NULL, hash text COLLATE "C"
+    attributes text NOT NULL, status text NOT NULL, hash text COLLATE "C", uid bytea NOT NULL
 ) ON COMMIT DROP"""
-_COPY = "COPY import_rows (key, line, email, name, attributes, status, hash) FROM STDIN"
+_COPY = "COPY import_rows (key, line, email, name, attributes, status, hash, uid) FROM STDIN"
 # ids numbered from ?3 (the sequence's next value) in address order: one sequence update for
 # the whole insert instead of one nextval() per row
 _NEW = f"""
 INSERT INTO subscribers (id, email_key, email, name, attributes, status, source, created_at,
-                         confirmed_at, unsubscribed_at)
+                         confirmed_at, unsubscribed_at, uid)
 SELECT ?3 - 1 + row_number() OVER (ORDER BY key), key, coalesce(email, key), name, attributes,
        status, ?1, ?2, CASE WHEN status = 'active' THEN ?2 END,
-       CASE WHEN status IN {_OPTED_OUT_SQL} THEN ?2 END
+       CASE WHEN status IN {_OPTED_OUT_SQL} THEN ?2 END, uid
 FROM (SELECT DISTINCT ON (key) * FROM import_rows r {{where}} ORDER BY key, line) first_rows"""
 
 
@@ -117,10 +117,12 @@ def _is_empty(conn: pg.PgConnection) -> bool:
 
 def _stage(conn: pg.PgConnection, rows: Iterable[ImportRow]) -> None:
     conn.execute(_STAGE)
-    # ImportRow's fields, then the address hash (what the suppression list is keyed by): the
-    # COPY's column order. Hashed for every row: the suppression list may gain its first entry
-    # while the file is read, before this import holds the write lock.
-    pg.copy_rows(conn, _COPY, (r + (address_hash(r[0]),) for r in rows))
+    # ImportRow's fields, then the address hash (what the suppression list is keyed by) and a
+    # uid for the subscriber the row may become: the COPY's column order. Hashed for every row:
+    # the suppression list may gain its first entry while the file is read, before this import
+    # holds the write lock.
+    uids = pg.random_uids()
+    pg.copy_rows(conn, _COPY, (r + (address_hash(r[0]), next(uids)) for r in rows))
 
 
 def _count_blocked(conn: pg.PgConnection, summary: ImportSummary) -> None:
