@@ -15,7 +15,9 @@ import pytest
 from newsletter.errors import StoreError
 from newsletter.audience.importer import export_subscribers
 from newsletter.store import open_store
+from newsletter.store.consent import record_consent
 from newsletter.store.copy import copy_database
+from newsletter.audience.formats import Consent
 
 
 def _fill(url: str, rows: int = 300) -> None:
@@ -32,6 +34,10 @@ def _fill(url: str, rows: int = 300) -> None:
         store.set_status("bulk2@example.com", "bounced", reason="550")
         store.erase("bulk3@example.com")
         store.suppress("never@example.com", "manual")
+        record_consent(store, [Consent("bulk5@example.com", 7, optin_at="2026-01-02T03:04:05Z",
+                                       optin_ip="192.0.2.1", evidence={"OPTIN_TIME": "2026-01-02"}),
+                               Consent("Uni@Bücher.de", 8, confirmed_at="2026-01-03T00:00:00Z")],
+                       "mailchimp export (members.zip)")
 
 
 def _state(url: str) -> dict:
@@ -43,7 +49,8 @@ def _state(url: str) -> dict:
             "lists": [(l.id, l.name, l.description, l.optin.value, l.public, l.created_at)
                       for l in store.lists()],
             "subscribers": [(s.id, s.email, s.name, s.attributes, s.status.value, s.source,
-                             s.created_at, s.confirmed_at, s.unsubscribed_at,
+                             s.created_at, s.confirmed_at, s.unsubscribed_at, s.uid, s.legacy_tokens,
+                             store.export_subscriber(s.id)["consent"],
                              [(m.list_id, m.status.value, m.created_at, m.confirmed_at,
                                m.unsubscribed_at) for m in store.memberships(s.id)])
                             for s in store.iter_subscribers()],
@@ -65,6 +72,8 @@ def test_round_trip_sqlite_postgresql_sqlite_keeps_everything(tmp_path, pg_url, 
     result = cli("db", "copy", pg_url, last)
     assert result.exit_code == 0, result.stderr
     assert _state(last) == before
+    assert sum(1 for s in before["subscribers"] if s[11]) == 2  # the consent records came along
+    assert len({s[9] for s in before["subscribers"]}) == len(before["subscribers"])  # uids kept
     # ids go on where they stopped, on both engines (no id is handed out twice)
     for url in (pg_url, last):
         with open_store(url) as store:

@@ -74,10 +74,10 @@ def copy(
     source: Annotated[str, typer.Argument(metavar="SRC", help="Database to read: a SQLite file path, sqlite:///path or postgresql://user@host/db.")],
     target: Annotated[str, typer.Argument(metavar="DST", help="Empty database to write (same forms; created and migrated if needed).")],
 ) -> None:
-    """Copy the readers (lists, subscribers, memberships, suppressions) from SRC into the empty
+    """Copy the readers (lists, subscribers, memberships, suppressions, consent records) from SRC into the empty
     DST, e.g. from SQLite to PostgreSQL or back, in one transaction, verifying the row counts.
-    Refuses a non-empty DST; interrupted, DST is left empty. Sends, deliveries and events are
-    not copied yet (it says so when SRC has any)."""
+    Refuses a non-empty DST; interrupted, DST is left empty. Editions, sends, deliveries and events
+    are not copied yet (it says so when SRC has any)."""
     from newsletter.store import database_url
     from newsletter.store.copy import copy_database
 

@@ -1,6 +1,7 @@
 """``newsletter db copy SRC DST``: move a project's readers between databases (SQLite ↔
-PostgreSQL, or the same engine), for now the subscriber store's tables: lists, subscribers,
-memberships and suppressions (the ledger, events and rate limits are not covered yet, and the
+PostgreSQL, or the same engine), for now the subscriber store's tables: lists, subscribers (with
+their never-reused ``uid`` and ``legacy_tokens``), memberships, suppressions and consent records
+(the ledger, events and rate limits are not covered yet, and the
 copy says so when the source holds any).
 
 - the target must be empty (every known table, covered or not); both are migrated first;
@@ -23,10 +24,12 @@ from newsletter.errors import StoreError
 from newsletter.store.dburl import backend, describe
 
 # (table, primary-key order), parents before children
+# (subscribers with their uid and legacy_tokens: the identity every token names)
 COVERED = (("lists", "id"), ("subscribers", "id"), ("memberships", "subscriber_id, list_id"),
-           ("suppressions", "email_hash"))
-NOT_COVERED = ("sends", "deliveries", "send_workers", "events", "dead_letters")
-WITH_IDENTITY = ("lists", "subscribers")
+           ("suppressions", "email_hash"), ("consent_records", "id"))
+NOT_COVERED = ("editions", "snapshots", "sends", "deliveries", "send_workers", "events",
+               "dead_letters")
+WITH_IDENTITY = ("lists", "subscribers", "consent_records")
 _BATCH = 5000
 
 Progress = Callable[[str, int], None]  # (table, rows copied so far in it)
@@ -140,7 +143,7 @@ class _Side:
 
 
 def copy_database(source: str, target: str, *, on_progress: Progress | None = None) -> CopyResult:
-    """Copy lists, subscribers, memberships and suppressions from ``source`` into the empty
+    """Copy lists, subscribers, memberships, suppressions and consent records from ``source`` into the empty
     ``target`` (database settings: paths or URLs). All or nothing; ``StoreError`` with one
     line when the target is not empty, the schemas disagree or the counts do not match."""
     if _same(source, target):

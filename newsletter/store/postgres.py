@@ -12,7 +12,11 @@ what differs between the engines:
   size uses constant memory here too (a plain psycopg cursor would load the whole result);
 - the bulk import: ``COPY`` into a temporary table, then set-based SQL
   (``newsletter.store.postgres_import``);
-- erasure (``strpos`` instead of SQLite's ``instr``).
+- erasure (``strpos`` instead of SQLite's ``instr``);
+- audience SQL: lists of ids as one ``bigint[]`` parameter (``unnest … WITH ORDINALITY`` for
+  SQLite's ``json_each``), ``--where`` conditions through ``jsonb ->>`` (for ``json_extract``)
+  with the same ASCII-only case folding as SQLite's ``COLLATE NOCASE``;
+- ``imports_running``: always empty (an import here is one transaction).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 from newsletter.audience.addresses import Address, parse_address
+from newsletter.audience.segments import Condition
 from newsletter.store import pg
 from newsletter.store.base import ImportRow, ImportSummary
 from newsletter.store.sqlite import SqliteStore
@@ -29,6 +34,12 @@ from newsletter.store.sqlite import SqliteStore
 WRITE_LOCK = 0x6E6C7772  # pg_advisory_xact_lock key held by every store write ("nlwr")
 _FETCH = 2000
 _cursors = itertools.count(1)
+# SQLite's COLLATE NOCASE folds ASCII letters only; lower() would follow the server's locale
+_UPPER, _LOWER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz"
+
+
+def _nocase(expr: str) -> str:
+    return f"translate({expr}, '{_UPPER}', '{_LOWER}')"
 
 
 class PostgresStore(SqliteStore):
@@ -78,8 +89,62 @@ class PostgresStore(SqliteStore):
         return import_rows(self, rows, target, dry_run=dry_run, source=source,
                            summary=summary or ImportSummary(dry_run=dry_run))
 
+    def imports_running(self, list_name: str) -> list[int]:
+        """Always empty: an import into PostgreSQL is one transaction, invisible until it
+        commits and rolled back by the server if its process dies, so no list is ever left
+        half-written (SQLite's chunked imports journal themselves; see pg_migrations/006)."""
+        self.require_list(list_name)
+        return []
+
     def erase(self, email: str) -> bool:
         from newsletter.store.postgres_import import erase
 
         return erase(self, parse_address(email))
+
+    # -- audiences -------------------------------------------------------------------------
+    _AUDIENCE_LIST_ID = "(?::bigint[])[u.pos + 1]"
+
+    @staticmethod
+    def _id_list(ids: list[int]) -> list[int]:
+        return [int(i) for i in ids]  # sent as an array, cast to bigint[] in the SQL
+
+    def _audience_sql(self, lists: list[int], exclude: list[int], conditions: Iterable[Condition],
+                      columns: str) -> tuple[str, list]:
+        """As ``SqliteStore._audience_sql`` (``u.pos``: 0-based position of the reader's first
+        list in ``lists``)."""
+        extra, extra_args = self._conditions_sql(conditions)
+        sql = (f"SELECT {columns} FROM (SELECT m.subscriber_id AS id, MIN(l.pos) - 1 AS pos "
+               "FROM unnest(?::bigint[]) WITH ORDINALITY AS l(list_id, pos) "
+               "JOIN memberships m ON m.list_id = l.list_id AND m.status = 'active' "
+               "GROUP BY m.subscriber_id) u JOIN subscribers s ON s.id = u.id "
+               "WHERE s.status = 'active' "
+               "AND NOT EXISTS (SELECT 1 FROM suppressions x WHERE x.email = s.email_key)")
+        args: list = [self._id_list(lists)]
+        if exclude:
+            sql += (" AND NOT EXISTS (SELECT 1 FROM memberships e WHERE e.subscriber_id = s.id "
+                    "AND e.list_id = ANY (?::bigint[]) AND e.status <> 'unsubscribed')")
+            args.append(self._id_list(exclude))
+        if extra:
+            sql += " AND " + extra
+            args += extra_args
+        return sql, args
+
+    @staticmethod
+    def _conditions_sql(conditions: Iterable[Condition]) -> tuple[str, list]:
+        """``--where`` conditions on ``s.attributes`` (JSON text of strings), ANDed; the same
+        meaning as SQLite's (a reader without the attribute is "not equal")."""
+        parts, args = [], []
+        value = "(s.attributes::jsonb ->> (?::text))"
+        present = f"coalesce({value}, '')"
+        for c in conditions:
+            if c.op == "has":
+                parts.append(f"{present} <> ''")
+                args.append(c.key)
+            elif c.op == "=":
+                parts.append(f"{_nocase(value)} = {_nocase('(?::text)')}")
+                args += [c.key, c.value]
+            else:
+                parts.append(f"{_nocase(present)} <> {_nocase('(?::text)')}")
+                args += [c.key, c.value]
+        return " AND ".join(parts), args
 

@@ -7,8 +7,8 @@ the import's transaction (everything below is undone by a rollback, DDL included
 - the unique address index is dropped, the rows are copied into ``subscribers`` in file order
   with ``COPY`` (ids numbered on the way, the identity sequence moved once) (while Python parses the file, the server stores the previous rows), and the
   index is built again in one sort. Duplicates within the file make that fail (inside a
-  savepoint); they are then merged (later non-empty values win, an opt-out wins, the first
-  spelling and id stay; ``sqlite_import.merge_rows``) and the index is built again;
+  savepoint); they are then merged (the last row kept whole: its spelling, name and attributes; an
+  opt-out in any row wins; the first id stays; ``sqlite_import.merge_rows``) and the index is built again;
 - the memberships' foreign keys are dropped while one ``INSERT … SELECT`` adds the list's
   memberships, then added back, which checks every row in one join instead of two trigger
   calls per row.
@@ -39,7 +39,7 @@ _FOREIGN_KEYS = {
     "memberships_list_fk": "FOREIGN KEY (list_id) REFERENCES lists (id) ON DELETE CASCADE",
 }
 _COPY = ("COPY subscribers (id, email_key, email, name, attributes, status, source, created_at, "
-         "confirmed_at, unsubscribed_at) FROM STDIN")
+         "confirmed_at, unsubscribed_at, uid) FROM STDIN")
 _OPTED_OUT_SQL = "('unsubscribed', 'bounced', 'complained')"
 _BATCH = 5000
 SORT_MEMORY = "256MB"  # server memory for this import's sorts (a million keys fit)
@@ -80,11 +80,12 @@ def bulk_load(conn: pg.PgConnection, rows: Iterable[ImportRow], target: MailingL
                             ).fetchone()[0]
 
     def shaped():
+        uids = pg.random_uids()
         for new_id, (key, _line, email, name, attributes, status) in enumerate(rows, first_id):
             seen(status)
             yield (new_id, key, email, name, attributes, status, source, now,
                    now if status == "active" else None,
-                   None if status == "active" or status == "unconfirmed" else now)
+                   None if status == "active" or status == "unconfirmed" else now, next(uids))
 
     sent = pg.copy_rows(conn, _COPY, shaped())
     if sent:
@@ -121,7 +122,7 @@ def _merge_duplicates(conn: pg.PgConnection) -> None:
     import psycopg
 
     conn.execute("CREATE TEMP TABLE bulk_dups ON COMMIT DROP AS "
-                 "SELECT email_key, id, name, attributes, status, id AS line FROM subscribers "
+                 "SELECT email_key, id, name, attributes, status, id AS line, email FROM subscribers "
                  "WHERE email_key IN (SELECT email_key FROM subscribers GROUP BY email_key "
                  "HAVING count(*) > 1)")
     updates, deletes = [], []
@@ -132,7 +133,7 @@ def _merge_duplicates(conn: pg.PgConnection) -> None:
             group = [tuple(r) for r in group]
             merged = sqlite_import.merge_rows(group)
             updates.append((merged["name"], json.dumps(merged["attributes"], ensure_ascii=False),
-                            merged["wanted"], group[0][1]))
+                            merged["wanted"], group[0][1], group[-1][6]))
             deletes.extend((r[1],) for r in group[1:])
             if len(updates) >= _BATCH:
                 _write(conn, updates, deletes)
@@ -143,7 +144,7 @@ def _merge_duplicates(conn: pg.PgConnection) -> None:
 def _write(conn: pg.PgConnection, updates: list[tuple], deletes: list[tuple]) -> None:
     if updates:
         conn.executemany(
-            "UPDATE subscribers SET name = ?1, attributes = ?2, status = ?3, "
+            "UPDATE subscribers SET name = ?1, attributes = ?2, status = ?3, email = ?5, "
             "confirmed_at = CASE WHEN ?3 = 'active' THEN created_at END, "
             f"unsubscribed_at = CASE WHEN ?3 IN {_OPTED_OUT_SQL} THEN created_at END "
             "WHERE id = ?4", updates)

@@ -10,8 +10,8 @@ holding it, they are merged with set-based SQL:
    (``sqlite_import.decide``), one address at a time;
 3. every other row is a new subscriber: one ``INSERT … SELECT DISTINCT ON (key)`` sorted by
    address (the index on it is then filled in order; the first spelling of an address wins);
-   addresses the file names more than once are then merged in place, later non-empty values winning and an opt-out winning
-   (``sqlite_import.merge_rows``); their memberships and (for imported bounces and complaints)
+   addresses the file names more than once are then merged in place: the last row kept whole
+   (its spelling, name and attributes), an opt-out in any row winning (``sqlite_import.merge_rows``); their memberships and (for imported bounces and complaints)
    suppressions follow in one statement each (``sqlite_import.finish_new``).
 
 A first import into an empty database (nothing to check against) takes a shorter road:
@@ -39,17 +39,17 @@ _OPTED_OUT_SQL = "('unsubscribed', 'bounced', 'complained')"
 # line: the row's line in the file, i.e. its order; email NULL when it equals the key
 _STAGE = """CREATE TEMP TABLE import_rows (
     key text COLLATE "C" NOT NULL, line bigint NOT NULL, email text, name text NOT NULL,
-    attributes text NOT NULL, status text NOT NULL, hash text COLLATE "C"
+    attributes text NOT NULL, status text NOT NULL, hash text COLLATE "C", uid bytea NOT NULL
 ) ON COMMIT DROP"""
-_COPY = "COPY import_rows (key, line, email, name, attributes, status, hash) FROM STDIN"
+_COPY = "COPY import_rows (key, line, email, name, attributes, status, hash, uid) FROM STDIN"
 # ids numbered from ?3 (the sequence's next value) in address order: one sequence update for
 # the whole insert instead of one nextval() per row
 _NEW = f"""
 INSERT INTO subscribers (id, email_key, email, name, attributes, status, source, created_at,
-                         confirmed_at, unsubscribed_at)
+                         confirmed_at, unsubscribed_at, uid)
 SELECT ?3 - 1 + row_number() OVER (ORDER BY key), key, coalesce(email, key), name, attributes,
        status, ?1, ?2, CASE WHEN status = 'active' THEN ?2 END,
-       CASE WHEN status IN {_OPTED_OUT_SQL} THEN ?2 END
+       CASE WHEN status IN {_OPTED_OUT_SQL} THEN ?2 END, uid
 FROM (SELECT DISTINCT ON (key) * FROM import_rows r {{where}} ORDER BY key, line) first_rows"""
 
 
@@ -117,10 +117,12 @@ def _is_empty(conn: pg.PgConnection) -> bool:
 
 def _stage(conn: pg.PgConnection, rows: Iterable[ImportRow]) -> None:
     conn.execute(_STAGE)
-    # ImportRow's fields, then the address hash (what the suppression list is keyed by): the
-    # COPY's column order. Hashed for every row: the suppression list may gain its first entry
-    # while the file is read, before this import holds the write lock.
-    pg.copy_rows(conn, _COPY, (r + (address_hash(r[0]),) for r in rows))
+    # ImportRow's fields, then the address hash (what the suppression list is keyed by) and a
+    # uid for the subscriber the row may become: the COPY's column order. Hashed for every row:
+    # the suppression list may gain its first entry while the file is read, before this import
+    # holds the write lock.
+    uids = pg.random_uids()
+    pg.copy_rows(conn, _COPY, (r + (address_hash(r[0]), next(uids)) for r in rows))
 
 
 def _count_blocked(conn: pg.PgConnection, summary: ImportSummary) -> None:
@@ -149,9 +151,11 @@ def _insert_new(conn: pg.PgConnection, skip: list[str], source: str, first_new: 
 
 def _merge_duplicates(conn: pg.PgConnection, first_new: int) -> None:
     """Fold every row of an address the file names more than once into the subscriber its
-    first row created."""
+    first row created: the last row kept whole (its spelling, name and attributes), an opt-out
+    in any row wins (``sqlite_import.merge_rows``), as on SQLite."""
     conn.execute("CREATE TEMP TABLE import_dups ON COMMIT DROP AS "
-                 "SELECT r.key, s.id, r.name, r.attributes, r.status, r.line "
+                 "SELECT r.key, s.id, r.name, r.attributes, r.status, r.line, "
+                 "coalesce(r.email, r.key) AS email "
                  "FROM import_rows r JOIN subscribers s ON s.email_key = r.key "
                  "WHERE s.id > ? AND r.key IN (SELECT key FROM import_rows GROUP BY key "
                  "HAVING count(*) > 1)", (first_new,))
@@ -159,7 +163,7 @@ def _merge_duplicates(conn: pg.PgConnection, first_new: int) -> None:
     for _key, group in _groups(conn, "SELECT * FROM import_dups ORDER BY key, line"):
         merged = sqlite_import.merge_rows(group)
         updates.append((merged["name"], json.dumps(merged["attributes"], ensure_ascii=False),
-                        merged["wanted"], group[0][1]))
+                        merged["wanted"], group[0][1], group[-1][6]))
         if len(updates) >= _BATCH:
             _write_merged(conn, updates)
             updates = []
@@ -169,7 +173,7 @@ def _merge_duplicates(conn: pg.PgConnection, first_new: int) -> None:
 def _write_merged(conn: pg.PgConnection, updates: list[tuple]) -> None:
     if updates:
         conn.executemany(
-            "UPDATE subscribers SET name = ?1, attributes = ?2, status = ?3, "
+            "UPDATE subscribers SET name = ?1, attributes = ?2, status = ?3, email = ?5, "
             "confirmed_at = CASE WHEN ?3 = 'active' THEN created_at END, "
             f"unsubscribed_at = CASE WHEN ?3 IN {_OPTED_OUT_SQL} THEN created_at END "
             "WHERE id = ?4", updates)

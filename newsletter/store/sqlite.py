@@ -310,7 +310,7 @@ class SqliteStore(Store):
         """FROM/WHERE for listing: with a list, a subscriber's status on it is the stronger of
         the global opt-out and the membership's status."""
         source, where, args = self._filter_list(list_name, status)
-        extra, extra_args = _conditions_sql(conditions)
+        extra, extra_args = self._conditions_sql(conditions)
         if extra:
             where = (where + " AND " if where else "WHERE ") + extra
             args = args + extra_args
@@ -409,8 +409,20 @@ class SqliteStore(Store):
         order, for the ledger to freeze in a single ``INSERT … SELECT`` on the same database."""
         lists = [self.require_list(n).id for n in audience.lists]
         sql, args = self._audience_sql(lists, [self.require_list(n).id for n in audience.exclude],
-                                       audience.where, "s.id, s.email, json_extract(?, '$[' || u.pos || ']')")
-        return AudienceSelect(sql, [json.dumps(lists), *args], lists)
+                                       audience.where, f"s.id, s.email, {self._AUDIENCE_LIST_ID}")
+        return AudienceSelect(sql, [self._id_list(lists), *args], lists)
+
+    # the list id of a reader's first list (``u.pos``) from the list of ids in a parameter
+    _AUDIENCE_LIST_ID = "json_extract(?, '$[' || u.pos || ']')"
+
+    @staticmethod
+    def _id_list(ids: list[int]):
+        """A list of ids as one parameter (SQLite: a JSON array, read with json_each)."""
+        return json.dumps(ids)
+
+    @staticmethod
+    def _conditions_sql(conditions: Iterable[Condition]) -> tuple[str, list]:
+        return _conditions_sql(conditions)
 
     def audience_steps(self, audience: Audience) -> list[tuple[str, int]]:
         """The count of sendable readers after each step: each list added, each list left out,
@@ -436,7 +448,7 @@ class SqliteStore(Store):
         """Members active on any of ``lists`` (deduplicated: one row per reader, ``pos`` = the
         first of the lists they are on), active and not suppressed, on none of ``exclude`` (any
         membership but an unsubscribed one), matching every condition."""
-        extra, extra_args = _conditions_sql(conditions)
+        extra, extra_args = self._conditions_sql(conditions)
         sql = (f"SELECT {columns} FROM (SELECT m.subscriber_id AS id, MIN(l.key) AS pos "
                "FROM json_each(?) l JOIN memberships m ON m.list_id = l.value AND m.status = 'active' "
                "GROUP BY m.subscriber_id) u JOIN subscribers s ON s.id = u.id "
