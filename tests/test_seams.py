@@ -58,3 +58,42 @@ def test_sources_numbers_out_of_range_are_config_errors(cli, project, extra):
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "sources." in lines[0], result.output
+
+
+def _rss(base: str, published) -> bytes:
+    from email.utils import format_datetime
+
+    return (f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>f</title>'
+            f"<link>{base}/</link><description>d</description><item><title>Fresh story</title>"
+            f"<link>{base}/fresh</link><pubDate>{format_datetime(published)}</pubDate>"
+            f"<description>New since the edition went out.</description></item></channel></rss>").encode()
+
+
+def test_gather_counts_from_the_last_edition_not_a_later_resend_of_it(cli, project, monkeypatch):
+    """An edition may be sent more than once (i10: another list later). `gather` lists what is
+    newer than the last sent *edition*; it took the newest send of any edition, so sending
+    yesterday's edition to a new list hid every story published since yesterday's send."""
+    import time
+    from datetime import datetime, timezone
+
+    from tests.local_http import LocalSite, Route
+
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    (project / "ed.md").write_text(DRAFT, encoding="utf-8")
+    for name in ("daily", "late"):
+        assert cli("lists", "create", name).exit_code == 0
+    assert cli("subscribers", "add", "ann@example.org", "--list", "daily").exit_code == 0
+    assert cli("subscribers", "add", "bob@example.org", "--list", "late").exit_code == 0
+    assert cli("send", "ed.md", "--list", "daily", "--yes").exit_code == 0
+    time.sleep(1.1)
+    published = datetime.now(timezone.utc).replace(microsecond=0)
+    time.sleep(1.1)
+    resend = cli("send", "ed.md", "--list", "late", "--yes")  # the same edition, a second audience
+    assert resend.exit_code == 0 and "2026-12-01#2" in resend.output, resend.output
+    with LocalSite() as site:
+        site.routes["/rss"] = Route(_rss(site.base, published), content_type="application/rss+xml")
+        _config(project, f'[sources]\nfeeds = ["{site.url("/rss")}"]')
+        result = cli("gather")
+    assert result.exit_code == 0, result.output
+    assert "Fresh story" in result.output, result.output
