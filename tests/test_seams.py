@@ -97,3 +97,27 @@ def test_gather_counts_from_the_last_edition_not_a_later_resend_of_it(cli, proje
         result = cli("gather")
     assert result.exit_code == 0, result.output
     assert "Fresh story" in result.output, result.output
+
+
+def test_check_does_not_call_an_edition_already_covered_by_itself_after_its_slug_changed(cli, project):
+    """i10: a `slug:` added to a sent edition (or its date written in another offset) is the
+    same edition, and `send` says so. i13's "already covered" excluded the edition's own sends
+    by slug only, so the same check then warned that every item "ran on" the edition itself."""
+    (project / "editions").mkdir()
+    path = project / "editions" / "2026-12-01.md"
+    path.write_text(DRAFT, encoding="utf-8")
+    assert cli("lists", "create", "daily").exit_code == 0
+    assert cli("subscribers", "add", "ann@example.org", "--list", "daily").exit_code == 0
+    assert cli("send", str(path), "--list", "daily", "--yes").exit_code == 0
+    assert "already-covered" not in cli("check", str(path)).output
+    path.write_text(DRAFT.replace("date: 2026-12-01T08:00:00+00:00",
+                                  "date: 2026-12-01T09:00:00+01:00\nslug: tuesday"), encoding="utf-8")
+    dry = cli("send", str(path), "--list", "daily", "--dry-run")
+    assert "this is still edition '2026-12-01'" in dry.output, dry.output
+    result = cli("check", str(path))
+    assert result.exit_code == 0, result.output
+    assert "already-covered" not in result.output, result.output
+    # another edition with the same story is still told
+    other = project / "editions" / "2026-12-02.md"
+    other.write_text(DRAFT.replace("2026-12-01", "2026-12-02"), encoding="utf-8")
+    assert "item 1 ran on 2026-12-01 (#1) (same link) [already-covered]" in cli("check", str(other)).output
