@@ -297,6 +297,12 @@ def _check_values(config: Config, file: Path | None) -> None:
     except ValidationError as err:
         raise ConfigError(err.message, file=file) from None
     _check_url("base_url", config.base_url, file)
+    from newsletter.dnscheck import parse_nameservers
+
+    try:
+        parse_nameservers(config.dns.nameservers)
+    except ValueError as err:
+        raise ConfigError(f"dns.nameservers: {err}", file=file) from None
     if config.ses.endpoint_url:
         _check_url("ses.endpoint_url", config.ses.endpoint_url, file)
     if not _LANG_RE.fullmatch(config.lang):

@@ -121,3 +121,31 @@ def test_check_does_not_call_an_edition_already_covered_by_itself_after_its_slug
     other = project / "editions" / "2026-12-02.md"
     other.write_text(DRAFT.replace("2026-12-01", "2026-12-02"), encoding="utf-8")
     assert "item 1 ran on 2026-12-01 (#1) (same link) [already-covered]" in cli("check", str(other)).output
+
+
+@pytest.mark.parametrize("value", ["host:x", "not a host:99999", "127.0.0.1:0", "[::1", "1.2.3.4:"])
+def test_a_malformed_dns_nameservers_is_a_config_error(cli, project, value):
+    """`[dns] nameservers = "host:x"` was a ValueError traceback in `doctor` (int("x")); a
+    resolver with a space or port 99999 was tried for the whole lookup lifetime."""
+    _config(project, f'transport = "smtp"\n[smtp]\nhost = "127.0.0.1"\nport = 1\n[dns]\nnameservers = "{value}"')
+    result = cli("doctor")
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "dns.nameservers" in lines[0], result.output
+
+
+def test_a_malformed_dns_nameservers_env_is_one_line(cli, project, monkeypatch):
+    _config(project, 'transport = "smtp"\n[smtp]\nhost = "127.0.0.1"\nport = 1')
+    monkeypatch.setenv("NEWSLETTER_DNS_NAMESERVERS", "host:x")
+    result = cli("doctor")
+    assert result.exit_code == 2, result.output
+    assert "NEWSLETTER_DNS_NAMESERVERS: 'host:x' is not a resolver" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_good_dns_nameservers_parse():
+    from newsletter.dnscheck import parse_nameservers
+
+    assert parse_nameservers("192.0.2.53, 127.0.0.1:5353, [2001:db8::1]:5353, ::1, ns.example") == [
+        ("192.0.2.53", 53), ("127.0.0.1", 5353), ("2001:db8::1", 5353), ("::1", 53), ("ns.example", 53)]
+    assert parse_nameservers("off") == [] and parse_nameservers("") == []
