@@ -149,3 +149,21 @@ def test_good_dns_nameservers_parse():
     assert parse_nameservers("192.0.2.53, 127.0.0.1:5353, [2001:db8::1]:5353, ::1, ns.example") == [
         ("192.0.2.53", 53), ("127.0.0.1", 5353), ("2001:db8::1", 5353), ("::1", 53), ("ns.example", 53)]
     assert parse_nameservers("off") == [] and parse_nameservers("") == []
+
+
+def test_where_names_an_attribute_the_way_imports_and_templates_do(cli, project):
+    """i13 stores attribute keys normalised (a `City` column is `city`; `@@nl:attr.City@@` finds
+    it); i10's `--where City=Berlin` compared the key as typed, so it matched nobody, and
+    `--where 'City!=Berlin'` matched everybody: a send to the Berliners it meant to leave out."""
+    (project / "r.csv").write_text("email,name,Home City\nann@example.org,Ann,Berlin\n"
+                                   "bob@example.org,Bob,Paris\n", encoding="utf-8")
+    assert cli("lists", "create", "daily").exit_code == 0
+    assert cli("subscribers", "import", "r.csv", "--list", "daily").exit_code == 0
+    for where, expected in (("home_city=Berlin", "1"), ("Home City=Berlin", "1"), ("HOME_CITY=berlin", "1"),
+                            ("Home City!=Berlin", "1"), ("has:Home City", "2")):
+        result = cli("subscribers", "count", "--list", "daily", "--where", where)
+        assert result.exit_code == 0 and result.output.strip() == expected, (where, result.output)
+    (project / "ed.md").write_text(DRAFT, encoding="utf-8")
+    assert cli("send", "ed.md", "--list", "daily", "--where", "Home City!=Berlin", "--yes").exit_code == 0
+    sent = [p.read_text() for p in (project / "outbox" / "2026-12-01" / "new").iterdir()]
+    assert len(sent) == 1 and "bob@example.org" in sent[0]
