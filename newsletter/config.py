@@ -48,7 +48,7 @@ class SmtpConfig:
 
 @dataclass(frozen=True)
 class SendConfig:
-    rate: float = 0  # messages/s cap; 0 = the SES account's max send rate (no cap elsewhere)
+    rate: float = 0.0  # messages/s cap; 0 = the SES account's max send rate (no cap elsewhere)
     concurrency: int = 8
 
 

@@ -167,3 +167,17 @@ def test_where_names_an_attribute_the_way_imports_and_templates_do(cli, project)
     assert cli("send", "ed.md", "--list", "daily", "--where", "Home City!=Berlin", "--yes").exit_code == 0
     sent = [p.read_text() for p in (project / "outbox" / "2026-12-01" / "new").iterdir()]
     assert len(sent) == 1 and "bob@example.org" in sent[0]
+
+
+def test_a_fractional_send_rate_is_accepted(cli, project):
+    """`[send] rate` is messages/s (a float; README: 0-100000): `rate = 0.5` was refused with
+    "send.rate must be int, not float" because the field's default was the int 0."""
+    from newsletter.config import load_config
+
+    _config(project, "[send]\nrate = 0.5")
+    assert load_config().send.rate == 0.5
+    _config(project, "[send]\nrate = 3")
+    assert load_config().send.rate == 3.0
+    _config(project, "[send]\nrate = nan")
+    result = cli("subscribers", "count")
+    assert result.exit_code == 2 and "send.rate" in result.output
