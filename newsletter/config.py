@@ -48,7 +48,7 @@ class SmtpConfig:
 
 @dataclass(frozen=True)
 class SendConfig:
-    rate: float = 0  # messages/s cap; 0 = the SES account's max send rate (no cap elsewhere)
+    rate: float = 0.0  # messages/s cap; 0 = the SES account's max send rate (no cap elsewhere)
     concurrency: int = 8
 
 
@@ -231,10 +231,17 @@ def config_from_dict(data: dict[str, Any], *, root: Path, file: Path | None = No
     try:
         import string
 
-        fields_used = [f for _, f, _, _ in string.Formatter().parse(config.subject_template) if f is not None]
-        unknown = [f for f in fields_used if f not in ("title", "name", "date", "number")]
+        parsed = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(config.subject_template)
+                  if f is not None]
+        unknown = [f for f, _, _ in parsed if f not in ("title", "name", "date", "number")]
         if unknown:
             raise KeyError(unknown[0])
+        # {number} is empty for a draft (numbered at its first send): no spec or conversion,
+        # which would fit one type of value only.
+        spec = next((f"{{{f}{'!' + conv if conv else ''}{':' + sp if sp else ''}}}"
+                     for f, sp, conv in parsed if sp or conv), None)
+        if spec:
+            raise ValueError(f"{spec}: no format spec or conversion, only the plain names")
         config.subject_template.format(title="t", name="n", date="2000-01-01", number=1)
     except (KeyError, IndexError, ValueError) as err:
         raise ConfigError(f"subject_template {config.subject_template!r} is not a valid pattern ({err}): "
@@ -261,6 +268,7 @@ _RANGES = (
     ("web.confirm_ttl_hours", 1, 24 * 366), ("web.subscribe_per_ip_per_hour", 1, 1_000_000),
     ("web.confirmations_per_address_per_day", 1, 1000),
     ("events.soft_bounce_limit", 1, 1000), ("events.soft_bounce_window_days", 1, 3660),
+    ("sources.timeout", 0.1, 3600), ("sources.concurrency", 1, 1000),
 )
 _URL_RE = re.compile(r"[A-Za-z0-9\-._~:/\[\]@!$&()*+;=%]+")
 _LANG_RE = re.compile(r"[A-Za-z]{2,8}(?:-[A-Za-z0-9]{1,8})*")
@@ -289,6 +297,12 @@ def _check_values(config: Config, file: Path | None) -> None:
     except ValidationError as err:
         raise ConfigError(err.message, file=file) from None
     _check_url("base_url", config.base_url, file)
+    from newsletter.dnscheck import parse_nameservers
+
+    try:
+        parse_nameservers(config.dns.nameservers)
+    except ValueError as err:
+        raise ConfigError(f"dns.nameservers: {err}", file=file) from None
     if config.ses.endpoint_url:
         _check_url("ses.endpoint_url", config.ses.endpoint_url, file)
     if not _LANG_RE.fullmatch(config.lang):

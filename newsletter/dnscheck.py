@@ -6,6 +6,7 @@ imported lazily (it comes with email-validator)."""
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 from newsletter.config import Config
@@ -33,20 +34,45 @@ def lookups_off(config: Config) -> bool:
 
 
 def nameservers(config: Config) -> list[tuple[str, int]]:
-    """The configured resolvers as ``(address, port)``; empty = the system's."""
-    value = configured(config)
+    """The configured resolvers as ``(address, port)``; empty = the system's. A malformed value
+    (env or file) is a ``ConfigError`` naming where it came from."""
+    from newsletter.errors import ConfigError
+
+    try:
+        return parse_nameservers(configured(config))
+    except ValueError as err:
+        where = NAMESERVERS_ENV if os.environ.get(NAMESERVERS_ENV, "").strip() else "dns.nameservers"
+        raise ConfigError(f"{where}: {err}", file=None if where == NAMESERVERS_ENV else config.file) from None
+
+
+_HOST_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
+
+
+def parse_nameservers(value: str) -> list[tuple[str, int]]:
+    """``"192.0.2.53, 127.0.0.1:5353, [2001:db8::1]:5353"`` as ``(host, port)`` pairs (pure);
+    ``ValueError`` saying which entry is not ``host[:port]``."""
+    import ipaddress
+
     out = []
+    if value.strip().lower() == "off":
+        return out
     for item in (part.strip() for part in value.split(",")):
         if not item:
             continue
-        host, port = item, 53
+        host, port = item, "53"
         if item.startswith("["):  # [2001:db8::1]:5353
-            host, _, rest = item[1:].partition("]")
-            port = int(rest[1:]) if rest.startswith(":") else 53
+            host, closed, rest = item[1:].partition("]")
+            port = "" if not closed else rest[1:] if rest.startswith(":") else ("53" if not rest else "")
         elif item.count(":") == 1:
-            host, _, p = item.partition(":")
-            port = int(p)
-        out.append((host, port))
+            host, _, port = item.partition(":")
+        try:
+            ok_host = bool(_HOST_RE.fullmatch(host)) or ipaddress.ip_address(host) is not None
+        except ValueError:
+            ok_host = False
+        if not ok_host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(f"{item!r} is not a resolver: expected host[:port] like 192.0.2.53 or "
+                             "127.0.0.1:5353 (port 1-65535), comma-separated, or \"off\"")
+        out.append((host, int(port)))
     return out
 
 

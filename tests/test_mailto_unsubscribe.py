@@ -197,3 +197,31 @@ def test_without_the_setting_no_mailto_is_offered(project, cli):
     assert "mailto:" not in str(msg["List-Unsubscribe"])
     assert str(msg["List-Unsubscribe"]).startswith("<https://news.example.com/unsubscribe/")
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+
+def test_a_database_that_refuses_the_mailto_unsubscribe_keeps_the_message(inbound, cli):
+    """The one-click POST answers 503 when the database refuses the write (i9b); the mailto
+    path caught that ``StoreError`` as "the list no longer exists: nothing to stop", recorded
+    the event and deleted the queue message: an unsubscribe acknowledged and lost. It must stop
+    with the message left in the queue, so the next `events pull` applies it."""
+    sns, topic, sqs, queue_url, messages = inbound
+    sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"VisibilityTimeout": "0"})
+    _, subject = mailto_of(messages["ann@example.org"])
+    sns.publish(TopicArn=topic, Message=json.dumps(received(subject, sender="ann@example.org")))
+    conn = connect(sqlite_path(load_config().database_url))
+    # A real SQLite refusal of the write (as a full disk or an I/O error would refuse it).
+    conn.execute("CREATE TRIGGER refuse BEFORE UPDATE ON memberships "
+                 "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END")
+    try:
+        result = cli("events", "pull")
+        assert result.exit_code == 2, result.output
+        assert "nothing to stop" not in result.output
+        assert membership("ann@example.org", "daily") is MembershipStatus.ACTIVE
+        assert events_of_type("unsubscribe") == []
+    finally:
+        conn.execute("DROP TRIGGER refuse")
+        conn.close()
+    again = cli("events", "pull")
+    assert again.exit_code == 0, again.output
+    assert "ann@example.org unsubscribed from list daily (by mail)" in again.output
+    assert membership("ann@example.org", "daily") is MembershipStatus.UNSUBSCRIBED

@@ -7,6 +7,8 @@ and attribute conditions, all ANDed. Plain data and parsing only; the store turn
     key=value     the attribute equals value (ASCII letters compared case-insensitively)
     key!=value    it does not (a reader without the attribute counts as not equal)
     has:key       the reader has the attribute, not empty
+
+The key is normalised as stored attributes are (``Home City`` → ``home_city``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 import re
 from dataclasses import dataclass
 
+from newsletter.audience.attributes import attr_key
 from newsletter.errors import ValidationError
 
 _KEY_RE = re.compile(r"[^\s\"\\=!:]+")
@@ -62,7 +65,7 @@ def parse_condition(text: str) -> Condition:
     raw = text.strip()
     expected = "expected key=value, key!=value or has:key"
     if raw.startswith("has:"):
-        key = raw[4:].strip()
+        key = attr_key(raw[4:])
         if not _KEY_RE.fullmatch(key):
             raise ValidationError(f"--where {text!r}: {expected} (the attribute name is missing or has quotes/spaces)")
         return Condition(key, "has")
@@ -74,7 +77,7 @@ def parse_condition(text: str) -> Condition:
         op = "="
     else:
         raise ValidationError(f"--where {text!r}: {expected}")
-    key = key.strip()
+    key = attr_key(key)  # stored keys are normalised (a `Home City` column is `home_city`)
     if not _KEY_RE.fullmatch(key):
         raise ValidationError(f"--where {text!r}: {expected} (the attribute name is missing or has quotes/spaces)")
     return Condition(key, op, value.strip())

@@ -81,12 +81,15 @@ def same_title(a: str, b: str) -> bool:
     return SequenceMatcher(None, x, y, autojunk=False).ratio() >= TITLE_SIMILARITY
 
 
-def covered_findings(edition: Edition, sent: list[SentItem]) -> list[Finding]:
+def covered_findings(edition: Edition, sent: list[SentItem], *,
+                     own_slugs: frozenset[str] = frozenset()) -> list[Finding]:
     """A warning per item of ``edition`` whose URL (normalised) or near-identical title ran in
-    one of ``sent`` (its own earlier send excluded): "item 4 ran on 2025-10-13 (#212)"."""
+    one of ``sent`` (its own earlier send excluded: its slug, and ``own_slugs``, the slug the
+    ledger knows it by when the file's slug changed since): "item 4 ran on 2025-10-13 (#212)"."""
     from newsletter.edition.checks import Finding, Level
 
-    others = [s for s in sent if s.slug != edition.slug]
+    own = {edition.slug, *own_slugs}
+    others = [s for s in sent if s.slug not in own]
     by_key: dict[str, SentItem] = {}
     for s in others:
         by_key.setdefault(url_key(s.url), s)
@@ -125,9 +128,24 @@ def covered_check(edition: Edition, config: Config, *, now: datetime | None = No
     except NewsletterError:
         return []
     try:
-        return covered_findings(edition, sent_items(conn, since, config=config))
+        return covered_findings(edition, sent_items(conn, since, config=config),
+                                own_slugs=_ledger_slugs(conn, edition))
     finally:
         conn.close()
+
+
+def _ledger_slugs(conn: sqlite3.Connection, edition: Edition) -> frozenset[str]:
+    """The slug the ledger knows ``edition`` by, when it was sent before (a changed slug or a
+    date written in another offset is the same edition: ``Ledger.match_edition``)."""
+    from newsletter.errors import NewsletterError
+    from newsletter.send.ledger import Ledger
+    from newsletter.send.snapshot import date_instant, resolved
+
+    try:
+        found = Ledger(conn).match_edition(resolved(edition.source), edition.slug, date_instant(edition))
+    except (NewsletterError, sqlite3.Error, TypeError):  # another edition's slug, no ledger yet, no source
+        return frozenset()
+    return frozenset({found.slug}) if found is not None else frozenset()
 
 
 _LINK_RE = re.compile(r"\]\(\s*<?(https?://[^\s)>]+)")

@@ -93,7 +93,7 @@ class EventRecorder:
         """What the one-click POST does, for the token a reader's mail carried: the subscriber
         and list it names are unsubscribed (idempotently), whoever the mail came from — the
         token, signed for that reader and list, is the proof, as it is for the https link."""
-        from newsletter.errors import NewsletterError, TokenError
+        from newsletter.errors import TokenError
         from newsletter.tokens import verify_token
 
         who = event.email or "an unknown sender"
@@ -111,7 +111,8 @@ class EventRecorder:
             return f"mail from {who}: subscriber {claims.subscriber_id} no longer exists: nothing to stop"
         try:
             changed = self.store.unsubscribe(subscriber.id, claims.list_id or None)
-        except NewsletterError:
+        except ValidationError:  # the list is gone; a StoreError (the write refused) propagates:
+            # the event is not recorded and the queue message stays, so the next pull applies it
             return f"mail from {who}: the list of subscriber {claims.subscriber_id} no longer exists: nothing to stop"
         scope = "all lists"
         if claims.list_id:

@@ -362,8 +362,10 @@ def _stored_entries(conn: sqlite3.Connection, feed_url: str) -> list[Entry]:
 
 
 def last_sent_at(conn: sqlite3.Connection) -> datetime | None:
-    """When the last edition went out (its first message), from the ledger."""
-    row = conn.execute("SELECT max(coalesce(first_sent_at, created_at)) FROM sends").fetchone()
+    """When the last edition went out (its first message), from the ledger: an edition's later
+    sends (another list, people who joined since) do not move it."""
+    row = conn.execute("SELECT max(first) FROM (SELECT min(coalesce(first_sent_at, created_at)) AS first "
+                       "FROM sends GROUP BY coalesce(edition_id, slug))").fetchone()
     return _parse_iso(row[0]) if row and row[0] else None
 
 
