@@ -205,3 +205,39 @@ def test_the_total_rate_stays_within_the_rate_asked(project, edition, fake_ses):
     assert worst <= rate + 5, worst
     assert overall <= rate * 1.02
     assert overall >= rate * 0.6  # and the share is used: the workers do not starve each other
+
+
+@pytest.mark.slow
+def test_a_fatal_stop_in_one_worker_stops_them_all_with_exit_2(project, edition, fake_ses):
+    readers = add_readers(200)
+    fake_ses.configure(latency=0.005, pause_after=30)
+    result = run(project, "--transport", "ses", "--workers", "2", "--concurrency", "2")
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "AccountSendingPausedException" in output and "run the same command again" in output
+    assert "Traceback" not in output and "died" not in output
+    assert "sending" not in ledger_counts()  # nothing left in flight: all resumable
+    assert all(r["stopped_at"] for r in workers_of())
+    fake_ses.configure(pause_after=None)
+    resumed = run(project, "--transport", "ses", "--workers", "2")
+    assert resumed.returncode == 0, resumed.stderr
+    assert per_reader(fake_ses) == {r: 1 for r in readers}
+
+
+@pytest.mark.slow
+def test_workers_stop_cleanly_when_their_parent_is_killed(project, edition, fake_ses):
+    readers = add_readers(200)
+    fake_ses.configure(latency=0.02)
+    proc = spawn(project, "--transport", "ses", "--workers", "2", "--rate", "40", "--concurrency", "4")
+    wait_for(lambda: fake_ses.accepted >= 15 and len(_live_pids()) == 2, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    deadline = time.monotonic() + 30
+    while _live_pids() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _live_pids() and all(r["stopped_at"] for r in workers_of())
+    assert "sending" not in ledger_counts()  # what they held was finished and recorded
+    assert ledger_counts()["sent"] == fake_ses.accepted
+    result = run(project, "--transport", "ses", "--workers", "2")
+    assert result.returncode == 0, result.stderr
+    assert per_reader(fake_ses) == {r: 1 for r in readers}

@@ -49,7 +49,7 @@ def send(
     again: Annotated[bool, typer.Option(
         "--again", help="Also send to readers an earlier send of this edition already reached.")] = False,
     workers: Annotated[int, typer.Option(
-        "--workers", "-w", min=1, max=64, metavar="N",
+        "--workers", min=1, max=64, metavar="N",
         help="Send with N processes on this machine (each with its own connection and --concurrency "
         "threads), sharing the send through the ledger and the --rate between them (default 1: this process).")] = 1,
 ) -> None:
