@@ -126,7 +126,7 @@ def run_workers(job: SendJob, plan: SendPlan, workers: int, *,
 
 
 def _spawn(number: int, spec: str, forward: Callable[[str], None]) -> _Worker:
-    env = dict(os.environ, PYTHONUNBUFFERED="1", NEWSLETTER_WORKER=str(number))
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(worker_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, encoding="utf-8", errors="replace", env=env,
                             start_new_session=True)  # Ctrl-C at the terminal reaches the parent only
@@ -201,11 +201,7 @@ def _finish(job: SendJob, send_id: int, before, pool: list[_Worker], report: Sen
     lowest: list[float] = []
     for w in pool:
         result = w.report()
-        if result is None:
-            if w.proc.returncode not in (0, None) and not interrupted and report.stopped is None \
-                    and w.proc.returncode > 0 and all(x.report() is None for x in pool):
-                report.stopped = next((line for line in reversed(w.err) if line.strip()), None) or \
-                    f"the workers could not start (exit code {w.proc.returncode})"
+        if result is None:  # it died, or could not start: its own line was shown
             continue
         info.retries += result["retries"]
         info.throttled += result["throttled"]
@@ -220,6 +216,11 @@ def _finish(job: SendJob, send_id: int, before, pool: list[_Worker], report: Sen
             report.stopped = result["stopped"]
     report.lowest_rate = min(lowest) if lowest else None
     report.finished = job.ledger.finish_if_done(send_id)
+    if not interrupted and not report.finished and report.stopped is None and all(w.report() is None for w in pool):
+        last = next((line for w in pool for line in reversed(w.err) if line.strip()), "")
+        report.stopped = (f"every worker stopped before the send was done ({last.removeprefix('error: ')}); "
+                          "run the same command again to resume") if last else \
+            "every worker died before the send was done: run the same command again to resume"
     report.unknown = job.ledger.unknown(send_id)
     job.ledger.set_last_error(send_id, report.stopped if not report.finished else None)
 
