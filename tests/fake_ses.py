@@ -136,7 +136,8 @@ class FakeSes:
         with self.lock:
             self.accepted += 1
             self.sent_24h += 1
-            self.messages.append({"id": message_id, "from": params.get("FromEmailAddress"), "to": recipients,
+            self.messages.append({"id": message_id, "at": time.time(), "from": params.get("FromEmailAddress"),
+                                  "to": recipients,
                                   "tags": params.get("EmailTags", []),
                                   "raw": raw.decode("ascii", "replace") if self.keep_raw else ""})
         return 200, {"Content-Type": "application/json"}, json.dumps({"MessageId": message_id}).encode()

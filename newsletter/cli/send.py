@@ -48,6 +48,10 @@ def send(
         "(repeatable: all must match).")] = None,
     again: Annotated[bool, typer.Option(
         "--again", help="Also send to readers an earlier send of this edition already reached.")] = False,
+    workers: Annotated[int, typer.Option(
+        "--workers", min=1, max=64, metavar="N",
+        help="Send with N processes on this machine (each with its own connection and --concurrency "
+        "threads), sharing the send through the ledger and the --rate between them (default 1: this process).")] = 1,
 ) -> None:
     """Send an edition to an audience: checks, confirmation, then every reader exactly once (resumable).
 
@@ -70,6 +74,8 @@ def send(
             return
         plan = job.plan()
         _show_plan(plan)
+        if workers > 1:
+            notice(f"workers:    {workers} processes on this machine, sharing the pacing")
         if dry_run:
             _show_sample(job.sample_message())
             notice("dry run: nothing was sent or written")
@@ -81,7 +87,7 @@ def send(
         if when is not None:
             _wait(when)
             plan = job.plan()  # hours may have passed: the quota and the readers are read again
-        _run(job, plan, config.outbox_path / plan.slug)
+        _run(job, plan, config.outbox_path / plan.slug, workers=workers)
     finally:
         job.close()
 
@@ -200,13 +206,18 @@ def _wait(when) -> None:
     notice(f"it is {shown}: sending")
 
 
-def _run(job, plan, outbox: Path) -> None:
+def _run(job, plan, outbox: Path, workers: int = 1) -> None:
     from newsletter.send.job import SendReport
 
     reporter = _progress_reporter(plan)
     stop = threading.Event()
     try:
-        report: SendReport = job.run(progress=reporter.update, stop=stop, plan=plan)
+        if workers > 1:
+            from newsletter.send.workers import run_workers
+
+            report: SendReport = run_workers(job, plan, workers, progress=reporter.update, notify=notice)
+        else:
+            report = job.run(progress=reporter.update, stop=stop, plan=plan)
     except KeyboardInterrupt:
         reporter.close()
         if job.report is not None:

@@ -13,7 +13,9 @@ the in-flight window (``window`` rows) in ``sending``: reported as unknown after
 
 Throttling is back-pressure: the pacing rate drops (by half the share of calls throttled in the
 last second) when the provider throttles and climbs back by small steps as calls succeed (AIMD,
-``pacing.AdaptiveRate``), and a throttled message is
+``pacing.AdaptiveRate``); several processes on one send (``--workers N``, or the same command
+in another terminal) share the rate asked: each takes 1/N of it, N the send's live workers, counted
+again every ``REBALANCE_EVERY`` seconds. A throttled message is
 retried for as long as the job runs — unless nothing at all has been accepted for
 ``throttle_patience`` seconds, then the job stops with a clear message. Other retryable errors
 are retried with jittered exponential backoff, ``max_attempts`` at most; a permanent one marks
@@ -43,7 +45,8 @@ from newsletter.send.snapshot import Snapshot, content_hash, date_instant, make_
 from newsletter.store.models import Recipient
 from newsletter.send.transports import SendLimits, Transport, describe, open_transport, send_limits
 
-HEARTBEAT_EVERY = 5.0
+REBALANCE_EVERY = 0.25  # s: how often a worker beats and counts the send's workers (its rate share)
+JOIN_WAIT = 3.0  # s: at most this long a joining worker waits for the others to take their share
 PROGRESS_EVERY = 0.5
 
 
@@ -272,6 +275,7 @@ class SendJob:
         self.ledger = Ledger.open(config)
         self.transport: Transport | None = None
         self.report: SendReport | None = None  # set by run(), also when it is interrupted
+        self._started = False  # start_send done
         try:
             self.lists = []
             for name in (*self.audience.lists, *self.audience.exclude):
@@ -364,15 +368,7 @@ class SendJob:
         """Send to every pending reader. Raises ``KeyboardInterrupt`` after a clean stop on Ctrl-C
         (the report is then on ``self.report``)."""
         plan = plan or self.plan()
-        send = self.existing or self._create_send()
-        if send.snapshot_id is None:  # a send from before snapshots whose file was missing at the upgrade
-            send = self.ledger.attach_snapshot(send, replace(self.snapshot, reconstructed=True))
-        if send.snapshot_id != self.snapshot.id:  # what the ledger froze, byte for byte (also when
-            self.snapshot = self.ledger.snapshot(send.snapshot_id)  # joining another process's send)
-            self.rendered = self.snapshot.rendered()  # type: ignore[union-attr]
-        self.existing = send
-        if self.options.retry_unknown:
-            self.ledger.retry_unknown(send.id)
+        send = self.start_send()
         stop = stop or threading.Event()
         info = ProgressInfo(total=self.ledger.progress(send.id).pending)
         self.report = report = SendReport(slug=send.ref, progress=info)
@@ -382,6 +378,7 @@ class SendJob:
         report.asked_rate = plan.rate
         failing = False
         try:
+            self._join_pacing(send, worker, bucket, stop)
             self._loop(send, worker, template, bucket, stop, report, progress)
         except KeyboardInterrupt:
             report.interrupted = failing = True
@@ -400,6 +397,48 @@ class SendJob:
             if progress:
                 progress(info)
         return report
+
+    def start_send(self) -> SendRecord:
+        """The send this job works on, in the ledger: the one it resumes or joins, else a new one
+        (its snapshot and recipients frozen now); with ``retry_unknown``, its unknowns are
+        pending again. Done once per send command (``run`` calls it; with ``--workers`` the
+        parent does, and the workers join the send by its id)."""
+        if self.existing is not None and self._started:
+            return self.existing
+        send = self.existing or self._create_send()
+        if send.snapshot_id is None:  # a send from before snapshots whose file was missing at the upgrade
+            send = self.ledger.attach_snapshot(send, replace(self.snapshot, reconstructed=True))
+        if send.snapshot_id != self.snapshot.id:  # what the ledger froze, byte for byte (also when
+            self.snapshot = self.ledger.snapshot(send.snapshot_id)  # joining another process's send)
+            self.rendered = self.snapshot.rendered()  # type: ignore[union-attr]
+        self.existing = send
+        if self.options.retry_unknown:
+            self.ledger.retry_unknown(send.id)
+        self._started = True
+        return send
+
+    def _rebalance(self, send: SendRecord, worker: str, bucket: AdaptiveRate) -> dict[str, float]:
+        """Count the send's live workers and take this one's share of the rate; then beat, with
+        the time *before* the count: a heartbeat newer than a worker's joining means its share
+        has been taken into account (see ``_join_pacing``)."""
+        seen = time.time()
+        live = self.ledger.live_workers(send.id)
+        bucket.set_share(max(1, len(live | {worker: seen})))
+        self.ledger.heartbeat(worker, at=seen)
+        return live
+
+    def _join_pacing(self, send: SendRecord, worker: str, bucket: AdaptiveRate, stop: threading.Event) -> None:
+        """A worker joining a send that others are sending waits (up to ``JOIN_WAIT`` s) until
+        each of them has taken the smaller share that its arrival makes, so the send's total rate
+        never goes above the rate asked, not even while workers join."""
+        joined = time.time()  # after the registration committed: a count started later sees it
+        deadline = time.monotonic() + JOIN_WAIT
+        while True:
+            live = self._rebalance(send, worker, bucket)
+            if bucket.rate is None or all(beat >= joined for other, beat in live.items() if other != worker):
+                return
+            if time.monotonic() > deadline or stop.wait(REBALANCE_EVERY / 5):
+                return
 
     def _create_send(self) -> SendRecord:
         running = getattr(self.store, "imports_running", None)
@@ -421,7 +460,7 @@ class SendJob:
             # Another process started this send a moment ago: join it (claims keep us apart).
             return err.existing
 
-    def _loop(self, send: SendRecord, worker: str, template: MessageTemplate, bucket: TokenBucket,
+    def _loop(self, send: SendRecord, worker: str, template: MessageTemplate, bucket: AdaptiveRate,
               stop: threading.Event, report: SendReport, progress: Callable[[ProgressInfo], None] | None) -> None:
         """Claim, hand out to the sending threads, record results in batches (one transaction
         each). Claimed-but-unrecorded rows never exceed ``window``: that bounds the unknowns a
@@ -452,8 +491,8 @@ class SendJob:
                     self._collect(send, worker, buffered, report, stop)
                     buffered, last_flush = [], now
                 report.progress.elapsed = now - started
-                if now - last_beat > HEARTBEAT_EVERY:
-                    self.ledger.heartbeat(worker)
+                if now - last_beat > REBALANCE_EVERY:  # the heartbeat, and the rate shared
+                    self._rebalance(send, worker, bucket)  # with the workers alive now
                     last_beat = now
                 if progress and now - last_progress > PROGRESS_EVERY:
                     progress(report.progress)

@@ -517,9 +517,19 @@ class Ledger:
                               (worker, send_id, host, pid, utc_now(), time.time(), process_key(pid)))
         return worker
 
-    def heartbeat(self, worker: str) -> None:
+    def heartbeat(self, worker: str, at: float | None = None) -> None:
+        """Say this worker is alive; ``at``: when it last looked at the other workers (pacing)."""
         with self._write():
-            self.conn.execute("UPDATE send_workers SET heartbeat_at = ? WHERE id = ?", (time.time(), worker))
+            self.conn.execute("UPDATE send_workers SET heartbeat_at = ? WHERE id = ?",
+                              (time.time() if at is None else at, worker))
+
+    def live_workers(self, send_id: int) -> dict[str, float]:
+        """The workers of a send that may be sending now (registered, not stopped, their process
+        there): id -> last heartbeat (``time.time()``). They share the send's rate."""
+        rows = self.conn.execute("SELECT id, host, pid, heartbeat_at, process_key FROM send_workers "
+                                 "WHERE send_id = ? AND stopped_at IS NULL", (send_id,)).fetchall()
+        return {r["id"]: r["heartbeat_at"] for r in rows
+                if worker_alive(r["host"], r["pid"], r["process_key"], r["heartbeat_at"])}
 
     def stop_worker(self, worker: str) -> None:
         with self._write():

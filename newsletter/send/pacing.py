@@ -70,6 +70,10 @@ class AdaptiveRate(TokenBucket):
     Unpaced (``ceiling`` None) until the first throttle: then the rate achieved over the last
     second becomes the ceiling. Never below ``floor``. ``lowest``, ``decreases`` and
     ``last_success`` tell what happened.
+
+    Several processes sending one send share its rate: ``set_share(n)`` makes this bucket take
+    1/n of the rate asked (ceiling and current rate scaled, so a lowered rate stays as lowered);
+    ``lowest`` is then counted for the whole send (this process's rate × n).
     """
 
     ROUND = 1.0
@@ -78,6 +82,9 @@ class AdaptiveRate(TokenBucket):
                  burst: int = 1, clock: Callable[[], float] = time.monotonic):
         super().__init__(ceiling, burst=burst, clock=clock)
         self.ceiling = ceiling
+        self.asked = ceiling  # the whole send's ceiling, before sharing
+        self.share = 1  # processes sharing it (see set_share)
+        self._generation = 0  # bumped when the share goes down (see acquire)
         self._step, self._floor = step, floor
         self.lowest: float | None = ceiling
         self.decreases = 0
@@ -116,7 +123,8 @@ class AdaptiveRate(TokenBucket):
             share = self._refused / self._answered
             _, floor = self._bounds()
             self.rate = max(floor, self.rate * (1.0 - share / 2))
-            self.lowest = self.rate if self.lowest is None else min(self.lowest, self.rate)
+            total = self.rate * self.share
+            self.lowest = total if self.lowest is None else min(self.lowest, total)
             self.decreases += 1
             self._round, self._answered, self._refused = now, 0, 0
             return True
@@ -129,3 +137,36 @@ class AdaptiveRate(TokenBucket):
                 return
             step, _ = self._bounds()
             self.rate = min(self.ceiling, self.rate + step / self.rate)
+
+    def set_share(self, workers: int) -> bool:
+        """Take 1/``workers`` of the asked rate (``workers`` processes send this send); True when
+        the share changed. Unpaced (nothing asked), there is nothing to share."""
+        workers = max(1, int(workers))
+        with self._lock:
+            if workers == self.share:
+                return False
+            old, self.share = self.share, workers
+            if self.asked is None or self.rate is None or self.ceiling is None:
+                return True
+            self.ceiling = self.asked / workers
+            before, self.rate = self.rate, min(self.ceiling, self.rate * old / workers)
+            if self.rate < before:  # slots reserved at the old pace are void: their threads reserve
+                self._generation += 1  # again (``acquire``), from a schedule at the new pace
+                self._next = self._clock() + 1.0 / self.rate
+            return True
+
+    def acquire(self, stop: threading.Event | None = None) -> bool:
+        """As ``TokenBucket.acquire``; a slot reserved before the share went down is taken again."""
+        while True:
+            generation = self._generation
+            wait = self.reserve()
+            if wait > 0:
+                if stop is not None:
+                    if stop.wait(wait):
+                        return False
+                else:
+                    time.sleep(wait)
+            if stop is not None and stop.is_set():
+                return False
+            if generation == self._generation:
+                return True
