@@ -8,8 +8,10 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from newsletter.config import Config
+if TYPE_CHECKING:  # config imports this module to check [dns] nameservers
+    from newsletter.config import Config
 
 NAMESERVERS_ENV = "NEWSLETTER_DNS_NAMESERVERS"
 LIFETIME = 3.0  # seconds per lookup, retries included
