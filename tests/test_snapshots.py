@@ -451,3 +451,29 @@ def test_another_file_with_a_sent_slug_and_another_date_is_refused(project, cli)
     (project / "editions" / "2026-11-20.md").rename(moved)
     again = cli("send", str(moved), "--list", "daily", "--yes")
     assert again.exit_code == 0 and "every reader of daily already received weekly-notes" in again.output
+
+
+def test_each_reader_of_a_multi_list_send_gets_the_list_id_of_the_list_their_token_names(project, cli):
+    """List-Id is a static header: a send to several lists keeps a template per list, so a
+    reader only on `weekly` is not told the mail came through `daily` (their unsubscribe link
+    names weekly: the two must agree)."""
+    from newsletter.config import load_secret
+    from newsletter.tokens import verify_token
+
+    config = load_config()
+    with open_store(config) as store:
+        daily, weekly = store.create_list("daily"), store.create_list("weekly")
+        store.add_subscriber("both@example.com", lists=["daily", "weekly"])
+        store.add_subscriber("weekly-only@example.com", lists=["weekly"])
+        store.add_subscriber("daily-only@example.com", lists=["daily"])
+    path = write(project / "editions" / "2026-11-20.md", "Lists")
+    send(cli, path, "--list", "daily", "--list", "weekly")
+    secret = load_secret(config)
+    seen = {}
+    for message in outbox_messages(project, "2026-11-20"):
+        to = message["To"].addresses[0].addr_spec
+        one_click = str(message["List-Unsubscribe"]).split("<", 1)[1].split(">", 1)[0]
+        claims = verify_token(secret, "unsubscribe", one_click.rsplit("/", 1)[1])
+        seen[to] = (str(message["List-Id"]).rsplit("<", 1)[1].split(".", 1)[0], claims.list_id)
+    assert seen == {"both@example.com": ("daily", daily.id), "weekly-only@example.com": ("weekly", weekly.id),
+                    "daily-only@example.com": ("daily", daily.id)}

@@ -38,11 +38,11 @@ from newsletter.audience.segments import Audience, make_audience
 from newsletter.config import Config, load_secret
 from newsletter.errors import EditionError, NewsletterError, StoreError, TransportError, ValidationError
 from newsletter.send.ledger import Claim, DeliveryState, EditionRecord, Ledger, Outcome, SendExists, SendRecord
-from newsletter.send.message import MessageTemplate, SendContext
+from newsletter.send.message import ListTemplates, MessageTemplate, SendContext
 from newsletter.send.pacing import AdaptiveRate, TokenBucket, backoff
 from newsletter.render.rendered import RenderedEmail
 from newsletter.send.snapshot import Snapshot, content_hash, date_instant, make_snapshot, resolved, source_hash
-from newsletter.store.models import Recipient
+from newsletter.store.models import MailingList, Recipient
 from newsletter.send.transports import SendLimits, Transport, describe, open_transport, send_limits
 
 REBALANCE_EVERY = 0.25  # s: how often a worker beats and counts the send's workers (its rate share)
@@ -351,16 +351,25 @@ class SendJob:
                 self.notify(f"warning: cannot read the sending quota ({err.message}); pacing at --rate only")
             return None
 
-    def context(self, *, subject_prefix: str = "") -> SendContext:
-        return SendContext(config=self.config, secret=self.secret, list_id=self.mailing_list.id,  # type: ignore[union-attr]
-                           list_name=self.mailing_list.name, subject_prefix=subject_prefix)
+    def context(self, mailing_list: MailingList | None = None, *, subject_prefix: str = "") -> SendContext:
+        """What the messages sent through ``mailing_list`` (default: the audience's first) share."""
+        target = mailing_list or self.mailing_list
+        return SendContext(config=self.config, secret=self.secret, list_id=target.id,  # type: ignore[union-attr]
+                           list_name=target.name, subject_prefix=subject_prefix)
+
+    def templates(self, *, subject_prefix: str = "") -> ListTemplates:
+        """One compiled template per list the audience sends through (not the excluded ones), so
+        each reader's List-Id names their own list, as their unsubscribe token does."""
+        sending = self.lists[:len(self.audience.lists)] or [self.mailing_list]
+        return ListTemplates(self.rendered, {lst.id: self.context(lst, subject_prefix=subject_prefix)
+                                             for lst in sending}, self.mailing_list.id)
 
     def sample_message(self) -> bytes | None:
         """The first reader's message, for ``--dry-run`` (nothing sent or written)."""
         first = next(iter(self.store.audience_recipients(self.audience)), None)
         if first is None:
             return None
-        return MessageTemplate(self.rendered, self.context()).render(first).raw
+        return self.templates().render(first).raw
 
     # -- the run ---------------------------------------------------------------------------------
     def run(self, *, progress: Callable[[ProgressInfo], None] | None = None,
@@ -373,7 +382,7 @@ class SendJob:
         info = ProgressInfo(total=self.ledger.progress(send.id).pending)
         self.report = report = SendReport(slug=send.ref, progress=info)
         worker = self.ledger.register_worker(send.id)
-        template = MessageTemplate(self.rendered, self.context())
+        template = self.templates()
         bucket = AdaptiveRate(plan.rate)
         report.asked_rate = plan.rate
         failing = False
@@ -460,7 +469,7 @@ class SendJob:
             # Another process started this send a moment ago: join it (claims keep us apart).
             return err.existing
 
-    def _loop(self, send: SendRecord, worker: str, template: MessageTemplate, bucket: AdaptiveRate,
+    def _loop(self, send: SendRecord, worker: str, template: ListTemplates, bucket: AdaptiveRate,
               stop: threading.Event, report: SendReport, progress: Callable[[ProgressInfo], None] | None) -> None:
         """Claim, hand out to the sending threads, record results in batches (one transaction
         each). Claimed-but-unrecorded rows never exceed ``window``: that bounds the unknowns a
@@ -510,7 +519,7 @@ class SendJob:
                 thread.join()
             report.progress.elapsed = time.monotonic() - started
 
-    def _work(self, work: queue.SimpleQueue, results: queue.SimpleQueue, template: MessageTemplate,
+    def _work(self, work: queue.SimpleQueue, results: queue.SimpleQueue, template: ListTemplates,
               bucket: TokenBucket, stop: threading.Event) -> None:
         """A sending thread: claims in, results out, until the ``None`` sentinel."""
         while (claim := work.get()) is not None:
@@ -546,7 +555,7 @@ class SendJob:
         report.unknown = self.ledger.unknown(send.id)
         self.ledger.set_last_error(send.id, report.stopped if not report.finished else None)
 
-    def _deliver(self, template: MessageTemplate, claim: Claim, bucket: TokenBucket,
+    def _deliver(self, template: ListTemplates, claim: Claim, bucket: TokenBucket,
                  stop: threading.Event) -> _Result:
         """Runs in a pool thread: make the message, pace, send with bounded retries."""
         address = claim.recipient.email

@@ -288,6 +288,19 @@ def _rewrap(encoded: bytes) -> bytes:
 _Slot = tuple
 
 
+class ListTemplates:
+    """A send's templates, one per list it goes through: ``List-Id`` is a static header of a
+    template, so in a send to several lists each reader's message comes from the template of the
+    list they are sent through (``Recipient.list_id``; their unsubscribe token names it too)."""
+
+    def __init__(self, rendered: RenderedEmail, contexts: dict[int, SendContext], default: int):
+        self._templates = {list_id: MessageTemplate(rendered, ctx) for list_id, ctx in contexts.items()}
+        self._default = self._templates[default]
+
+    def render(self, recipient: Recipient) -> OutgoingMessage:
+        return self._templates.get(recipient.list_id, self._default).render(recipient)
+
+
 class MessageTemplate:
     """An edition compiled once for a send; ``render(recipient)`` makes one reader's message."""
 
