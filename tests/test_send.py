@@ -408,6 +408,21 @@ def test_sigkill_then_resume_delivers_exactly_once_apart_from_unknowns(project, 
     assert sum(got.values()) - len(readers) <= len(unknown)  # duplicates only among the unknowns
 
 
+def test_a_second_run_while_another_process_holds_the_rest_says_so(project, edition, fake_ses, cli):
+    """Nothing pending but messages in flight in a live process: not 'every reader has been
+    dealt with' (they have not), but who holds them; exit 0, nothing sent twice."""
+    readers = add_readers(10)
+    fake_ses.configure(latency=1.5)
+    first = spawn_send(project, "--concurrency", "16")  # claims all ten at once
+    wait_for(lambda: ledger_counts().get("sending", 0) == 10, first)
+    second = cli("send", EDITION, "--list", "daily", "--transport", "ses", "--yes")
+    assert second.exit_code == 0, second.output
+    assert "10 message(s) of 2025-10-14 are being sent by another process right now" in second.output
+    assert "has been dealt with" not in second.output
+    assert first.wait(timeout=60) == 0
+    assert per_reader(fake_ses) == {r: 1 for r in readers}
+
+
 @pytest.mark.slow
 def test_two_processes_share_the_work_and_never_double_send(project, edition, fake_ses):
     readers = add_readers(300)

@@ -166,6 +166,10 @@ def _nothing_to_do(plan) -> None:
         else:
             notice(f"list {plan.list_name} has no active readers: nothing to send")
         return
+    if plan.in_flight:  # not done: another process of this send holds them right now
+        notice(f"nothing left for this run: {plan.in_flight} message(s) of {plan.ref} are being sent by another "
+               f"process right now (see `newsletter sends show {plan.ref}`)")
+        return
     if plan.unknown:
         notice(f"nothing pending; {plan.unknown} message(s) unknown: run again with --retry-unknown to re-send them")
         raise typer.Exit(1)

@@ -185,6 +185,7 @@ class SendPlan:
     steps: list[tuple[str, int]] = field(default_factory=list)  # the audience, step by step
     skipped_earlier: int = 0  # readers an earlier send of this edition reached (left out)
     again: bool = False
+    in_flight: int = 0  # held right now by a live process of this send (another terminal, a worker)
 
     @property
     def estimated_seconds(self) -> float | None:
@@ -312,6 +313,7 @@ class SendJob:
         if self.existing:
             progress = self.ledger.progress(self.existing.id)
             unknown = progress.unknown
+            in_flight = progress.count(DeliveryState.SENDING) - unknown
             to_send = progress.pending + (unknown if self.options.retry_unknown else 0)
             done = progress.done
             earlier, ref = self.existing.skipped_earlier, self.existing.ref
@@ -323,7 +325,7 @@ class SendJob:
             else:
                 total = steps[-1][1]
             earlier = steps[-1][1] - total
-            to_send, done, unknown = total, 0, 0
+            to_send, done, unknown, in_flight = total, 0, 0, 0
             seq = len(self.ledger.edition_sends(edition.id)) + 1 if edition else 1
             ref = self.snapshot.slug if seq == 1 else f"{self.snapshot.slug}#{seq}"
         remaining = limits.remaining_24h if limits else None
@@ -337,7 +339,7 @@ class SendJob:
                         unknown=unknown, resuming=self.existing is not None,
                         rate=effective_rate(self.config, self.options, limits), limits=limits,
                         retry_unknown=self.options.retry_unknown, ref=ref, number=self.snapshot.number,
-                        steps=steps, skipped_earlier=earlier, again=self.again)
+                        steps=steps, skipped_earlier=earlier, again=self.again, in_flight=in_flight)
 
     def _limits(self) -> SendLimits | None:
         """The provider's limits; an IAM policy that allows sending but not reading the quota is
