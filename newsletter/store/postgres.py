@@ -25,7 +25,7 @@ import itertools
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
-from newsletter.audience.addresses import Address, parse_address
+from newsletter.audience.addresses import parse_address
 from newsletter.audience.segments import Condition
 from newsletter.store import pg
 from newsletter.store.base import ImportRow, ImportSummary

@@ -24,7 +24,7 @@ import itertools
 import json
 from collections.abc import Iterable
 
-from newsletter.store import pg, sqlite_import
+from newsletter.store import pg, sqlite_bulk, sqlite_import
 from newsletter.store.base import ImportRow, ImportSummary
 from newsletter.store.models import MailingList
 
@@ -107,14 +107,14 @@ def bulk_load(conn: pg.PgConnection, rows: Iterable[ImportRow], target: MailingL
     # after the rows, instead of being kept up to date row by row
     conn.execute("ALTER TABLE memberships DROP CONSTRAINT memberships_pkey")
     conn.execute(f"DROP INDEX {MEMBERSHIP_INDEX}")
-    sqlite_import.add_memberships(conn, target, 0, now)
+    sqlite_bulk.add_memberships(conn, target, 0, now)
     conn.execute("ALTER TABLE memberships ADD CONSTRAINT memberships_pkey "
                  "PRIMARY KEY (subscriber_id, list_id)")
     conn.execute(_CREATE_MEMBERSHIP_INDEX)
     for name, definition in _FOREIGN_KEYS.items():
         conn.execute(f"ALTER TABLE memberships ADD CONSTRAINT {name} {definition}")
     if "bounced" in statuses or "complained" in statuses:
-        sqlite_import.add_suppressions(conn, 0, now)
+        sqlite_bulk.add_suppressions(conn, 0, now)
 
 
 def _merge_duplicates(conn: pg.PgConnection) -> None:

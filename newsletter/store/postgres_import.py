@@ -12,7 +12,7 @@ holding it, they are merged with set-based SQL:
    address (the index on it is then filled in order; the first spelling of an address wins);
    addresses the file names more than once are then merged in place: the last row kept whole
    (its spelling, name and attributes), an opt-out in any row winning (``sqlite_import.merge_rows``); their memberships and (for imported bounces and complaints)
-   suppressions follow in one statement each (``sqlite_import.finish_new``).
+   suppressions follow in one statement each (``sqlite_bulk.finish_new``).
 
 A first import into an empty database (nothing to check against) takes a shorter road:
 ``newsletter.store.postgres_bulk``. Both give the same result (tested).
@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from newsletter.audience.addresses import Address, address_hash
-from newsletter.store import pg, postgres_bulk, sqlite_import
+from newsletter.store import pg, postgres_bulk, sqlite_bulk, sqlite_import
 from newsletter.store.base import ImportRow, ImportSummary
 from newsletter.store.models import MailingList
 
@@ -99,7 +99,7 @@ def import_rows(store: "PostgresStore", rows: Iterable[ImportRow], target: Maili
                     + "".join(f" WHERE {c}" for c in skip[:1]))
                 skip.append("NOT EXISTS (SELECT 1 FROM subscribers s WHERE s.email_key = r.key)")
             _insert_new(conn, skip, source, first_new, now, summary)
-            sqlite_import.finish_new(conn, target, first_new, now)
+            sqlite_bulk.finish_new(conn, target, first_new, now)
             if first_new:
                 _apply_existing(store, target, now, summary)
             if dry_run:

@@ -17,7 +17,7 @@ from pathlib import Path
 from newsletter.audience.addresses import Address, clean_text, parse_address
 from newsletter.audience.segments import Audience, Condition
 from newsletter.audience.attributes import attr_key
-from newsletter.errors import StoreError, ValidationError
+from newsletter.errors import ValidationError
 from newsletter.store import db
 from newsletter.store.db import utc_now
 from newsletter.store.base import AddResult, AudienceSelect, ImportRow, ImportSummary, Store, SubscribeResult

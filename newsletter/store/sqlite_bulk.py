@@ -13,13 +13,11 @@ import's (short) transaction: the DROP INDEX is undone by a rollback like any wr
 from __future__ import annotations
 
 import itertools
-import json
 import operator
 import sqlite3
-from collections.abc import Iterable
 
 from newsletter.audience.addresses import address_hash
-from newsletter.store.base import ImportRow, ImportSummary
+from newsletter.store.base import ImportSummary
 from newsletter.store.models import MailingList
 
 KEY_INDEX = "subscribers_by_key"

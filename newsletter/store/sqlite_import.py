@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 from newsletter.audience.addresses import Address, address_hash
 from newsletter.store.base import ImportRow, ImportSummary
 from newsletter.store import sqlite_bulk
-from newsletter.store.sqlite_bulk import add_memberships, add_suppressions, finish_new  # noqa: F401 (postgres_* use them from here)
+from newsletter.store.sqlite_bulk import finish_new
 from newsletter.store.models import MailingList
 
 if TYPE_CHECKING:
