@@ -25,7 +25,6 @@ import itertools
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
-from newsletter.audience.addresses import parse_address
 from newsletter.audience.segments import Condition
 from newsletter.store import pg
 from newsletter.store.base import ImportRow, ImportSummary
@@ -46,6 +45,7 @@ class PostgresStore(SqliteStore):
     """The subscriber store in a PostgreSQL database (``url``), migrated on connect."""
 
     backend = "postgresql"
+    FIND_IN = "strpos"
 
     def __init__(self, url: str):  # noqa: D107 (does not call SqliteStore.__init__: no file)
         self.url = url
@@ -95,11 +95,6 @@ class PostgresStore(SqliteStore):
         half-written (SQLite's chunked imports journal themselves; see pg_migrations/006)."""
         self.require_list(list_name)
         return []
-
-    def erase(self, email: str) -> bool:
-        from newsletter.store.postgres_import import erase
-
-        return erase(self, parse_address(email))
 
     # -- audiences -------------------------------------------------------------------------
     _AUDIENCE_LIST_ID = "(?::bigint[])[u.pos + 1]"

@@ -25,7 +25,7 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from newsletter.audience.addresses import Address, address_hash
+from newsletter.audience.addresses import address_hash
 from newsletter.store import pg, postgres_bulk, sqlite_bulk, sqlite_import
 from newsletter.store.base import ImportRow, ImportSummary
 from newsletter.store.models import MailingList
@@ -210,38 +210,3 @@ def _apply_existing(store: "PostgresStore", target: MailingList, now: str,
         field = {"opt-out": "updated"}.get(outcome, outcome).replace("-", "_")
         setattr(summary, field, getattr(summary, field) + 1)
         summary.duplicates += len(group) - 1
-
-
-def erase(store: "PostgresStore", address: Address) -> bool:
-    """Delete everything personal about ``address``; keep only its hash on the suppression
-    list so that no later import or sign-up can bring it back (as ``sqlite_import.erase``)."""
-    from newsletter.store.db import utc_now
-
-    forms = sorted({address.key, address.email.lower(), address.ascii_email.lower()})
-    marks = ", ".join("?" * len(forms))
-    with store.transaction() as conn:
-        row = conn.execute("SELECT id FROM subscribers WHERE email_key = ?",
-                           (address.key,)).fetchone()
-        sub_id = row["id"] if row else None
-        found = sub_id is not None
-        found |= conn.execute(
-            f"UPDATE deliveries SET email = NULL WHERE subscriber_id = ? "
-            f"OR lower(email) IN ({marks})", (sub_id, *forms)).rowcount > 0
-        found |= conn.execute(
-            f"UPDATE events SET email = NULL, payload = '{{\"erased\": true}}' "
-            f"WHERE lower(email) IN ({marks})", forms).rowcount > 0
-        # Provider messages quote the address too (errors, undecodable notifications).
-        mentions = " OR ".join(["strpos(lower({col}), ?) > 0"] * len(forms))
-        conn.execute(f"UPDATE deliveries SET last_error = 'erased' "
-                     f"WHERE {mentions.format(col='last_error')}", forms)
-        conn.execute(f"UPDATE dead_letters SET body = '{{\"erased\": true}}' "
-                     f"WHERE {mentions.format(col='body')}", forms)
-        if sub_id is not None:
-            conn.execute("DELETE FROM subscribers WHERE id = ?", (sub_id,))
-        found |= conn.execute("SELECT 1 FROM suppressions WHERE email_hash = ?",
-                              (address.hash,)).fetchone() is not None
-        conn.execute(
-            "INSERT INTO suppressions (email_hash, email, reason, created_at) "
-            "VALUES (?, NULL, 'erased', ?) ON CONFLICT (email_hash) DO UPDATE SET email = NULL",
-            (address.hash, utc_now()))
-    return found

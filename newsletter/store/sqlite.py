@@ -73,6 +73,7 @@ class SqliteStore(Store):
     """The subscriber store in one SQLite file (``path``), migrated on open."""
 
     backend = "sqlite"  # PostgresStore: "postgresql" (for the few engine-specific settings)
+    FIND_IN = "instr"  # SQL function: the position of a substring (PostgreSQL: strpos, same arguments)
 
     def __init__(self, path: str | Path):
         self.path = Path(path)

@@ -461,7 +461,7 @@ def erase(store: "SqliteStore", address: Address) -> bool:
             f"UPDATE events SET email = NULL, payload = '{{\"erased\": true}}' "
             f"WHERE lower(email) IN ({marks})", forms).rowcount > 0
         # Provider messages quote the address too (errors, undecodable notifications).
-        mentions = " OR ".join(["instr(lower({col}), ?) > 0"] * len(forms))
+        mentions = " OR ".join([f"{store.FIND_IN}(lower({{col}}), ?) > 0"] * len(forms))
         conn.execute(f"UPDATE deliveries SET last_error = 'erased' "
                      f"WHERE {mentions.format(col='last_error')}", forms)
         conn.execute(f"UPDATE dead_letters SET body = '{{\"erased\": true}}' "
