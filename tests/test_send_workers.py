@@ -62,7 +62,9 @@ def test_workers_send_each_reader_exactly_once(project, edition, fake_ses, worke
     readers = add_readers(300)
     with open_store(load_config()) as store:  # left before the send: never frozen into it
         store.unsubscribe(store.get_subscriber("reader0007@example.com").id)
-    fake_ses.configure(latency=0.004, reject=["reader0011@example.com"])
+    # ~2 s of sending even with 4 workers × 4 threads: every worker has started (a cold start is
+    # ~1 s on a busy 2-core machine) before the work runs out, so each must get a share.
+    fake_ses.configure(latency=0.1, reject=["reader0011@example.com"])
     result = run(project, "--transport", "ses", "--workers", str(workers), "--concurrency", "4")
     output = result.stdout + result.stderr
     assert result.returncode == 1, output  # one reader was rejected: exit 1, as one process would give
