@@ -103,26 +103,10 @@ class PostgresStore(SqliteStore):
     def _id_list(ids: list[int]) -> list[int]:
         return [int(i) for i in ids]  # sent as an array, cast to bigint[] in the SQL
 
-    def _audience_sql(self, lists: list[int], exclude: list[int], conditions: Iterable[Condition],
-                      columns: str) -> tuple[str, list]:
-        """As ``SqliteStore._audience_sql`` (``u.pos``: 0-based position of the reader's first
-        list in ``lists``)."""
-        extra, extra_args = self._conditions_sql(conditions)
-        sql = (f"SELECT {columns} FROM (SELECT m.subscriber_id AS id, MIN(l.pos) - 1 AS pos "
-               "FROM unnest(?::bigint[]) WITH ORDINALITY AS l(list_id, pos) "
-               "JOIN memberships m ON m.list_id = l.list_id AND m.status = 'active' "
-               "GROUP BY m.subscriber_id) u JOIN subscribers s ON s.id = u.id "
-               "WHERE s.status = 'active' "
-               "AND NOT EXISTS (SELECT 1 FROM suppressions x WHERE x.email = s.email_key)")
-        args: list = [self._id_list(lists)]
-        if exclude:
-            sql += (" AND NOT EXISTS (SELECT 1 FROM memberships e WHERE e.subscriber_id = s.id "
-                    "AND e.list_id = ANY (?::bigint[]) AND e.status <> 'unsubscribed')")
-            args.append(self._id_list(exclude))
-        if extra:
-            sql += " AND " + extra
-            args += extra_args
-        return sql, args
+    _LIST_ROWS = "unnest(?::bigint[]) WITH ORDINALITY AS l(list_id, pos)"
+    _LIST_ROW_ID = "l.list_id"
+    _LIST_POS = "l.pos - 1"
+    _IN_LIST = "= ANY (?::bigint[])"
 
     @staticmethod
     def _conditions_sql(conditions: Iterable[Condition]) -> tuple[str, list]:

@@ -415,6 +415,12 @@ class SqliteStore(Store):
 
     # the list id of a reader's first list (``u.pos``) from the list of ids in a parameter
     _AUDIENCE_LIST_ID = "json_extract(?, '$[' || u.pos || ']')"
+    # A list of ids as one parameter (``_id_list``): its rows, each row's id and 0-based position,
+    # and "is one of them" (PostgreSQL: unnest … WITH ORDINALITY and = ANY of a bigint array).
+    _LIST_ROWS = "json_each(?) l"
+    _LIST_ROW_ID = "l.value"
+    _LIST_POS = "l.key"
+    _IN_LIST = "IN (SELECT value FROM json_each(?))"
 
     @staticmethod
     def _id_list(ids: list[int]):
@@ -450,16 +456,16 @@ class SqliteStore(Store):
         first of the lists they are on), active and not suppressed, on none of ``exclude`` (any
         membership but an unsubscribed one), matching every condition."""
         extra, extra_args = self._conditions_sql(conditions)
-        sql = (f"SELECT {columns} FROM (SELECT m.subscriber_id AS id, MIN(l.key) AS pos "
-               "FROM json_each(?) l JOIN memberships m ON m.list_id = l.value AND m.status = 'active' "
-               "GROUP BY m.subscriber_id) u JOIN subscribers s ON s.id = u.id "
+        sql = (f"SELECT {columns} FROM (SELECT m.subscriber_id AS id, MIN({self._LIST_POS}) AS pos "
+               f"FROM {self._LIST_ROWS} JOIN memberships m ON m.list_id = {self._LIST_ROW_ID} "
+               "AND m.status = 'active' GROUP BY m.subscriber_id) u JOIN subscribers s ON s.id = u.id "
                "WHERE s.status = 'active' "
                "AND NOT EXISTS (SELECT 1 FROM suppressions x WHERE x.email = s.email_key)")
-        args: list = [json.dumps(lists)]
+        args: list = [self._id_list(lists)]
         if exclude:
             sql += (" AND NOT EXISTS (SELECT 1 FROM memberships e WHERE e.subscriber_id = s.id "
-                    "AND e.list_id IN (SELECT value FROM json_each(?)) AND e.status != 'unsubscribed')")
-            args.append(json.dumps(exclude))
+                    f"AND e.list_id {self._IN_LIST} AND e.status <> 'unsubscribed')")
+            args.append(self._id_list(exclude))
         if extra:
             sql += " AND " + extra
             args += extra_args
