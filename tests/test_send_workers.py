@@ -19,6 +19,7 @@ from newsletter.config import load_config
 from newsletter.send.ledger import Ledger
 from newsletter.store import open_store
 from test_send import EDITION, SLUG, add_readers, edition, fake_ses, ledger_counts, outbox_messages, per_reader  # noqa: F401
+from test_send import wait_for as send_wait_for
 
 COMMAND = [sys.executable, "-m", "newsletter", "send", EDITION, "--list", "daily", "--yes"]
 
@@ -46,14 +47,8 @@ def workers_of(send_ref: str = SLUG) -> list[dict]:
 
 
 def wait_for(condition, proc: subprocess.Popen, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if proc.poll() is not None:
-            raise AssertionError(f"send exited early ({proc.returncode}): {proc.stdout.read()}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError(f"timed out waiting: {proc.communicate()[0]}")
-        time.sleep(0.05)
+    """``test_send.wait_for`` with more time: N processes start before the condition can hold."""
+    send_wait_for(condition, proc, timeout)
 
 
 @pytest.mark.slow
