@@ -89,3 +89,15 @@ def insert_send(config, slug: str, rows, *, created_at: str = "2026-11-24T07:00:
         conn.execute("COMMIT")
     finally:
         conn.close()
+
+
+def record_notifications(config, docs: list[dict]) -> None:
+    """Parse and record ``docs`` as ``events pull`` would, every other one wrapped in SNS (both
+    shapes reach the queue)."""
+    from newsletter.feedback.parse import parse_message
+    from newsletter.feedback.record import open_recorder
+
+    with open_recorder(config) as recorder:
+        for n, doc in enumerate(docs):
+            for event in parse_message(sns_body(doc) if n % 2 else raw_body(doc)):
+                recorder.record(event)

@@ -8,11 +8,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from events_support import insert_send, notification, raw_body, sns_body
+from events_support import insert_send, notification, record_notifications
 from newsletter.config import load_config
 from newsletter.feedback.engagement import Activity, judge, open_reason
-from newsletter.feedback.record import open_recorder
-from newsletter.feedback.parse import parse_message
 from newsletter.feedback.stats import edition_stats
 from newsletter.store import open_store
 from newsletter.store.db import connect, sqlite_path
@@ -62,10 +60,7 @@ def mixed(project):
         event("click", *m(7), when=900, agent="Mimecast Web Security Service", link=LINKS[0]),  # scanner UA
         event("click", *m(8), when=7200, agent=CHROME, ip="203.0.113.50", link=LINKS[3]),  # reader, pixel blocked
     ]
-    with open_recorder(config) as recorder:
-        for n, doc in enumerate(docs):
-            for ev in parse_message(sns_body(doc) if n % 2 else raw_body(doc)):
-                recorder.record(ev)
+    record_notifications(config, docs)
     return config
 
 

@@ -6,10 +6,8 @@ import json
 
 import pytest
 
-from events_support import insert_send, notification, raw_body, sns_body
+from events_support import insert_send, notification, record_notifications
 from newsletter.config import load_config
-from newsletter.feedback.record import open_recorder
-from newsletter.feedback.parse import parse_message
 from newsletter.feedback.stats import all_stats, edition_stats
 from newsletter.store import open_store
 from newsletter.store.db import connect, sqlite_path
@@ -44,10 +42,7 @@ def sent(project):
              ev("event-click", 6, link=LINK_A), ev("event-click", 12, link=LINK_B)]  # 12: a click, no open
     docs += [ev("identity-bounce-permanent", 0, prefix="b")]
     docs += [ev("identity-delivery", n, prefix="b") for n in range(1, 200)]
-    with open_recorder(config) as recorder:
-        for n, doc in enumerate(docs):
-            for event in parse_message(sns_body(doc) if n % 2 else raw_body(doc)):
-                recorder.record(event)
+    record_notifications(config, docs)
     return config
 
 
