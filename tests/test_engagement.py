@@ -8,12 +8,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from events_support import insert_send, notification, record_notifications
+from events_support import database, insert_send, notification, record_notifications
 from newsletter.config import load_config
 from newsletter.feedback.engagement import Activity, judge, open_reason
 from newsletter.feedback.stats import edition_stats
 from newsletter.store import open_store
-from newsletter.store.db import connect, sqlite_path
 
 IPHONE = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148"
 CHROME = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36"
@@ -38,7 +37,7 @@ LINKS = [f"https://example.org/story-{n}" for n in range(4)]
 
 
 @pytest.fixture
-def mixed(project):
+def mixed(backend_project):
     config = load_config()
     emails = [f"r{n}@example.com" for n in range(10)]
     with open_store(config) as store:
@@ -65,9 +64,8 @@ def mixed(project):
 
 
 def test_stats_separate_readers_from_machines(mixed):
-    conn = connect(sqlite_path(mixed.database_url))
-    s = edition_stats(conn, "2026-11-24")
-    conn.close()
+    with database(mixed) as conn:
+        s = edition_stats(conn, "2026-11-24")
     assert s.delivered == 10
     assert (s.unique_opens, s.unique_clicks) == (9, 6)  # everything, as before
     assert (s.human_opens, s.machine_opens) == (3, 2)    # r0, r2, r8 / r1, r3

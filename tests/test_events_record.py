@@ -1,20 +1,20 @@
-"""Recording events against a real SQLite project database and the real subscriber store."""
+"""Recording events against a real project database and the real subscriber store, on both
+engines (SQLite and a real PostgreSQL server: the ``backend`` fixture)."""
 
 from __future__ import annotations
 
 import pytest
 
-from events_support import insert_send, notification, raw_body, sns_body
+from events_support import insert_send, notification, query, raw_body, sns_body
 from newsletter.config import EventsConfig, load_config
 from newsletter.feedback.record import Outcome, dead_letters, open_recorder
 from newsletter.feedback.parse import parse_message
 from newsletter.store import open_store
-from newsletter.store.db import connect, sqlite_path
 from newsletter.store.models import SubscriberStatus
 
 
 @pytest.fixture
-def config(project):
+def config(backend_project):
     return load_config()
 
 
@@ -76,9 +76,7 @@ def test_duplicates_are_recorded_once(readers):
     again = record_all(readers, raw_body(doc)) + record_all(readers, sns_body(doc))
     assert [r.outcome for r in first] == [Outcome.RECORDED]
     assert [r.outcome for r in again] == [Outcome.DUPLICATE, Outcome.DUPLICATE]
-    conn = connect(sqlite_path(readers.database_url))
-    assert conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 1
-    conn.close()
+    assert query(readers, "SELECT count(*) FROM events") == [(1,)]
 
 
 def test_soft_bounces_suppress_at_the_limit_within_the_window(readers):
@@ -105,11 +103,9 @@ def test_events_are_linked_to_the_ledger_row_by_provider_message_id(readers):
     for name in ("event-delivery", "event-open", "event-click"):
         record_all(readers, sns_body(notification(name)))
     record_all(readers, raw_body(notification("event-open", message_id="unknown-id")))
-    conn = connect(sqlite_path(readers.database_url))
-    rows = conn.execute("SELECT e.type, d.email FROM events e LEFT JOIN deliveries d ON d.id = e.delivery_id "
-                        "ORDER BY e.id").fetchall()
-    conn.close()
-    assert [tuple(r) for r in rows] == [("delivery", "recipient@example.com"), ("open", "recipient@example.com"),
+    rows = query(readers, "SELECT e.type, d.email FROM events e LEFT JOIN deliveries d ON d.id = e.delivery_id "
+                 "ORDER BY e.id")
+    assert rows == [("delivery", "recipient@example.com"), ("open", "recipient@example.com"),
                                         ("click", "recipient@example.com"), ("open", None)]
 
 

@@ -1,0 +1,147 @@
+"""The SES event log and the queue messages kept aside (``events``, ``dead_letters``), on
+either engine.
+
+The SQL is written once, as SQLite SQL with ``?`` placeholders, and runs on PostgreSQL through
+``pg.PgConnection``; what differs is a fragment here (how an address is compared without case)
+and ``recording``: the transaction one event is recorded in.
+
+Several processes may record at once (``events pull`` on two hosts, a pull and the web app). An
+event is stored once whoever gets there first (``ON CONFLICT (message_id) DO NOTHING``: a
+redelivered notification is a duplicate, never an error). On PostgreSQL ``recording`` also holds
+a lock on the event's address (an advisory lock on its lower-cased form) for the whole
+check-decide-insert, so two soft bounces of one reader recorded at the same moment count each
+other, and a notification delivered twice at once is applied once. On SQLite the event row is
+written in its own ``BEGIN IMMEDIATE`` (the effects, which go through the subscriber store's own
+connection to the same file, cannot run inside it).
+
+``newsletter.feedback.record`` decides what an event does; this module only stores and reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, NamedTuple
+
+from newsletter.store.connection import Connection, errors, is_postgres, store_error, write
+
+_EVENT_LOCK = 0x6E6C6576  # first key of the per-address advisory lock ("nlev")
+
+
+class EventRow(NamedTuple):
+    """One row of ``events`` as recorded (``received_at`` is set by ``insert``)."""
+
+    message_id: str
+    type: str
+    subtype: str | None
+    detail: str | None
+    email: str | None
+    delivery_id: int | None
+    provider_message_id: str | None
+    link: str | None
+    effect: str | None
+    occurred_at: str
+    payload: str
+
+
+class KeptAside(NamedTuple):
+    message_id: str
+    reason: str
+    body: str
+    received_at: str
+
+
+def _email_is(conn: Connection) -> str:
+    """``email`` equal to the parameter whatever the case, through each engine's index
+    (SQLite: ``events_by_email`` is ``COLLATE NOCASE``; PostgreSQL: on ``lower(email)``)."""
+    return "lower(email) = lower(?)" if is_postgres(conn) else "email = ? COLLATE NOCASE"
+
+
+class EventLog:
+    """The ``events`` and ``dead_letters`` tables of one database connection."""
+
+    def __init__(self, conn: Connection):
+        self.conn = conn
+
+    # -- events ----------------------------------------------------------------------------
+    @contextmanager
+    def recording(self, message_id: str, email: str | None) -> Iterator["EventLog"]:
+        """The transaction one event is decided and stored in (see the module docstring)."""
+        if not is_postgres(self.conn):
+            yield self
+            return
+        with write(self.conn, exclusive=False):
+            self.conn.execute("SELECT pg_advisory_xact_lock(?::integer, hashtext(?))",
+                              (_EVENT_LOCK, (email or message_id).lower()))
+            yield self
+
+    def exists(self, message_id: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM events WHERE message_id = ?",
+                                 (message_id,)).fetchone() is not None
+
+    def soft_bounces(self, email: str, after: str, until: str) -> int:
+        """Transient (not ``Permanent``) bounces of ``email`` in ``(after, until]``."""
+        return self.conn.execute(
+            "SELECT count(*) FROM events WHERE type = 'bounce' AND subtype != 'Permanent' "
+            f"AND {_email_is(self.conn)} AND occurred_at > ? AND occurred_at <= ?",
+            (email, after, until)).fetchone()[0]
+
+    def delivery_id(self, provider_message_id: str | None, email: str | None) -> int | None:
+        """The ledger row SES's message id names (the deliveries table has the same shape on
+        both engines); of several (a message id reused across sends), the one to ``email``."""
+        if not provider_message_id:
+            return None
+        rows = self.conn.execute(
+            "SELECT id, email FROM deliveries WHERE provider_message_id = ? ORDER BY id",
+            (provider_message_id,)).fetchall()
+        if len(rows) > 1 and email:
+            rows = [r for r in rows if (r["email"] or "").lower() == email.lower()] or rows
+        return rows[0]["id"] if rows else None
+
+    def insert(self, row: EventRow, received_at: str) -> bool:
+        """Store ``row`` unless an event with its ``message_id`` is there; True when stored."""
+        sql = ("INSERT INTO events (message_id, type, subtype, detail, email, delivery_id, "
+               "provider_message_id, link, effect, occurred_at, received_at, payload) "
+               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+               "ON CONFLICT (message_id) DO NOTHING RETURNING id")
+        args = (*row[:10], received_at, row.payload)
+        if is_postgres(self.conn) and self.conn.in_transaction:  # inside ``recording``'s
+            return self.conn.execute(sql, args).fetchone() is not None
+        with write(self.conn, exclusive=False):
+            return self.conn.execute(sql, args).fetchone() is not None
+
+    # -- dead letters ----------------------------------------------------------------------
+    def keep_aside(self, message_id: str, reason: str, body: str, received_at: str) -> bool:
+        """Keep an unreadable queue message; False when it is kept already."""
+        try:
+            with write(self.conn, exclusive=False):
+                return self.conn.execute(
+                    "INSERT INTO dead_letters (message_id, reason, body, received_at) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (message_id) DO NOTHING RETURNING id",
+                    (message_id, reason, body, received_at)).fetchone() is not None
+        except errors() as err:
+            raise store_error(err, self.conn, f"cannot keep message {message_id} aside in") from None
+
+    def kept_aside(self) -> list[KeptAside]:
+        """Every message kept aside, oldest first."""
+        return [KeptAside(r["message_id"], r["reason"], r["body"], r["received_at"])
+                for r in self.conn.execute(
+                    "SELECT message_id, reason, body, received_at FROM dead_letters ORDER BY id")]
+
+    def forget(self, message_id: str) -> None:
+        """A kept-aside message is understood now (and recorded): it leaves ``dead_letters``."""
+        with write(self.conn, exclusive=False):
+            self.conn.execute("DELETE FROM dead_letters WHERE message_id = ?", (message_id,))
+
+    def summary(self) -> tuple[str | None, int]:
+        """(when the newest event was received, how many messages are kept aside)."""
+        last = self.conn.execute("SELECT max(received_at) FROM events").fetchone()[0]
+        kept = self.conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
+        return last, kept
+
+
+def open_event_log(config: Any) -> EventLog:
+    """An ``EventLog`` on the database ``config`` names (either engine); close its ``conn``."""
+    from newsletter.store.connection import connect
+
+    return EventLog(connect(config))
