@@ -140,3 +140,64 @@ def test_dead_letters_can_be_retried_once_understood(readers, cli):
     [line] = result.stdout.splitlines()
     assert "sqs-2  message body is not JSON" in line
     assert status_of(readers, "mary@example.com") == (SubscriberStatus.BOUNCED, True)
+
+
+_RECORDER = r"""
+import json, sys, time
+from pathlib import Path
+from newsletter.config import load_config
+from newsletter.feedback.parse import parse_message
+from newsletter.config import EventsConfig
+from newsletter.feedback.record import open_recorder
+
+bodies, go = json.loads(Path(sys.argv[1]).read_text()), Path(sys.argv[2])
+outcomes = []
+with open_recorder(load_config()) as recorder:
+    recorder.settings = EventsConfig(soft_bounce_limit=3, soft_bounce_window_days=14)
+    while not go.exists():
+        time.sleep(0.005)
+    for body in bodies:
+        outcomes += [recorder.record(e).outcome.value for e in parse_message(body)]
+print(json.dumps(outcomes))
+"""
+
+
+def test_recorders_running_at_once_store_each_event_once_and_count_each_others_bounces(readers, tmp_path):
+    """Four processes record at the same moment (`events pull` on two hosts, say): the same five
+    notifications each (in a different order), and one soft bounce of one reader each, all at the
+    same SES time. Every notification is stored and applied once, and the bounces count each
+    other: the third and the fourth reach the limit of 3, and the reader is bounced."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    shared = [sns_body(notification("identity-bounce-permanent")),
+              raw_body(notification("event-complaint", email="mary@example.com")),
+              raw_body(notification("event-delivery", email="recipient@example.com")),
+              sns_body(notification("event-open", email="recipient@example.com")),
+              raw_body(notification("event-click", email="recipient@example.com"))]
+    go = tmp_path / "go"
+    procs = []
+    for k in range(4):
+        soft = raw_body(notification("identity-bounce-transient", email="richard@example.com",
+                                     message_id=f"soft-{k}", timestamp="2026-11-20T07:00:00.000Z"))
+        mine = [soft] + shared[k:] + shared[:k]
+        (tmp_path / f"bodies-{k}.json").write_text(json.dumps(mine), encoding="utf-8")
+        procs.append(subprocess.Popen(
+            [sys.executable, "-c", _RECORDER, str(tmp_path / f"bodies-{k}.json"), str(go)],
+            cwd=os.getcwd(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    go.touch()
+    outcomes = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        outcomes += json.loads(out)
+    assert outcomes.count("recorded") == 5 + 4 and outcomes.count("duplicate") == 3 * 5
+    assert query(readers, "SELECT count(*) FROM events") == [(9,)]
+    effects = [r[0] for r in query(readers, "SELECT effect FROM events WHERE provider_message_id LIKE 'soft-%'")]
+    assert sorted(e for e in effects if e) == ["richard@example.com is now bounced: 3 soft bounces within 14 days",
+                                               "richard@example.com suppressed: 4 soft bounces within 14 days"]
+    assert status_of(readers, "richard@example.com") == (SubscriberStatus.BOUNCED, True)
+    assert status_of(readers, "jane@example.com") == (SubscriberStatus.BOUNCED, True)
+    assert status_of(readers, "mary@example.com") == (SubscriberStatus.COMPLAINED, True)

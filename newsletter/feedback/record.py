@@ -170,7 +170,11 @@ def open_recorder(config: Config) -> Iterator[EventRecorder]:
     conn = connect(config)
     try:
         with open_store(config) as store:
-            yield EventRecorder(conn, store, config.events, _secret(config))
+            recorder = EventRecorder(conn, store, config.events, _secret(config))
+            try:
+                yield recorder
+            finally:
+                recorder.log.close()
     finally:
         conn.close()
 

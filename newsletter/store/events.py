@@ -10,9 +10,11 @@ event is stored once whoever gets there first (``ON CONFLICT (message_id) DO NOT
 redelivered notification is a duplicate, never an error). On PostgreSQL ``recording`` also holds
 a lock on the event's address (an advisory lock on its lower-cased form) for the whole
 check-decide-insert, so two soft bounces of one reader recorded at the same moment count each
-other, and a notification delivered twice at once is applied once. On SQLite the event row is
-written in its own ``BEGIN IMMEDIATE`` (the effects, which go through the subscriber store's own
-connection to the same file, cannot run inside it).
+other, and a notification delivered twice at once is applied once. On SQLite (one machine) the
+recorders queue on an exclusive ``flock`` of a lock file beside the database
+(``<file>-events.lock``) for the same span; the event row itself is written in its own
+``BEGIN IMMEDIATE`` (the effects go through the subscriber store's own connection to the same
+file, so they cannot run inside a write transaction of this one).
 
 ``newsletter.feedback.record`` decides what an event does; this module only stores and reads.
 """
@@ -23,6 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
+from newsletter.errors import StoreError
 from newsletter.store.connection import Connection, errors, is_postgres, store_error, write
 
 _EVENT_LOCK = 0x6E6C6576  # first key of the per-address advisory lock ("nlev")
@@ -62,18 +65,50 @@ class EventLog:
 
     def __init__(self, conn: Connection):
         self.conn = conn
+        self._lock_file = None
+
+    def close(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
 
     # -- events ----------------------------------------------------------------------------
     @contextmanager
     def recording(self, message_id: str, email: str | None) -> Iterator["EventLog"]:
         """The transaction one event is decided and stored in (see the module docstring)."""
         if not is_postgres(self.conn):
-            yield self
+            with self._file_lock():
+                yield self
             return
         with write(self.conn, exclusive=False):
             self.conn.execute("SELECT pg_advisory_xact_lock(?::integer, hashtext(?))",
                               (_EVENT_LOCK, (email or message_id).lower()))
             yield self
+
+    @contextmanager
+    def _file_lock(self) -> Iterator[None]:
+        try:
+            import fcntl
+        except ImportError:  # not a POSIX system: no queueing (SQLite's own locks still hold)
+            yield
+            return
+        if self._lock_file is None:
+            from newsletter.store.db import database_file
+
+            path = database_file(self.conn)  # type: ignore[arg-type]
+            if not path or path == "the database":  # an in-memory database: one process
+                yield
+                return
+            try:
+                self._lock_file = open(f"{path}-events.lock", "a+b")  # noqa: SIM115 (kept open)
+            except OSError as err:
+                raise StoreError(f"cannot open the events lock file {path}-events.lock: "
+                                 f"{err.strerror}") from None
+        fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
 
     def exists(self, message_id: str) -> bool:
         return self.conn.execute("SELECT 1 FROM events WHERE message_id = ?",
