@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from newsletter.errors import StoreError
 from newsletter.store.connection import Connection, errors, is_postgres, store_error, write
@@ -174,9 +174,3 @@ class EventLog:
         kept = self.conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
         return last, kept
 
-
-def open_event_log(config: Any) -> EventLog:
-    """An ``EventLog`` on the database ``config`` names (either engine); close its ``conn``."""
-    from newsletter.store.connection import connect
-
-    return EventLog(connect(config))
