@@ -121,3 +121,16 @@ def test_stats_on_an_outbox_send_says_there_are_no_delivery_events(project, cli)
     data = json.loads(cli("stats", "2026-11-24", "--json").stdout)
     assert data["delivery_events"] is False and data["rates"]["delivery"] is None
 
+
+
+def test_an_event_whose_payload_is_not_json_does_not_fail_the_figures(mixed):
+    """SQLite's json_valid() guard, and PostgreSQL's nl_jsonb() (NULL for text that is not
+    JSON): a damaged row (a copy from elsewhere, a hand edit) leaves that reader's open
+    unjudged, and the rest of the send's figures stand."""
+    with database(mixed) as conn:
+        conn.execute("UPDATE events SET payload = '{\"open\": {\"userAgent\": ' "
+                     "WHERE type = 'open' AND email = 'r0@example.com'")
+        s = edition_stats(conn, "2026-11-24")
+    assert (s.unique_opens, s.unique_clicks) == (9, 6)  # the event still counts as an open
+    assert (s.human_opens, s.machine_opens) == (2, 2)   # r0's is no longer judged human
+    assert (s.human_clicks, s.machine_clicks) == (2, 4)

@@ -8,10 +8,9 @@ import json
 
 import boto3
 
-from events_support import make_queue, notification
+from events_support import insert_send, make_queue, notification, query
 from newsletter.config import load_config
 from newsletter.store import open_store
-from newsletter.store.db import connect, sqlite_path
 from newsletter.store.models import SubscriberStatus
 
 EDITION = """\
@@ -60,13 +59,9 @@ def setup_project(project, moto):
 
 
 def provider_ids(config, slug):
-    conn = connect(sqlite_path(config.database_url))
-    try:
-        rows = conn.execute("SELECT d.email, d.provider_message_id FROM deliveries d JOIN sends s ON s.id = d.send_id "
-                            "WHERE s.slug = ? AND d.state = 'sent'", (slug,)).fetchall()
-    finally:
-        conn.close()
-    return {r["email"]: r["provider_message_id"] for r in rows}
+    rows = query(config, "SELECT d.email, d.provider_message_id FROM deliveries d JOIN sends s ON s.id = d.send_id "
+                 "WHERE s.slug = ? AND d.state = 'sent'", slug)
+    return dict(rows)
 
 
 def test_bounce_and_complaint_from_a_real_send_are_never_mailed_again(project, moto, cli):
@@ -110,8 +105,6 @@ def test_pull_dead_letters_and_stats_commands_on_both_engines(backend_project, b
     """`events pull`, `events dead-letters` and `stats` on the project database, whichever engine
     holds it (PostgreSQL through NEWSLETTER_DATABASE_URL, as a deployment sets it): SES feedback
     through SNS → SQS about a send whose ledger rows carry the SES message ids."""
-    from events_support import insert_send, query
-
     config, sns, topic = setup_project(backend_project, moto)
     ids = {email: f"0100019a-{n:04d}-ses" for n, email in enumerate(READERS)}
     insert_send(config, "2026-11-23", ids.items(), created_at="2026-11-23T07:00:00Z")
