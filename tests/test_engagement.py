@@ -134,3 +134,20 @@ def test_an_event_whose_payload_is_not_json_does_not_fail_the_figures(mixed):
     assert (s.unique_opens, s.unique_clicks) == (9, 6)  # the event still counts as an open
     assert (s.human_opens, s.machine_opens) == (2, 2)   # r0's is no longer judged human
     assert (s.human_clicks, s.machine_clicks) == (2, 4)
+
+
+def test_stats_on_postgresql_survive_a_parallel_plan(mixed, backend):
+    """A big send makes PostgreSQL plan the engagement query in parallel; nl_jsonb() (an
+    exception block, so a subtransaction) must keep it out of parallel workers. Costs of zero
+    make the planner choose a parallel plan on this small send too."""
+    if backend != "postgresql":
+        pytest.skip("PostgreSQL only: SQLite has no parallel query")
+    with database(mixed) as conn:
+        for setting in ("parallel_setup_cost", "parallel_tuple_cost", "min_parallel_table_scan_size",
+                        "min_parallel_index_scan_size"):
+            conn.execute(f"SET {setting} = 0")
+        conn.execute("SET max_parallel_workers_per_gather = 2")
+        conn.execute("SET enable_indexscan = off")
+        conn.execute("SET enable_bitmapscan = off")
+        s = edition_stats(conn, "2026-11-24")
+    assert (s.human_opens, s.machine_opens, s.human_clicks, s.machine_clicks) == (3, 2, 2, 4)
