@@ -108,3 +108,15 @@ def test_unknown_edition_is_a_one_line_error(backend_project, cli):
     assert result.exit_code == 2
     assert result.stderr.strip() == "error: no send for edition '1999-01-01' (see `newsletter sends ls`)"
     assert cli("stats").stderr.strip() == "no editions sent yet"
+
+
+def test_a_database_that_refuses_the_reads_is_a_one_line_error(sent, cli):
+    """A driver error while reading (here: the events table gone, as in a half-restored
+    backup) is one line naming the database, exit 2, on either engine."""
+    with database(sent) as conn:
+        conn.execute("ALTER TABLE events RENAME TO events_elsewhere")
+    for args in (("stats",), ("stats", "2026-11-23", "--json")):
+        result = cli(*args)
+        assert result.exit_code == 2, result.output
+        [line] = result.stderr.splitlines()
+        assert line.startswith("error: ") and "events" in line and "Traceback" not in result.output

@@ -65,11 +65,17 @@ class EventRecorder:
     def record(self, event: Event) -> RecordResult:
         """Store ``event`` once and apply its effect; a repeat is a ``DUPLICATE`` doing nothing.
         Concurrent recorders (other processes, other hosts) store it once between them."""
-        with self.log.recording(event.event_id, event.email):
-            if self.log.exists(event.event_id):
-                return RecordResult(event, Outcome.DUPLICATE)
-            effect = self._apply(event)
-            inserted = self._insert(event, effect)
+        try:
+            with self.log.recording(event.event_id, event.email):
+                if self.log.exists(event.event_id):
+                    return RecordResult(event, Outcome.DUPLICATE)
+                effect = self._apply(event)
+                inserted = self._insert(event, effect)
+        except StoreError:
+            raise
+        except errors() as err:  # a read refused (I/O error, the server gone): one line
+            reason = store_error(err, self.conn, "cannot read").message
+            raise StoreError(f"cannot record event {event.event_id}: {reason}") from None
         return RecordResult(event, Outcome.RECORDED if inserted else Outcome.DUPLICATE, effect)
 
     def keep_aside(self, message_id: str, body: str, reason: str) -> bool:

@@ -17,13 +17,14 @@ The SQL is ``newsletter.store.stats``'s (either engine); this module only adds u
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from newsletter.errors import ValidationError
+from newsletter.errors import NewsletterError, ValidationError
 from newsletter.store import stats as queries
-from newsletter.store.connection import Connection
+from newsletter.store.connection import Connection, errors, store_error
 
 BOUNCE_WARN = 0.02  # SES reviews an account near 5% bounces; 2% leaves room to act
 COMPLAINT_WARN = 0.0005  # SES reviews near 0.1%; Gmail wants < 0.1% and never ≥ 0.3%
@@ -120,7 +121,13 @@ class EditionStats:
 
 def edition_stats(conn: Connection, slug: str) -> EditionStats:
     """Figures for one edition (``SLUG``: all its sends together) or one of its sends
-    (``SLUG#2``). Raises ``ValidationError`` when it was never sent."""
+    (``SLUG#2``). Raises ``ValidationError`` when it was never sent, ``StoreError`` (one line)
+    when the database refuses the reads."""
+    with _reading(conn):
+        return _edition_stats(conn, slug)
+
+
+def _edition_stats(conn: Connection, slug: str) -> EditionStats:
     name, _, seq = slug.partition("#")
     if seq:
         rows = queries.sends_of(conn, name, int(seq) if seq.isdigit() and len(seq) < 10 else -1)
@@ -133,9 +140,21 @@ def edition_stats(conn: Connection, slug: str) -> EditionStats:
 
 def all_stats(conn: Connection) -> list[EditionStats]:
     """Figures for every send, newest first (an edition's later sends as ``SLUG#2`` …)."""
-    return [_stats(conn, [row], with_links=False,
-                   name=row["slug"] if row["seq"] == 1 else f"{row['slug']}#{row['seq']}")
-            for row in queries.every_send(conn)]
+    with _reading(conn):
+        return [_stats(conn, [row], with_links=False,
+                       name=row["slug"] if row["seq"] == 1 else f"{row['slug']}#{row['seq']}")
+                for row in queries.every_send(conn)]
+
+
+@contextmanager
+def _reading(conn: Connection) -> Iterator[None]:
+    """A driver error while reading becomes one ``StoreError`` line naming the database."""
+    try:
+        yield
+    except NewsletterError:
+        raise
+    except errors() as err:
+        raise store_error(err, conn, "cannot read the figures from") from None
 
 
 def _stats(conn: Connection, sends: Sequence[Any], *, with_links: bool, name: str) -> EditionStats:
