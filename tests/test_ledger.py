@@ -12,7 +12,7 @@ import pytest
 
 from newsletter.config import Config
 from newsletter.errors import ValidationError
-from newsletter.send.ledger import DeliveryState, Ledger, Outcome, sent_editions, sent_snapshots
+from newsletter.store.ledger import DeliveryState, Ledger, Outcome, sent_editions, sent_snapshots
 from newsletter.render.rendered import RenderedEmail
 from newsletter.send.snapshot import Snapshot, content_hash
 from newsletter.store import open_store
@@ -121,7 +121,7 @@ def test_rows_of_a_dead_worker_are_unknown_until_retried(config):
         send = new_send(ledger, config)
     # a separate process claims 5 rows and dies without recording anything
     code = ("import sys, os; from pathlib import Path; from newsletter.config import Config;"
-            "from newsletter.send.ledger import Ledger; l = Ledger.open(Config(root=Path(sys.argv[1])));"
+            "from newsletter.store.ledger import Ledger; l = Ledger.open(Config(root=Path(sys.argv[1])));"
             "s = l.find_send('2025-10-14'); w = l.register_worker(s.id); l.claim(s, w, 5); os._exit(0)")
     subprocess.run([sys.executable, "-c", code, str(config.root)], check=True)
     with Ledger.open(config) as ledger:
@@ -209,7 +209,7 @@ def test_a_paused_process_on_this_host_is_alive_however_old_its_heartbeat(config
     import socket
     import time
 
-    from newsletter.send.ledger import process_key
+    from newsletter.store.ledger import process_key
 
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:

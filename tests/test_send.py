@@ -22,7 +22,7 @@ from conftest import SAMPLES
 from fake_ses import FakeSes
 from test_transport import smtp_server  # noqa: F401  (the aiosmtpd fixture)
 from newsletter.config import load_config, load_secret
-from newsletter.send.ledger import Ledger
+from newsletter.store.ledger import Ledger
 from newsletter.render.rendered import RenderedEmail, placeholder
 from newsletter.send.job import SendJob, SendOptions, send_test
 from newsletter.store import open_store

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from newsletter.config import load_config
-from newsletter.send.ledger import Ledger
+from newsletter.store.ledger import Ledger
 from newsletter.store import open_store
 from test_send import EDITION, SLUG, add_readers, edition, fake_ses, ledger_counts, outbox_messages, per_reader  # noqa: F401
 from test_send import wait_for as send_wait_for

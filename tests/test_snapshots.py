@@ -17,7 +17,7 @@ import pytest
 from fake_ses import FakeSes
 from test_send import outbox_messages, spawn_send, use_ses, wait_for
 from newsletter.config import load_config
-from newsletter.send.ledger import Ledger
+from newsletter.store.ledger import Ledger
 from newsletter.store import db, open_store
 
 EDITION = """\

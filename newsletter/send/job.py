@@ -37,7 +37,7 @@ from pathlib import Path
 from newsletter.audience.segments import Audience, make_audience
 from newsletter.config import Config, load_secret
 from newsletter.errors import EditionError, NewsletterError, StoreError, TransportError, ValidationError
-from newsletter.send.ledger import Claim, DeliveryState, EditionRecord, Ledger, Outcome, SendExists, SendRecord
+from newsletter.store.ledger import Claim, DeliveryState, EditionRecord, Ledger, Outcome, SendExists, SendRecord
 from newsletter.send.message import ListTemplates, MessageTemplate, SendContext
 from newsletter.send.pacing import AdaptiveRate, TokenBucket, backoff
 from newsletter.render.rendered import RenderedEmail
