@@ -229,7 +229,8 @@ class Ledger:
 
     def __init__(self, conn: Connection):
         self.conn = conn
-        self.sql = _PG if connection.is_postgres(conn) else _SQLITE
+        self.pg = connection.is_postgres(conn)
+        self.sql = _PG if self.pg else _SQLITE
         self._first_sent: set[int] = set()  # sends whose first_sent_at this ledger has set
 
     @classmethod
@@ -645,19 +646,27 @@ class Ledger:
         erased since the send started are marked skipped (and counted).
         """
         stamp = utc_now()
-        with self._write(exclusive=False):
-            lists = self._lists_param(send)
-            rows = self.conn.execute(_claim_sql(self.sql, lists is not None),
-                                     (worker, stamp, send.id, limit) + ((lists,) if lists is not None else ())
-                                     ).fetchall()
-            skipped = self._skip_departed(send, stamp) if len(rows) < limit else 0
+        lists = self._lists_param(send)
+        args = (worker, stamp, send.id, limit) + ((lists,) if lists is not None else ())
+        if self.pg:
+            # one statement, its own transaction: the claimed rows with their readers, in one
+            # round trip, prepared once per connection (no BEGIN/COMMIT round trips around it)
+            rows = self.conn.execute(_claim_with_readers_pg(lists is not None), args, prepare=True).fetchall()
+            skipped = 0
+            if len(rows) < limit:
+                with self._write(exclusive=False):
+                    skipped = self._skip_departed(send, stamp)
+        else:
+            with self._write(exclusive=False):
+                claimed = self.conn.execute(_claim_sql(self.sql, lists is not None), args).fetchall()
+                skipped = self._skip_departed(send, stamp) if len(claimed) < limit else 0
+            people = {r[0]: r for r in self.conn.execute(
+                f"SELECT id, name, attributes, uid FROM subscribers WHERE id {self.sql.in_ids(1)}",
+                (self.sql.ids([r[1] for r in claimed if r[1] is not None]),))} if claimed else {}
+            rows = [(*r, *people.get(r[1], (r[1], "", "{}", ""))[1:]) for r in claimed]
         rows.sort(key=lambda r: r[0])
-        people = {r[0]: r for r in self.conn.execute(
-            f"SELECT id, name, attributes, uid FROM subscribers WHERE id {self.sql.in_ids(1)}",
-            (self.sql.ids([r[1] for r in rows if r[1] is not None]),))} if rows else {}
         claims = []
-        for delivery_id, subscriber_id, address, list_id in rows:
-            _, name, attributes, uid = people.get(subscriber_id, (subscriber_id, "", "{}", ""))
+        for delivery_id, subscriber_id, address, list_id, name, attributes, uid in rows:
             claims.append(Claim(delivery_id, Recipient(subscriber_id, address, name or "",
                                                        json.loads(attributes or "{}"),
                                                        list_id or send.list_id or 0, uid=uid_hex(uid))))
@@ -690,9 +699,16 @@ class Ledger:
         if not rows:
             return
         any_sent = any(r[1] == "sent" for r in rows)
+        first = any_sent and send_id not in self._first_sent
+        if self.pg and not first:
+            # one statement in its own transaction, prepared once, sent with its BEGIN/COMMIT in
+            # one round trip, its commit not waiting for the disk: lost only if the server
+            # crashes, and then the rows stay `sending` (unknown), never sent again unasked
+            self.conn.execute_lazy_commit(_record_sql(self.sql), (self.sql.rows_param(rows), stamp, worker))
+            return
         with self._write(exclusive=False):
             self.conn.execute(_record_sql(self.sql), (self.sql.rows_param(rows), stamp, worker))
-            if any_sent and send_id not in self._first_sent:
+            if first:
                 self.conn.execute("UPDATE sends SET first_sent_at = COALESCE(first_sent_at, ?) WHERE id = ?",
                                   (stamp, send_id))
                 self._first_sent.add(send_id)
@@ -746,6 +762,17 @@ def _claim_sql(sql: _Dialect, lists: bool) -> str:
     return found
 
 
+def _claim_with_readers_pg(lists: bool) -> str:
+    """PostgreSQL: the claim and the claimed readers' names, attributes and uids at once."""
+    found = _claims.get(("readers", lists))
+    if found is None:
+        found = _claims[("readers", lists)] = (
+            f"WITH claimed AS ({_claim_sql(_PG, lists)}) "
+            "SELECT c.id, c.subscriber_id, c.email, c.list_id, s.name, s.attributes, s.uid "
+            "FROM claimed c LEFT JOIN subscribers s ON s.id = c.subscriber_id")
+    return found
+
+
 def _record_sql(sql: _Dialect) -> str:
     """Outcome rows ?1 (JSON [[delivery_id, state, provider_message_id, error, attempts], ...])
     at time ?2, for the rows worker ?3 holds."""
@@ -762,7 +789,7 @@ def _record_sql(sql: _Dialect) -> str:
     return found
 
 
-_claims: dict[tuple[type, bool], str] = {}
+_claims: dict[tuple, str] = {}
 _records: dict[type, str] = {}
 
 
