@@ -106,7 +106,8 @@ def test_rules_one_by_one():
                  delivered_at=DELIVERED).machine_click
 
 
-def test_stats_on_an_outbox_send_says_there_are_no_delivery_events(project, cli):
+def test_stats_on_an_outbox_send_says_there_are_no_delivery_events(backend_project, cli):
+    project = backend_project
     (project / "editions").mkdir()
     (project / "editions" / "2026-11-24.md").write_text(
         '---\ntitle: "Daily"\ndate: 2026-11-24T08:00:00+00:00\n---\n\nLede.\n', encoding="utf-8")

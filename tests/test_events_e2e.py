@@ -64,8 +64,8 @@ def provider_ids(config, slug):
     return dict(rows)
 
 
-def test_bounce_and_complaint_from_a_real_send_are_never_mailed_again(project, moto, cli):
-    config, sns, topic = setup_project(project, moto)
+def test_bounce_and_complaint_from_a_real_send_are_never_mailed_again(backend_project, moto, cli):
+    config, sns, topic = setup_project(backend_project, moto)
     result = cli("send", "editions/2026-11-23.md", "--list", "daily", "--yes")
     assert result.exit_code == 0, result.output
     ids = provider_ids(config, "2026-11-23")

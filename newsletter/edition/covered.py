@@ -40,7 +40,7 @@ def sent_items(conn: sqlite3.Connection, since: datetime, *, config: Config) -> 
     """Items of every edition sent since ``since`` (UTC), newest send first, as their readers
     got them: read from the send snapshots (later edits, moved or broken files change nothing)."""
     from newsletter.errors import StoreError
-    from newsletter.send.ledger import sent_snapshots
+    from newsletter.store.ledger import sent_snapshots
 
     since_text = since.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     try:
@@ -138,7 +138,7 @@ def _ledger_slugs(conn: sqlite3.Connection, edition: Edition) -> frozenset[str]:
     """The slug the ledger knows ``edition`` by, when it was sent before (a changed slug or a
     date written in another offset is the same edition: ``Ledger.match_edition``)."""
     from newsletter.errors import NewsletterError
-    from newsletter.send.ledger import Ledger
+    from newsletter.store.ledger import Ledger
     from newsletter.send.snapshot import date_instant, resolved
 
     try:
