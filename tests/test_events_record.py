@@ -201,3 +201,15 @@ def test_recorders_running_at_once_store_each_event_once_and_count_each_others_b
     assert status_of(readers, "richard@example.com") == (SubscriberStatus.BOUNCED, True)
     assert status_of(readers, "jane@example.com") == (SubscriberStatus.BOUNCED, True)
     assert status_of(readers, "mary@example.com") == (SubscriberStatus.COMPLAINED, True)
+
+
+def test_a_message_id_in_several_ledger_rows_links_the_event_to_its_reader(readers):
+    """SES ids are unique per message, but a ledger restored or copied may hold one twice: the
+    event goes to the row of its own address (whatever the case), else the first row."""
+    insert_send(readers, "2026-11-23", rows=[("mary@example.com", "shared-id")])
+    insert_send(readers, "2026-11-24", rows=[("Recipient@Example.com", "shared-id")])
+    record_all(readers, raw_body(notification("event-open", email="recipient@example.com", message_id="shared-id")))
+    record_all(readers, raw_body(notification("event-click", email="nobody@example.com", message_id="shared-id")))
+    rows = query(readers, "SELECT e.type, d.email FROM events e JOIN deliveries d ON d.id = e.delivery_id "
+                 "ORDER BY e.id")
+    assert rows == [("open", "Recipient@Example.com"), ("click", "mary@example.com")]

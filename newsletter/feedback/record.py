@@ -66,6 +66,9 @@ class EventRecorder:
         """Store ``event`` once and apply its effect; a repeat is a ``DUPLICATE`` doing nothing.
         Concurrent recorders (other processes, other hosts) store it once between them."""
         try:
+            if not _may_act(event):  # nothing to decide: one idempotent INSERT, no lock
+                inserted = self._insert(event, None)
+                return RecordResult(event, Outcome.RECORDED if inserted else Outcome.DUPLICATE)
             with self.log.recording(event.event_id, event.email):
                 if self.log.exists(event.event_id):
                     return RecordResult(event, Outcome.DUPLICATE)
@@ -157,7 +160,6 @@ class EventRecorder:
     # -- rows ------------------------------------------------------------------------------
     def _insert(self, event: Event, effect: str | None) -> bool:
         row = EventRow(event.event_id, event.type.value, event.subtype, event.detail, event.email,
-                       self.log.delivery_id(event.provider_message_id, event.email),
                        event.provider_message_id, event.link, effect, event.occurred_at,
                        event.payload_json or json.dumps(event.payload, ensure_ascii=False))
         try:
@@ -218,6 +220,15 @@ def retry_dead_letters(recorder: EventRecorder) -> tuple[int, int]:
         recorder.log.forget(letter.message_id)
         resolved += 1
     return resolved, kept
+
+
+def _may_act(event: Event) -> bool:
+    """Whether recording ``event`` may change a subscriber (``EventRecorder._apply``): an
+    unsubscribe by mail, a bounce or a complaint about an address. Deliveries, opens, clicks,
+    delays, rejects and rendering failures only need storing once."""
+    if event.type is EventType.UNSUBSCRIBE:
+        return True
+    return event.email is not None and event.type in (EventType.BOUNCE, EventType.COMPLAINT)
 
 
 def _minus_days(timestamp: str, days: int) -> str:

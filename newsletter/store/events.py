@@ -39,8 +39,7 @@ class EventRow(NamedTuple):
     subtype: str | None
     detail: str | None
     email: str | None
-    delivery_id: int | None
-    provider_message_id: str | None
+    provider_message_id: str | None  # links the event to its ledger row (``insert``)
     link: str | None
     effect: str | None
     occurred_at: str
@@ -121,27 +120,21 @@ class EventLog:
             f"AND {_email_is(self.conn)} AND occurred_at > ? AND occurred_at <= ?",
             (email, after, until)).fetchone()[0]
 
-    def delivery_id(self, provider_message_id: str | None, email: str | None) -> int | None:
-        """The ledger row SES's message id names (the deliveries table has the same shape on
-        both engines); of several (a message id reused across sends), the one to ``email``."""
-        if not provider_message_id:
-            return None
-        rows = self.conn.execute(
-            "SELECT id, email FROM deliveries WHERE provider_message_id = ? ORDER BY id",
-            (provider_message_id,)).fetchall()
-        if len(rows) > 1 and email:
-            rows = [r for r in rows if (r["email"] or "").lower() == email.lower()] or rows
-        return rows[0]["id"] if rows else None
-
     def insert(self, row: EventRow, received_at: str) -> bool:
-        """Store ``row`` unless an event with its ``message_id`` is there; True when stored."""
+        """Store ``row`` unless an event with its ``message_id`` is there; True when stored.
+
+        The event is linked to the ledger row SES's message id names (the deliveries table has
+        the same shape on both engines); of several (an id reused across sends), the one to the
+        event's address. One statement: the lookup is part of the INSERT."""
         sql = ("INSERT INTO events (message_id, type, subtype, detail, email, delivery_id, "
                "provider_message_id, link, effect, occurred_at, received_at, payload) "
-               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+               "VALUES (?1, ?2, ?3, ?4, ?5, (SELECT d.id FROM deliveries d WHERE "
+               "d.provider_message_id = ?6 ORDER BY CASE WHEN lower(d.email) = lower(?5) "
+               "THEN 0 ELSE 1 END, d.id LIMIT 1), ?6, ?7, ?8, ?9, ?10, ?11) "
                "ON CONFLICT (message_id) DO NOTHING RETURNING id")
-        args = (*row[:10], received_at, row.payload)
-        if is_postgres(self.conn) and self.conn.in_transaction:  # inside ``recording``'s
-            return self.conn.execute(sql, args).fetchone() is not None
+        args = (*row[:9], received_at, row.payload)
+        if is_postgres(self.conn):  # inside ``recording``'s transaction, or one statement
+            return self.conn.execute(sql, args).fetchone() is not None  # (atomic in autocommit)
         with write(self.conn, exclusive=False):
             return self.conn.execute(sql, args).fetchone() is not None
 
