@@ -74,9 +74,9 @@ def stats(
     """Per-edition figures: recipients, sent, delivered, bounces, complaints, opens, clicks,
     their rates and the top links. Warns at 2% bounces or 0.05% complaints."""
     from newsletter.feedback.stats import all_stats, edition_stats
-    from newsletter.store.db import connect, sqlite_path
+    from newsletter.store.connection import connect
 
-    conn = connect(sqlite_path(get_config(ctx).database_url))
+    conn = connect(get_config(ctx))  # the project's database, SQLite or PostgreSQL
     try:
         found = [edition_stats(conn, slug)] if slug else all_stats(conn)
     finally:
