@@ -20,6 +20,9 @@ from newsletter.config import load_config
 from newsletter.store.ledger import Ledger
 from newsletter.store import db, open_store
 
+# every test here runs on both engines (SQLite, and a real PostgreSQL server)
+pytestmark = pytest.mark.usefixtures("backend_project")
+
 EDITION = """\
 ---
 title: "{title}"
@@ -364,7 +367,8 @@ def test_test_copies_are_apart_and_need_no_yes(project, cli):
 
 # -- upgrading a database with sends from before snapshots ---------------------------------------------
 
-def test_migration_rebuilds_snapshots_of_earlier_sends(project, cli):
+@pytest.mark.parametrize("backend", ["sqlite"])  # builds a SQLite file at schema 4 by hand
+def test_migration_rebuilds_snapshots_of_earlier_sends(project, cli, backend):
     config = load_config()
     path = db.sqlite_path(config.database_url)
     path.parent.mkdir(parents=True, exist_ok=True)
