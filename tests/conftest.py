@@ -233,27 +233,6 @@ def backend_project(project, backend, request, monkeypatch) -> Path:
     return project
 
 
-@pytest.fixture
-def ledger_backend_project(backend_project, backend, request) -> Path:
-    """``backend_project`` for tests that send or read sends: on PostgreSQL, skipped while the
-    delivery ledger still opens SQLite only (``store/ledger.py`` before it takes either engine's
-    connection) — that failure exactly; any other is the test's."""
-    if backend == "postgresql":
-        from newsletter.store import pg
-        from newsletter.store.ledger import sent_snapshots
-
-        conn = pg.connect(request.getfixturevalue("pg_url"))
-        try:
-            sent_snapshots(conn)
-        except AttributeError as err:
-            if "database_url" not in str(err):
-                raise
-            pytest.skip("the delivery ledger does not run on PostgreSQL yet")
-        finally:
-            conn.close()
-    return backend_project
-
-
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run", "--disable-sync"]

@@ -64,7 +64,7 @@ def _send(cli, edition):
     assert result.exit_code == 0, result.output
 
 
-def test_check_and_preview_warn_about_items_sent_in_the_last_30_days(project, cli, ledger_backend_project):
+def test_check_and_preview_warn_about_items_sent_in_the_last_30_days(project, cli, backend_project):
     (project / "editions").mkdir()
     sent_day = (datetime.now(timezone.utc) - timedelta(days=1)).date()
     sent = project / "editions" / f"{sent_day}.md"
@@ -96,7 +96,7 @@ def test_check_and_preview_warn_about_items_sent_in_the_last_30_days(project, cl
     assert f"item 2 ran on {sent_day} (#212)" in page and f"item 4 ran on {sent_day} (#212)" in page
 
 
-def test_the_preview_page_lists_the_warning(project, cli, ledger_backend_project):
+def test_the_preview_page_lists_the_warning(project, cli, backend_project):
     from newsletter.render.build import build_edition
 
     (project / "editions").mkdir()
@@ -110,7 +110,7 @@ def test_the_preview_page_lists_the_warning(project, cli, ledger_backend_project
     assert sum(f.code == "already-covered" for f in findings) == 2
 
 
-def test_sends_older_than_30_days_do_not_count(project, cli, ledger_backend_project):
+def test_sends_older_than_30_days_do_not_count(project, cli, backend_project):
     (project / "editions").mkdir()
     sent = project / "editions" / "2020-01-01.md"
     sent.write_text(SENT.format(day="2020-01-01"), encoding="utf-8")

@@ -4,6 +4,7 @@ one that answers 304, candidates, `--add`."""
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 
 import pytest
 
@@ -60,7 +61,7 @@ def desk(project, site):
     return edition
 
 
-def test_three_formats_broken_feeds_and_candidates(cli, desk, site, ledger_backend_project):
+def test_three_formats_broken_feeds_and_candidates(cli, desk, site, backend_project):
     result = cli("gather", "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
@@ -86,7 +87,7 @@ def test_feeds_are_fetched_at_the_same_time(cli, desk, site):
     assert site.max_in_flight >= 3
 
 
-def test_conditional_get_and_304_keeps_the_candidates(cli, desk, site, ledger_backend_project):
+def test_conditional_get_and_304_keeps_the_candidates(cli, desk, site, backend_project):
     first = json.loads(cli("gather", "--json").stdout)
     site.requests.clear()
     second = json.loads(cli("gather", "--json").stdout)
@@ -99,7 +100,7 @@ def test_conditional_get_and_304_keeps_the_candidates(cli, desk, site, ledger_ba
     assert all("newsletter/" in h["user-agent"] and "Test Daily" in h["user-agent"] for h in headers.values())
 
 
-def test_add_appends_candidates_then_they_are_no_longer_listed(cli, desk, site, ledger_backend_project):
+def test_add_appends_candidates_then_they_are_no_longer_listed(cli, desk, site, backend_project):
     listed = cli("gather")
     assert listed.exit_code == 0
     assert listed.stdout.splitlines()[0].startswith(" 1. ")
@@ -117,7 +118,7 @@ def test_add_appends_candidates_then_they_are_no_longer_listed(cli, desk, site, 
     assert len(again["candidates"]) == 12
 
 
-def test_since_and_bad_arguments(cli, desk, site, ledger_backend_project):
+def test_since_and_bad_arguments(cli, desk, site, backend_project):
     data = json.loads(cli("gather", "--json", "--since", "2026-11-20T08:25:00+00:00").stdout)
     assert {c["title"].split()[-1] for c in data["candidates"]} == {"4", "5"}
     bad = cli("gather", "--add", "x", str(desk))
@@ -125,6 +126,27 @@ def test_since_and_bad_arguments(cli, desk, site, ledger_backend_project):
     unknown = cli("gather", "--add", "99", str(desk))
     assert unknown.exit_code == 2 and "no candidate 99" in unknown.stderr
     assert cli("gather", "--since", "yesterday").exit_code == 2
+
+
+def test_a_send_moves_since_and_its_links_are_no_longer_candidates(cli, desk, site, backend_project):
+    """After a send (the outbox, through the ledger of this backend), `gather` starts from its
+    first message and leaves out every link the send carried, even with an earlier --since."""
+    sent = desk.parent / "2026-11-25.md"
+    sent.write_text(EDITION.replace("2026-11-24", "2026-11-25").format(
+        link=site.url("/atom/story-5?id=5")), encoding="utf-8")
+    assert cli("lists", "create", "daily").exit_code == 0
+    assert cli("subscribers", "add", "ada@example.com", "--list", "daily").exit_code == 0
+    # the edition file is renamed after the send: what counts is what the send carried
+    started = datetime.now(timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert cli("send", str(sent), "--list", "daily", "--yes").exit_code == 0
+    sent.rename(desk.parent / "gone.txt")
+    before = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    data = json.loads(cli("gather", "--json").stdout)
+    assert started <= data["since"] <= before  # the send's first message, not the feeds'
+    assert data["candidates"] == []  # every entry is older than the send
+    earlier = json.loads(cli("gather", "--json", "--since", "2026-11-20T08:25:00+00:00").stdout)
+    assert {c["title"] for c in earlier["candidates"]} == {"rss story 4", "rss story 5", "atom story 4",
+                                                           "rdf story 4", "rdf story 5"}
 
 
 def test_summary_cleaning_keeps_only_http_links():
