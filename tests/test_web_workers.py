@@ -207,3 +207,26 @@ def test_a_database_it_cannot_reach_stops_serve_before_any_worker_starts(project
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "cannot connect to PostgreSQL database 'gone'" in result.stderr
     assert cli("serve", "--workers", "0").exit_code == 2  # at least one
+
+
+def test_the_shared_socket_names_tcp_so_every_connection_gets_nodelay():
+    """asyncio turns Nagle's algorithm off only for sockets whose protocol is IPPROTO_TCP; a
+    socket made without it (as uvicorn's own --workers does) leaves every keep-alive answer
+    waiting ~40 ms for the client's delayed ACK. The workers inherit this socket (pickled with
+    its family, type and protocol) and so do the connections they accept."""
+    import pickle
+    import socket
+    from multiprocessing.reduction import ForkingPickler
+
+    from newsletter.cli.web import listen
+
+    sock = listen("127.0.0.1", free_port())
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+        rebuilt = pickle.loads(ForkingPickler.dumps(sock))
+        try:
+            assert rebuilt.proto == socket.IPPROTO_TCP
+        finally:
+            rebuilt.close()
+    finally:
+        sock.close()
