@@ -194,12 +194,10 @@ class _Dialect:
         """``IN`` the list of ids that is parameter ``?n``."""
         return f"IN (SELECT value FROM json_each(?{n}))"
 
-    def no_ids(self, n: int) -> str:
-        """Parameter ``?n`` (a list of ids) is NULL."""
-        return f"?{n} IS NULL"
 
     rows = "json_each(?1) AS j"  # the outcome rows of a record (JSON array of arrays)
     lock_claimed = ""  # the claim's sub-select: SQLite holds the whole file's write lock already
+    claim_order = "id"  # the (send_id, state) index has the rowids in order
     not_ascii = "email GLOB '*[^ -~]*'"
 
     def rows_param(self, rows: list[list]):
@@ -213,12 +211,13 @@ class _PgDialect(_Dialect):
     def in_ids(self, n: int) -> str:
         return f"= ANY (?{n}::bigint[])"
 
-    def no_ids(self, n: int) -> str:
-        return f"?{n}::bigint[] IS NULL"
 
     rows = "jsonb_array_elements(?1::jsonb) AS j(value)"
     # claimers skip each other's rows instead of waiting (each takes the next free ones)
     lock_claimed = " FOR UPDATE SKIP LOCKED"
+    # id order, as only the partial index of pending rows has it (pg_migrations/013: the
+    # primary key's order would walk past the rows already sent when statistics are stale)
+    claim_order = "(id + 0)"
     not_ascii = "email ~ '[^ -~]'"
 
 
@@ -230,7 +229,8 @@ class Ledger:
 
     def __init__(self, conn: Connection):
         self.conn = conn
-        self.sql = _PG if connection.is_postgres(conn) else _SQLITE
+        self.pg = connection.is_postgres(conn)
+        self.sql = _PG if self.pg else _SQLITE
         self._first_sent: set[int] = set()  # sends whose first_sent_at this ledger has set
 
     @classmethod
@@ -646,17 +646,27 @@ class Ledger:
         erased since the send started are marked skipped (and counted).
         """
         stamp = utc_now()
-        with self._write(exclusive=False):
-            rows = self.conn.execute(_claim_sql(self.sql),
-                                     (worker, stamp, send.id, self._lists_param(send), limit)).fetchall()
-            skipped = self._skip_departed(send, stamp) if len(rows) < limit else 0
+        lists = self._lists_param(send)
+        args = (worker, stamp, send.id, limit) + ((lists,) if lists is not None else ())
+        if self.pg:
+            # one statement, its own transaction: the claimed rows with their readers, in one
+            # round trip, prepared once per connection (no BEGIN/COMMIT round trips around it)
+            rows = self.conn.execute(_claim_with_readers_pg(lists is not None), args, prepare=True).fetchall()
+            skipped = 0
+            if len(rows) < limit:
+                with self._write(exclusive=False):
+                    skipped = self._skip_departed(send, stamp)
+        else:
+            with self._write(exclusive=False):
+                claimed = self.conn.execute(_claim_sql(self.sql, lists is not None), args).fetchall()
+                skipped = self._skip_departed(send, stamp) if len(claimed) < limit else 0
+            people = {r[0]: r for r in self.conn.execute(
+                f"SELECT id, name, attributes, uid FROM subscribers WHERE id {self.sql.in_ids(1)}",
+                (self.sql.ids([r[1] for r in claimed if r[1] is not None]),))} if claimed else {}
+            rows = [(*r, *people.get(r[1], (r[1], "", "{}", ""))[1:]) for r in claimed]
         rows.sort(key=lambda r: r[0])
-        people = {r[0]: r for r in self.conn.execute(
-            f"SELECT id, name, attributes, uid FROM subscribers WHERE id {self.sql.in_ids(1)}",
-            (self.sql.ids([r[1] for r in rows if r[1] is not None]),))} if rows else {}
         claims = []
-        for delivery_id, subscriber_id, address, list_id in rows:
-            _, name, attributes, uid = people.get(subscriber_id, (subscriber_id, "", "{}", ""))
+        for delivery_id, subscriber_id, address, list_id, name, attributes, uid in rows:
             claims.append(Claim(delivery_id, Recipient(subscriber_id, address, name or "",
                                                        json.loads(attributes or "{}"),
                                                        list_id or send.list_id or 0, uid=uid_hex(uid))))
@@ -664,6 +674,7 @@ class Ledger:
 
     def _skip_departed(self, send: SendRecord, stamp: str) -> int:
         """Mark skipped the pending rows whose reader is no longer sendable (one statement)."""
+        lists = self._lists_param(send)
         cur = self.conn.execute(
             "UPDATE deliveries SET state = 'skipped', updated_at = ?1, last_error = CASE "
             "WHEN subscriber_id IS NULL OR email IS NULL THEN 'subscriber erased since the send started' "
@@ -672,8 +683,8 @@ class Ledger:
             "WHEN (SELECT status FROM subscribers s WHERE s.id = subscriber_id) != 'active' "
             "THEN 'subscriber ' || (SELECT status FROM subscribers s WHERE s.id = subscriber_id) || ' since the send started' "
             "ELSE 'left the list since the send started' END "
-            f"WHERE send_id = ?2 AND state = 'pending' AND NOT ({_sendable(self.sql, 3)})",
-            (stamp, send.id, self._lists_param(send)))
+            f"WHERE send_id = ?2 AND state = 'pending' AND NOT ({_sendable(self.sql, 3 if lists else None)})",
+            (stamp, send.id) + ((lists,) if lists is not None else ()))
         return cur.rowcount
 
     def _lists_param(self, send: SendRecord):
@@ -688,9 +699,16 @@ class Ledger:
         if not rows:
             return
         any_sent = any(r[1] == "sent" for r in rows)
+        first = any_sent and send_id not in self._first_sent
+        if self.pg and not first:
+            # one statement in its own transaction, prepared once, sent with its BEGIN/COMMIT in
+            # one round trip, its commit not waiting for the disk: lost only if the server
+            # crashes, and then the rows stay `sending` (unknown), never sent again unasked
+            self.conn.execute_lazy_commit(_record_sql(self.sql), (self.sql.rows_param(rows), stamp, worker))
+            return
         with self._write(exclusive=False):
             self.conn.execute(_record_sql(self.sql), (self.sql.rows_param(rows), stamp, worker))
-            if any_sent and send_id not in self._first_sent:
+            if first:
                 self.conn.execute("UPDATE sends SET first_sent_at = COALESCE(first_sent_at, ?) WHERE id = ?",
                                   (stamp, send_id))
                 self._first_sent.add(send_id)
@@ -716,26 +734,42 @@ class Ledger:
         return connection.write(self.conn, exclusive=exclusive)
 
 
-def _sendable(sql: _Dialect, lists: int) -> str:
+def _sendable(sql: _Dialect, lists: int | None) -> str:
     """A pending delivery may go out only while its reader is active and still on one of the
-    send's lists (parameter ``?lists``: the list ids; NULL: no list to check)."""
-    return ("subscriber_id IS NOT NULL AND email IS NOT NULL "
-            "AND EXISTS (SELECT 1 FROM subscribers s WHERE s.id = deliveries.subscriber_id AND s.status = 'active') "
-            f"AND ({sql.no_ids(lists)} OR EXISTS (SELECT 1 FROM memberships m "
-            f"WHERE m.subscriber_id = deliveries.subscriber_id AND m.list_id {sql.in_ids(lists)} "
-            "AND m.status = 'active'))")
+    send's lists (parameter ``?lists``: the list ids; None: a send with no list to check).
+    (No ``?lists IS NULL OR …``: PostgreSQL plans such an OR as a hash of every membership of
+    the lists, built again at each claim; a plain EXISTS is a probe of the memberships' key.)"""
+    found = ("subscriber_id IS NOT NULL AND email IS NOT NULL "
+             "AND EXISTS (SELECT 1 FROM subscribers s WHERE s.id = deliveries.subscriber_id AND s.status = 'active')")
+    if lists is None:
+        return found
+    return (f"{found} AND EXISTS (SELECT 1 FROM memberships m WHERE m.subscriber_id = deliveries.subscriber_id "
+            f"AND m.list_id {sql.in_ids(lists)} AND m.status = 'active')")
 
 
-def _claim_sql(sql: _Dialect) -> str:
-    """Take up to ?5 sendable pending deliveries of send ?3 for worker ?1 at time ?2 (lists: ?4),
-    lowest ids first; returns them. On PostgreSQL the rows another claimer holds are skipped."""
-    found = _claims.get(type(sql))
+def _claim_sql(sql: _Dialect, lists: bool) -> str:
+    """Take up to ?4 sendable pending deliveries of send ?3 for worker ?1 at time ?2 (the send's
+    lists: ?5), lowest ids first; returns them. On PostgreSQL the rows another claimer holds are
+    skipped, not waited for."""
+    key = (type(sql), lists)
+    found = _claims.get(key)
     if found is None:
-        found = _claims[type(sql)] = (
+        found = _claims[key] = (
             "UPDATE deliveries SET state = 'sending', claimed_by = ?1, claimed_at = ?2, updated_at = ?2 "
             "WHERE id IN (SELECT id FROM deliveries WHERE send_id = ?3 AND state = 'pending' AND "
-            f"{_sendable(sql, 4)} ORDER BY id LIMIT ?5{sql.lock_claimed}) "
+            f"{_sendable(sql, 5 if lists else None)} ORDER BY {sql.claim_order} LIMIT ?4{sql.lock_claimed}) "
             "RETURNING id, subscriber_id, email, list_id")
+    return found
+
+
+def _claim_with_readers_pg(lists: bool) -> str:
+    """PostgreSQL: the claim and the claimed readers' names, attributes and uids at once."""
+    found = _claims.get(("readers", lists))
+    if found is None:
+        found = _claims[("readers", lists)] = (
+            f"WITH claimed AS ({_claim_sql(_PG, lists)}) "
+            "SELECT c.id, c.subscriber_id, c.email, c.list_id, s.name, s.attributes, s.uid "
+            "FROM claimed c LEFT JOIN subscribers s ON s.id = c.subscriber_id")
     return found
 
 
@@ -755,7 +789,7 @@ def _record_sql(sql: _Dialect) -> str:
     return found
 
 
-_claims: dict[type, str] = {}
+_claims: dict[tuple, str] = {}
 _records: dict[type, str] = {}
 
 
