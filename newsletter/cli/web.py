@@ -60,7 +60,7 @@ def _serve_workers(config, sock, workers: int, settings: dict) -> None:
     from uvicorn.supervisors import Multiprocess
 
     if config.file is not None:
-        os.environ["NEWSLETTER_CONFIG"] = str(config.file)
+        os.environ["NEWSLETTER_CONFIG"] = str(Path(config.file).resolve())
     supervisor = Multiprocess(uvicorn.Config("newsletter.web:app", workers=workers, **settings),
                               sockets=[sock])
     with sock:
