@@ -160,10 +160,3 @@ class EventLog:
         """A kept-aside message is understood now (and recorded): it leaves ``dead_letters``."""
         with write(self.conn, exclusive=False):
             self.conn.execute("DELETE FROM dead_letters WHERE message_id = ?", (message_id,))
-
-    def summary(self) -> tuple[str | None, int]:
-        """(when the newest event was received, how many messages are kept aside)."""
-        last = self.conn.execute("SELECT max(received_at) FROM events").fetchone()[0]
-        kept = self.conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
-        return last, kept
-
