@@ -418,3 +418,22 @@ def test_migration_numbers_may_have_gaps(pg_empty_url, monkeypatch):
     conn.close()
     after = status(pg_empty_url)
     assert [a["version"] for a in after.applied] == versions and after.pending == []
+
+
+def test_a_migration_numbered_below_one_applied_is_still_applied(pg_empty_url, monkeypatch):
+    """Branches merged in another order: a database already at the latest version that lacks a
+    lower-numbered migration (010 arriving after 013 was applied) gets it at the next connect,
+    once; status lists it pending until then."""
+    from newsletter.store.schema import status
+
+    shipped = pg.migrations()
+    missing = shipped[-3]  # below the latest
+    monkeypatch.setattr(pg, "migrations", lambda: [m for m in shipped if m[0] != missing[0]])
+    pg.connect(pg_empty_url).close()
+    monkeypatch.setattr(pg, "migrations", lambda: shipped)
+    assert [p["version"] for p in status(pg_empty_url).pending] == [missing[0]]
+    conn = pg.connect(pg_empty_url)
+    versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
+    assert versions == [v for v, _, _ in shipped]
+    conn.close()
+    assert status(pg_empty_url).pending == []
