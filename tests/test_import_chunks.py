@@ -115,11 +115,12 @@ def test_sigkill_during_a_chunked_import_is_undone_by_the_next_command(readers):
     project = readers
     db = project / "subscribers" / "subscribers.db"
     before = state(db)
-    proc, db = start_chunked_import(project, 60000)
+    proc, db = start_chunked_import(project, 250000)  # long enough to be still running at the kill
     # a reader unsubscribes (one-click, the store's call) while the import runs
     with open_store(load_config()) as store:
         reader = store.get_subscriber("reader3@example.org")
         store.unsubscribe(reader.id, store.get_list("daily").id)
+    assert proc.poll() is None, "the import finished before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert state(db)[3] > 0  # the journal of the dead import is there
@@ -139,7 +140,7 @@ def test_no_send_while_an_import_is_still_writing_the_list(readers):
     project = readers
     (project / "editions").mkdir()
     shutil.copy(SAMPLES / "2025-10-14-ai-digest.md", project / "editions" / "2025-10-14.md")
-    proc, db = start_chunked_import(project, 60000)
+    proc, db = start_chunked_import(project, 250000)  # long enough to be still running at the kill
     proc.send_signal(signal.SIGSTOP)  # paused, not gone: its import is still in progress
     try:
         send = cli(project, "send", "editions/2025-10-14.md", "--list", "daily", "--yes")
