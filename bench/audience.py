@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 
 from newsletter.audience.segments import make_audience  # noqa: E402
 from newsletter.config import Config  # noqa: E402
-from newsletter.send.ledger import Ledger  # noqa: E402
+from newsletter.store.ledger import Ledger  # noqa: E402
 from newsletter.store import open_store  # noqa: E402
 
 

@@ -115,10 +115,14 @@ endpoint_url = "{endpoint}"
 """
 
 
-def child(script: str, *args: str) -> dict:
+def child(script: str, *args: str, database: str | None = None) -> dict:
+    """Run ``script`` in a fresh interpreter; its last stdout line is JSON. ``database``: a
+    PostgreSQL URL for the project (NEWSLETTER_DATABASE_URL), else its SQLite file."""
     env = dict(os.environ, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1",
                AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull, NEWSLETTER_SECRET="b" * 40)
     env.pop("NEWSLETTER_DATABASE_URL", None)
+    if database:
+        env["NEWSLETTER_DATABASE_URL"] = database
     out = subprocess.run([sys.executable, "-c", script, *args], env=env, capture_output=True, text=True, cwd=REPO)
     if out.returncode != 0:
         sys.exit(f"child failed ({out.returncode}):\n{out.stderr[-3000:]}")
@@ -126,11 +130,11 @@ def child(script: str, *args: str) -> dict:
     return json.loads(lines[-1]) if lines else {}
 
 
-def project(root: Path, endpoint: str, readers: int) -> Path:
+def project(root: Path, endpoint: str, readers: int, database: str | None = None) -> Path:
     root.mkdir(parents=True)
     (root / "newsletter.toml").write_text(TOML.format(endpoint=endpoint), encoding="utf-8")
     started = time.perf_counter()
-    child(SETUP, str(root), str(readers))
+    child(SETUP, str(root), str(readers), database=database)
     print(f"  (set up {readers:,} readers in {time.perf_counter() - started:.1f} s)", file=sys.stderr)
     return root
 

@@ -1,14 +1,18 @@
 """One-click unsubscribe throughput: RFC 8058 POSTs per second against the real server.
 
-Sets up a throw-away project with one list of N active readers, starts ``uvicorn
-newsletter.web:app`` in a separate process on a free 127.0.0.1 port, and drives it from a
+Sets up a throw-away project with one list of N active readers, starts ``newsletter serve``
+(uvicorn) in a separate process on a free 127.0.0.1 port, and drives it from a
 concurrent keep-alive HTTP/1.1 client (asyncio streams; a lean client so that the figure is the
 server's, not the client's). Each reader's distinct one-click POST is sent once, then the whole
 batch is replayed (idempotent: already unsubscribed). The baseline, in the same run against the
 same server with the same client: ``GET /healthz``, the app's trivial endpoint. Afterwards the
 database is checked: every reader is unsubscribed.
 
-    .venv/bin/python bench/unsubscribe.py [--requests 3000] [--concurrency 32]
+    .venv/bin/python bench/unsubscribe.py [--requests 3000] [--concurrency 32] [--workers N] [--postgresql]
+
+``--workers N`` runs N server processes (``serve --workers N``: uvicorn's supervisor);
+``--postgresql`` keeps the project's database on a throw-away PostgreSQL server
+(tests/pg_support.py, fsync on) instead of the SQLite file.
 """
 
 from __future__ import annotations
@@ -48,13 +52,13 @@ def make_project(root: Path, url: str, readers: int) -> tuple[list[str], object]
         daily = store.create_list("daily", public=True)
         with store.transaction() as conn:  # one transaction for the set-up, not the measured part
             for i in range(readers):
-                cur = conn.execute(
+                (subscriber_id,) = conn.execute(
                     "INSERT INTO subscribers (email, email_key, name, status, source, created_at) "
-                    "VALUES (?, ?, '', 'active', 'bench', '2026-01-01T00:00:00Z')",
-                    (f"reader{i}@example.org", f"reader{i}@example.org"))
+                    "VALUES (?, ?, '', 'active', 'bench', '2026-01-01T00:00:00Z') RETURNING id",
+                    (f"reader{i}@example.org", f"reader{i}@example.org")).fetchone()
                 conn.execute(
                     "INSERT INTO memberships (subscriber_id, list_id, status, created_at) "
-                    "VALUES (?, ?, 'active', '2026-01-01T00:00:00Z')", (cur.lastrowid, daily.id))
+                    "VALUES (?, ?, 'active', '2026-01-01T00:00:00Z')", (subscriber_id, daily.id))
         ids = [(r[0], r[1].hex()) for r in store.conn.execute("SELECT id, uid FROM subscribers ORDER BY id")]
     paths = [f"/unsubscribe/{make_token(secret, 'unsubscribe', sid, daily.id, uid=uid)}" for sid, uid in ids]
     return paths, config
@@ -115,13 +119,13 @@ def report(label: str, count: int, wall: float, latencies: list[float], statuses
     return rate
 
 
-def start_server(root: Path, port: int) -> subprocess.Popen:
+def start_server(root: Path, port: int, workers: int = 1) -> subprocess.Popen:
     env = dict(os.environ, NEWSLETTER_CONFIG=str(root / "newsletter.toml"))
-    env.pop("NEWSLETTER_DATABASE_URL", None)
+    # `newsletter serve` (uvicorn on a socket it binds itself; with --workers, uvicorn's supervisor)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "newsletter.web:app", "--host", "127.0.0.1", "--port", str(port),
-         "--no-access-log", "--log-level", "warning", "--no-proxy-headers"],
-        cwd=root, env=env)
+        [sys.executable, "-m", "newsletter", "serve", "--host", "127.0.0.1", "--port", str(port),
+         "--no-access-log", "--workers", str(workers)],
+        cwd=root, env=env, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 20
     while True:
         try:
@@ -138,16 +142,36 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=3000, help="distinct readers / POSTs per round")
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=1, help="server processes")
+    parser.add_argument("--postgresql", action="store_true", help="the database on a throw-away PostgreSQL server")
     args = parser.parse_args()
+    os.environ.pop("NEWSLETTER_DATABASE_URL", None)
+    server = None
+    if args.postgresql:
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+        from pg_support import PgServer
+
+        server = PgServer.start(durable=True)
+        os.environ["NEWSLETTER_DATABASE_URL"] = server.database()
+    try:
+        run(args)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def run(args) -> None:
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="nl-bench-") as tmp:
         root = Path(tmp)
         paths, config = make_project(root, f"http://127.0.0.1:{port}", args.requests)
-        proc = start_server(root, port)
+        proc = start_server(root, port, args.workers)
         try:
             asyncio.run(drive(port, [get("/healthz")] * 200, 8))  # warm-up (threads, caches)
-            print(f"uvicorn newsletter.web:app, 1 process; client: {args.concurrency} keep-alive "
-                  f"connections on loopback; {os.cpu_count()} CPUs shared by client and server")
+            engine = "PostgreSQL" if args.postgresql else "SQLite"
+            print(f"newsletter serve --workers {args.workers}, {engine}; client: "
+                  f"{args.concurrency} keep-alive connections on loopback; {os.cpu_count()} CPUs "
+                  "shared by client, server (and database)")
             base = report("baseline GET /healthz", args.requests,
                           *asyncio.run(drive(port, [get("/healthz")] * args.requests, args.concurrency)))
             first = report("one-click POST /unsubscribe/<t>", args.requests,

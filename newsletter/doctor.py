@@ -117,67 +117,63 @@ def check_secret(config: Config) -> Check:
 
 
 def check_database(config: Config) -> Check:
-    from newsletter.store.db import connect, latest_version, schema_version, sqlite_path
-    from newsletter.store.dburl import is_postgres
+    """The project's database on its engine: there (a SQLite file not made yet is a warning),
+    reachable, its schema current for this program, and how many subscribers it holds."""
+    from newsletter.store import database_url
+    from newsletter.store.connection import connect_existing
+    from newsletter.store.dburl import describe, is_postgres
+    from newsletter.store.health import subscriber_count, versions
 
-    if is_postgres(config.database_url):
-        return _check_postgres(config)
+    postgres = False
     try:
-        path = sqlite_path(config.database_url)
-        if not path.exists():
-            return Check("database", Status.WARN, f"{path} does not exist yet",
+        url = database_url(config)
+        postgres = is_postgres(url)
+        where = describe(url)
+        conn = connect_existing(url, migrate=False)
+        if conn is None:
+            return Check("database", Status.WARN, f"{where} does not exist yet",
                          "it is created by the first command that needs it (e.g. `newsletter lists create`)")
-        conn = connect(path, migrate=False)
         try:
-            version, latest = schema_version(conn), latest_version()
-            subscribers = conn.execute("SELECT COUNT(*) FROM subscribers").fetchone()[0] if version else 0
+            version, latest = versions(conn)
+            subscribers = subscriber_count(conn) if version == latest else 0  # a schema it knows
         finally:
             conn.close()
-    except Exception as err:  # StoreError, sqlite3.DatabaseError (not a database, locked…), OSError
+    except Exception as err:  # StoreError, a driver error (not a database, locked…), OSError
+        if postgres:
+            return Check("database", Status.FAIL, str(err).removeprefix("error: "),
+                         "check the URL, the server, and PGPASSWORD / ~/.pgpass / PGSERVICE")
         return Check("database", Status.FAIL, f"cannot open {config.database_url}: {err}",
                      "check the database setting / NEWSLETTER_DATABASE_URL and file permissions")
     if version < latest:
-        return Check("database", Status.FAIL, f"{path}: schema version {version}, this program needs {latest}",
-                     "back it up; the next command that opens it migrates it")
+        return Check("database", Status.FAIL, f"{where}: schema version {version}, this program needs {latest}",
+                     "run `newsletter db migrate`" if postgres
+                     else "back it up; the next command that opens it migrates it")
     if version > latest:
-        return Check("database", Status.FAIL, f"{path}: schema version {version} is newer than this program",
+        return Check("database", Status.FAIL, f"{where}: schema version {version} is newer than this program",
                      "upgrade newsletter")
-    return Check("database", Status.OK, f"{path}: schema version {version} (latest), {subscribers} subscribers")
+    return Check("database", Status.OK, f"{where}: schema version {version} (latest), {subscribers} subscribers")
 
 
-def _check_postgres(config: Config) -> Check:
-    """The PostgreSQL database: reachable, schema current (``newsletter db status``)."""
-    from newsletter.store import database_url
-    from newsletter.store.schema import status
+def _existing(config: Config):
+    """The project's database, opened without migrating, or None when there is none yet."""
+    from newsletter.store.connection import connect_existing
 
-    try:
-        found = status(database_url(config))
-    except NewsletterError as err:
-        return Check("database", Status.FAIL, str(err).removeprefix("error: "),
-                     "check the URL, the server, and PGPASSWORD / ~/.pgpass / PGSERVICE")
-    if found.newer:
-        return Check("database", Status.FAIL, f"{found.database}: schema version {found.current} "
-                     "is newer than this program", "upgrade newsletter")
-    if found.pending:
-        return Check("database", Status.FAIL, f"{found.database}: schema version {found.current}, "
-                     f"this program needs {found.latest}", "run `newsletter db migrate`")
-    return Check("database", Status.OK, f"{found.database}: schema version {found.current} (latest)")
+    return connect_existing(config, migrate=False)
 
 
 def check_events(config: Config) -> Check:
     """When the last SES event arrived, and whether any queue message was kept aside."""
-    from newsletter.store.db import connect, latest_version, schema_version, sqlite_path
+    from newsletter.store.health import events_overview, versions
 
     try:
-        path = sqlite_path(config.database_url)
-        if not path.exists():
+        conn = _existing(config)
+        if conn is None:
             return Check("events", Status.SKIP, "no database yet")
-        conn = connect(path, migrate=False)
         try:
-            if schema_version(conn) < latest_version():
+            version, latest = versions(conn)
+            if version < latest:
                 return Check("events", Status.SKIP, "database not migrated yet")
-            last = conn.execute("SELECT MAX(received_at) FROM events").fetchone()[0]
-            kept = conn.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
+            last, kept = events_overview(conn)
         finally:
             conn.close()
     except Exception as err:  # reported by check_database already
@@ -190,15 +186,14 @@ def check_events(config: Config) -> Check:
 
 
 def _active_subscribers(config: Config) -> int | None:
-    from newsletter.store.db import connect, sqlite_path
+    from newsletter.store.health import subscriber_count
 
     try:
-        path = sqlite_path(config.database_url)
-        if not path.exists():
+        conn = _existing(config)
+        if conn is None:
             return None
-        conn = connect(path, migrate=False)
         try:
-            return conn.execute("SELECT COUNT(*) FROM subscribers WHERE status = 'active'").fetchone()[0]
+            return subscriber_count(conn, status="active")
         finally:
             conn.close()
     except Exception:  # reported by check_database already

@@ -14,6 +14,9 @@ from newsletter.edition.source import load_edition
 from newsletter.render.html import render_edition
 from newsletter.store import open_store
 
+# every test here runs on both engines (SQLite, and a real PostgreSQL server)
+pytestmark = pytest.mark.usefixtures("backend_project")
+
 ATOM = "{http://www.w3.org/2005/Atom}"
 
 EDITION = """\

@@ -1,4 +1,5 @@
-""""Already covered" warnings in `check` and the preview, from editions really sent (outbox)."""
+""""Already covered" warnings in `check` and the preview, from editions really sent (outbox), with
+the project's database on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from datetime import date, datetime, timedelta, timezone
 from newsletter.config import load_config
 from newsletter.edition.covered import SentItem, covered_findings, same_title, sent_items
 from newsletter.edition.source import load_edition
-from newsletter.store.db import connect, sqlite_path
+from newsletter.store.connection import connect
 
 SENT = """---
 title: "Daily"
@@ -63,7 +64,7 @@ def _send(cli, edition):
     assert result.exit_code == 0, result.output
 
 
-def test_check_and_preview_warn_about_items_sent_in_the_last_30_days(project, cli):
+def test_check_and_preview_warn_about_items_sent_in_the_last_30_days(project, cli, backend_project):
     (project / "editions").mkdir()
     sent_day = (datetime.now(timezone.utc) - timedelta(days=1)).date()
     sent = project / "editions" / f"{sent_day}.md"
@@ -95,7 +96,7 @@ def test_check_and_preview_warn_about_items_sent_in_the_last_30_days(project, cl
     assert f"item 2 ran on {sent_day} (#212)" in page and f"item 4 ran on {sent_day} (#212)" in page
 
 
-def test_the_preview_page_lists_the_warning(project, cli):
+def test_the_preview_page_lists_the_warning(project, cli, backend_project):
     from newsletter.render.build import build_edition
 
     (project / "editions").mkdir()
@@ -109,13 +110,13 @@ def test_the_preview_page_lists_the_warning(project, cli):
     assert sum(f.code == "already-covered" for f in findings) == 2
 
 
-def test_sends_older_than_30_days_do_not_count(project, cli):
+def test_sends_older_than_30_days_do_not_count(project, cli, backend_project):
     (project / "editions").mkdir()
     sent = project / "editions" / "2020-01-01.md"
     sent.write_text(SENT.format(day="2020-01-01"), encoding="utf-8")
     _send(cli, sent)
     config = load_config()
-    conn = connect(sqlite_path(config.database_url))
+    conn = connect(config)
     try:
         conn.execute("UPDATE sends SET created_at = '2020-01-01T08:00:00Z', first_sent_at = '2020-01-01T08:00:00Z'")
         recent = sent_items(conn, datetime.now(timezone.utc) - timedelta(days=30), config=config)
@@ -144,3 +145,21 @@ def load_edition_text():
 
     text = TODAY.format(day="2025-10-14").replace("Something else", "Something else, entirely")
     return parse_edition(text, path=Path("x.md"), config=Config(root=Path(".")))
+
+
+def test_check_never_creates_a_database_and_ignores_one_it_cannot_read(project, cli, monkeypatch):
+    from newsletter.edition.covered import covered_check
+
+    (project / "editions").mkdir()
+    today = project / "editions" / "today.md"
+    today.write_text(TODAY.format(day="2026-11-24"), encoding="utf-8")
+    config = load_config()
+    edition = load_edition(today, config=config)
+    assert covered_check(edition, config) == []
+    assert not (project / "subscribers").exists()  # no SQLite file was made
+    from conftest import free_port
+
+    monkeypatch.setenv("NEWSLETTER_DATABASE_URL", f"postgresql://nobody@127.0.0.1:{free_port()}/gone")
+    assert covered_check(edition, load_config()) == []  # unreachable: no warning, no traceback
+    result = cli("check", str(today))
+    assert "Traceback" not in result.output

@@ -1,4 +1,5 @@
-"""`doctor` against a real moto server: a missing identity, and everything in place."""
+"""`doctor` against a real moto server: a missing identity, and everything in place; its
+database checks on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -46,13 +47,15 @@ def by_name(checks):
     return {c.name: c for c in checks}
 
 
-def test_everything_in_place(project, moto, cli):
+def test_everything_in_place(project, moto, cli, backend_project, backend):
     queue_url = everything_in_place(moto)
     config = configure(project, moto, queue_url=queue_url, configuration_set="newsletter")
     checks = by_name(run_checks(config))
     assert checks["configuration"].status is Status.OK
     assert checks["secret"].status is Status.OK
     assert checks["database"].status is Status.OK and "schema version" in checks["database"].detail
+    assert "(latest), 1 subscribers" in checks["database"].detail
+    assert ("PostgreSQL database" in checks["database"].detail) == (backend == "postgresql")
     assert checks["sender identity"].detail == "example.com verified for sending"
     assert checks["DKIM"].status is Status.OK
     # moto has no SES v2 GetAccount; its quota is the sandbox's 200/day at 1/s
@@ -128,13 +131,63 @@ def test_an_unreachable_endpoint_is_a_failed_check_not_a_traceback(project, cli)
     assert "cannot reach SES" in result.stdout and "Traceback" not in result.output
 
 
-def test_kept_aside_messages_are_reported(project, moto):
-    from newsletter.feedback.record import open_recorder
+def test_kept_aside_messages_are_reported(project, moto, backend_project):
+    from newsletter.store.connection import connect
 
     queue_url = everything_in_place(moto)
     config = configure(project, moto, queue_url=queue_url, configuration_set="newsletter")
-    with open_recorder(config) as recorder:
-        recorder.keep_aside("sqs-1", "garbage", "message body is not JSON")
+    conn = connect(config)
+    try:
+        conn.execute("INSERT INTO dead_letters (message_id, reason, body, received_at) "
+                     "VALUES ('sqs-1', 'message body is not JSON', 'garbage', '2026-11-30T08:00:00Z')")
+        conn.execute("INSERT INTO events (message_id, type, occurred_at, received_at, payload) "
+                     "VALUES ('ses-1', 'delivery', '2026-11-30T08:00:00Z', '2026-11-30T08:00:05Z', '{}')")
+    finally:
+        conn.close()
     check = by_name(run_checks(config))["events"]
     assert check.status is Status.WARN and "1 queue messages kept aside" in check.detail
+    assert "last event received 2026-11-30T08:00:05Z" in check.detail
     assert "newsletter events dead-letters" in check.hint
+
+
+def test_the_database_checks_on_both_engines(project, backend_project, backend, cli):
+    """Not created yet (SQLite) or not migrated (an empty PostgreSQL database); then current,
+    counting the subscribers; the sandbox quota check counts the active ones; `stats` reads the
+    same database."""
+    from newsletter.doctor import _active_subscribers, check_database, check_events
+
+    config = load_config()
+    found = check_database(config)
+    if backend == "sqlite":
+        assert found.status is Status.WARN and "does not exist yet" in found.detail
+        assert check_events(config).status is Status.SKIP and _active_subscribers(config) is None
+        assert not (project / "subscribers").exists()  # doctor made no database
+    with open_store(config) as store:
+        store.create_list("daily")
+        for address in ("a@example.org", "b@example.org", "c@example.org"):
+            store.add_subscriber(address, lists=["daily"])
+        store.unsubscribe(store.get_subscriber("c@example.org").id)
+    found = check_database(config)
+    assert found.status is Status.OK and "(latest), 3 subscribers" in found.detail, found.detail
+    assert _active_subscribers(config) == 2  # the unsubscribed reader does not count
+    assert check_events(config).detail.startswith("no event received yet")
+    result = cli("stats")
+    assert result.exit_code == 0 and "no editions sent yet" in result.stderr, result.output
+
+
+def test_a_database_behind_the_program_says_how_to_migrate(project, backend, pg_empty_url, monkeypatch):
+    from newsletter.doctor import check_database, check_events
+
+    if backend == "postgresql":
+        monkeypatch.setenv("NEWSLETTER_DATABASE_URL", pg_empty_url)  # reachable, no tables yet
+        hint = "run `newsletter db migrate`"
+    else:
+        import sqlite3
+
+        (project / "subscribers").mkdir()
+        sqlite3.connect(project / "subscribers" / "subscribers.db").execute("PRAGMA user_version = 3").connection.close()
+        hint = "the next command that opens it migrates it"
+    config = load_config()
+    found = check_database(config)
+    assert found.status is Status.FAIL and "this program needs" in found.detail and hint in found.hint
+    assert check_events(config).status is Status.SKIP

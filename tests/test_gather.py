@@ -4,6 +4,7 @@ one that answers 304, candidates, `--add`."""
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 
 import pytest
 
@@ -60,7 +61,7 @@ def desk(project, site):
     return edition
 
 
-def test_three_formats_broken_feeds_and_candidates(cli, desk, site):
+def test_three_formats_broken_feeds_and_candidates(cli, desk, site, backend_project):
     result = cli("gather", "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
@@ -86,7 +87,7 @@ def test_feeds_are_fetched_at_the_same_time(cli, desk, site):
     assert site.max_in_flight >= 3
 
 
-def test_conditional_get_and_304_keeps_the_candidates(cli, desk, site):
+def test_conditional_get_and_304_keeps_the_candidates(cli, desk, site, backend_project):
     first = json.loads(cli("gather", "--json").stdout)
     site.requests.clear()
     second = json.loads(cli("gather", "--json").stdout)
@@ -99,7 +100,7 @@ def test_conditional_get_and_304_keeps_the_candidates(cli, desk, site):
     assert all("newsletter/" in h["user-agent"] and "Test Daily" in h["user-agent"] for h in headers.values())
 
 
-def test_add_appends_candidates_then_they_are_no_longer_listed(cli, desk, site):
+def test_add_appends_candidates_then_they_are_no_longer_listed(cli, desk, site, backend_project):
     listed = cli("gather")
     assert listed.exit_code == 0
     assert listed.stdout.splitlines()[0].startswith(" 1. ")
@@ -117,7 +118,7 @@ def test_add_appends_candidates_then_they_are_no_longer_listed(cli, desk, site):
     assert len(again["candidates"]) == 12
 
 
-def test_since_and_bad_arguments(cli, desk, site):
+def test_since_and_bad_arguments(cli, desk, site, backend_project):
     data = json.loads(cli("gather", "--json", "--since", "2026-11-20T08:25:00+00:00").stdout)
     assert {c["title"].split()[-1] for c in data["candidates"]} == {"4", "5"}
     bad = cli("gather", "--add", "x", str(desk))
@@ -125,6 +126,27 @@ def test_since_and_bad_arguments(cli, desk, site):
     unknown = cli("gather", "--add", "99", str(desk))
     assert unknown.exit_code == 2 and "no candidate 99" in unknown.stderr
     assert cli("gather", "--since", "yesterday").exit_code == 2
+
+
+def test_a_send_moves_since_and_its_links_are_no_longer_candidates(cli, desk, site, backend_project):
+    """After a send (the outbox, through the ledger of this backend), `gather` starts from its
+    first message and leaves out every link the send carried, even with an earlier --since."""
+    sent = desk.parent / "2026-11-25.md"
+    sent.write_text(EDITION.replace("2026-11-24", "2026-11-25").format(
+        link=site.url("/atom/story-5?id=5")), encoding="utf-8")
+    assert cli("lists", "create", "daily").exit_code == 0
+    assert cli("subscribers", "add", "ada@example.com", "--list", "daily").exit_code == 0
+    # the edition file is renamed after the send: what counts is what the send carried
+    started = datetime.now(timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert cli("send", str(sent), "--list", "daily", "--yes").exit_code == 0
+    sent.rename(desk.parent / "gone.txt")
+    before = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    data = json.loads(cli("gather", "--json").stdout)
+    assert started <= data["since"] <= before  # the send's first message, not the feeds'
+    assert data["candidates"] == []  # every entry is older than the send
+    earlier = json.loads(cli("gather", "--json", "--since", "2026-11-20T08:25:00+00:00").stdout)
+    assert {c["title"] for c in earlier["candidates"]} == {"rss story 4", "rss story 5", "atom story 4",
+                                                           "rdf story 4", "rdf story 5"}
 
 
 def test_summary_cleaning_keeps_only_http_links():
@@ -165,3 +187,110 @@ def test_gbk_feed_and_relative_links_in_summaries():
     assert entry.title == "国产芯片量产" and entry.url == "https://news.example.cn/news/1"
     assert entry.summary == "详见[全文](https://news.example.cn/news/1/more)。"
     assert entry.published.isoformat() == "2026-11-24T00:00:00+00:00"
+
+
+# -- the feed state in the database, on both engines (newsletter.store.feeds) -------------------
+def _state(db_url):
+    from newsletter.store.connection import connect
+
+    return connect(db_url)
+
+
+def test_feed_state_is_kept_and_replaced_the_same_on_both_engines(db_url):
+    from newsletter.store import feeds as state
+
+    conn = _state(db_url)
+    try:
+        entries = [state.StoredEntry(f"https://a.example/{i}", f"a.example/{i}", f"A {i}", "", None)
+                   for i in range(3)]
+        state.remember(conn, [
+            state.PolledFeed("https://a.example/rss", "200", "Feed A", '"e1"', None, None, entries),
+            state.PolledFeed("https://b.example/rss", "error", error="the server answered 500"),
+        ], "2026-11-20T08:00:00Z")
+        assert state.validators(conn) == {"https://a.example/rss": ('"e1"', None),
+                                          "https://b.example/rss": (None, None)}
+        # a later failure keeps the validators and the entries; a 304 keeps the title
+        state.remember(conn, [state.PolledFeed("https://a.example/rss", "error", error="timeout")],
+                       "2026-11-20T09:00:00Z")
+        assert state.validators(conn)["https://a.example/rss"] == ('"e1"', None)
+        assert [e.url for e in state.stored_entries(conn, "https://a.example/rss")] == [e.url for e in entries]
+        state.remember(conn, [state.PolledFeed("https://a.example/rss", "304", "", '"e1"', "Fri")],
+                       "2026-11-20T10:00:00Z")
+        row = conn.execute("SELECT title, status, last_modified FROM feeds WHERE url = ?",
+                           ("https://a.example/rss",)).fetchone()
+        assert tuple(row) == ("Feed A", "304", "Fri")
+        # a 200 replaces what the feed listed (a repeated entry is kept once)
+        fresh = [state.StoredEntry("https://a.example/9", "a.example/9", "A 9", "**sum**", "2026-11-20T07:00:00Z")] * 2
+        state.remember(conn, [state.PolledFeed("https://a.example/rss", "200", "Feed A2", '"e2"', None, None, fresh)],
+                       "2026-11-20T11:00:00Z")
+        assert state.stored_entries(conn, "https://a.example/rss") == fresh[:1]
+        assert state.validators(conn)["https://a.example/rss"] == ('"e2"', None)
+    finally:
+        conn.close()
+
+
+def test_the_numbered_list_is_replaced_whole_even_by_concurrent_runs(db_url):
+    """Two `gather` runs at once (here: threads, each with its own connection) each replace the
+    list in one transaction: no run fails on the other's numbers, and the list read afterwards
+    is one run's, whole."""
+    import threading
+
+    from newsletter.store import feeds as state
+
+    def listing(tag: str, count: int):
+        return [state.ListedCandidate(n, "https://f.example/rss", f"https://f.example/{tag}/{n}",
+                                      f"{tag} {n}", "", None) for n in range(1, count + 1)]
+
+    failures: list[BaseException] = []
+
+    def run(tag: str, count: int) -> None:
+        conn = _state(db_url)
+        try:
+            for _ in range(15):
+                state.keep_candidates(conn, listing(tag, count), "2026-11-20T08:00:00Z")
+        except BaseException as err:  # reported below
+            failures.append(err)
+        finally:
+            conn.close()
+
+    _state(db_url).close()  # migrated once, before the threads start
+    threads = [threading.Thread(target=run, args=(tag, count)) for tag, count in (("x", 7), ("y", 4))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    conn = _state(db_url)
+    try:
+        found = state.listed_candidates(conn)
+        assert list(found) in (list(range(1, 8)), list(range(1, 5)))
+        assert len({c.url.split("/")[3] for c in found.values()}) == 1  # one run's list
+        state.keep_candidates(conn, [], "2026-11-20T09:00:00Z")
+        assert state.listed_candidates(conn) == {}
+    finally:
+        conn.close()
+
+
+def test_the_last_send_is_the_first_message_of_the_latest_edition(db_url):
+    """``last_sent_at`` reads the ledger's sends: per edition its first message (a later send of
+    the same edition to another list does not move it); a send without an edition counts by its
+    slug; nothing sent yet is None."""
+    from newsletter.store import feeds as state
+
+    conn = _state(db_url)
+    try:
+        assert state.last_sent_at(conn) is None
+        conn.execute("INSERT INTO editions (id, slug, source_path, date_utc, created_at) "
+                     "VALUES (1, 'one', 'e/one.md', '2026-11-01T08:00:00Z', '2026-11-01T07:00:00Z')")
+        sends = [  # (edition, slug, seq, created_at, first_sent_at)
+            (1, "one", 1, "2026-11-01T07:00:00Z", "2026-11-01T08:00:00Z"),
+            (1, "one", 2, "2026-11-25T07:00:00Z", "2026-11-25T08:00:00Z"),  # later joiners
+            (None, "by-hand", 1, "2026-11-10T07:00:00Z", None),
+        ]
+        for edition_id, slug, seq, created, first in sends:
+            conn.execute("INSERT INTO sends (edition_id, seq, slug, list_name, subject, transport, "
+                         "created_at, first_sent_at) VALUES (?, ?, ?, 'daily', 's', 'outbox', ?, ?)",
+                         (edition_id, seq, slug, created, first))
+        assert state.last_sent_at(conn) == "2026-11-10T07:00:00Z"
+    finally:
+        conn.close()

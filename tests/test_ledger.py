@@ -1,5 +1,6 @@
-"""The delivery ledger on a real SQLite file: frozen recipients, atomic claims across connections,
-unknown rows of dead workers, skipping readers who left, sent_editions."""
+"""The delivery ledger on both engines (a real SQLite file and a real PostgreSQL server):
+frozen recipients, atomic claims across connections, unknown rows of dead workers, skipping
+readers who left, sent_editions."""
 
 from __future__ import annotations
 
@@ -12,15 +13,15 @@ import pytest
 
 from newsletter.config import Config
 from newsletter.errors import ValidationError
-from newsletter.send.ledger import DeliveryState, Ledger, Outcome, sent_editions, sent_snapshots
+from newsletter.store.ledger import DeliveryState, Ledger, Outcome, sent_editions, sent_snapshots
 from newsletter.render.rendered import RenderedEmail
 from newsletter.send.snapshot import Snapshot, content_hash
 from newsletter.store import open_store
 
 
 @pytest.fixture
-def config(tmp_path) -> Config:
-    config = Config(root=tmp_path)
+def config(tmp_path, db_url) -> Config:
+    config = Config(root=tmp_path, database=db_url)
     with open_store(config) as store:
         store.create_list("daily")
         for i in range(1, 51):
@@ -121,9 +122,10 @@ def test_rows_of_a_dead_worker_are_unknown_until_retried(config):
         send = new_send(ledger, config)
     # a separate process claims 5 rows and dies without recording anything
     code = ("import sys, os; from pathlib import Path; from newsletter.config import Config;"
-            "from newsletter.send.ledger import Ledger; l = Ledger.open(Config(root=Path(sys.argv[1])));"
+            "from newsletter.store.ledger import Ledger;"
+            "l = Ledger.open(Config(root=Path(sys.argv[1]), database=sys.argv[2]));"
             "s = l.find_send('2025-10-14'); w = l.register_worker(s.id); l.claim(s, w, 5); os._exit(0)")
-    subprocess.run([sys.executable, "-c", code, str(config.root)], check=True)
+    subprocess.run([sys.executable, "-c", code, str(config.root), config.database], check=True)
     with Ledger.open(config) as ledger:
         progress = ledger.progress(send.id)
         assert progress.unknown == 5 and progress.pending == 45 and progress.in_flight == 0
@@ -194,7 +196,7 @@ def test_provider_message_id_finds_the_delivery(config):
         row = ledger.conn.execute("SELECT email, state, sent_at FROM deliveries WHERE provider_message_id = ?",
                                   ("ses-123",)).fetchone()
         assert row["email"] == "r1@example.com" and row["state"] == "sent" and row["sent_at"]
-    assert os.path.exists(config.database_url)
+    assert "://" in config.database_url or os.path.exists(config.database_url)
 
 
 # -- liveness: a worker on this host is asked directly; one elsewhere is judged by its heartbeat ------
@@ -209,7 +211,7 @@ def test_a_paused_process_on_this_host_is_alive_however_old_its_heartbeat(config
     import socket
     import time
 
-    from newsletter.send.ledger import process_key
+    from newsletter.store.ledger import process_key
 
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
@@ -252,3 +254,26 @@ def test_a_worker_on_another_host_is_judged_by_its_heartbeat(config):
         ledger.claim(send, "silent", 3)
         assert ledger.unknown(send.id) == 3  # silent past STALE_AFTER: unknown; the fresh one is in flight
         assert ledger.progress(send.id).in_flight == 2
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])  # one SQLite file has one host: its clock is the host's
+def test_heartbeats_are_judged_by_the_database_clock_not_this_hosts(config, backend, monkeypatch):
+    """Workers on several hosts share a PostgreSQL ledger: a heartbeat is written and judged by
+    the server's clock, so a host whose own clock runs an hour ahead (or behind) neither takes a
+    live worker elsewhere for dead nor a dead one for alive."""
+    import time
+
+    with Ledger.open(config) as ledger:
+        send = new_send(ledger, config)
+        _worker_row(ledger, send.id, "elsewhere", host="elsewhere.example", pid=1, key="b/n/1", beat=0.0)
+        ledger.heartbeat("elsewhere")  # by the server's clock
+        ledger.claim(send, "elsewhere", 4)
+        real = time.time
+        for skew in (3600.0, -3600.0):
+            monkeypatch.setattr(time, "time", lambda skew=skew: real() + skew)
+            assert ledger.unknown(send.id) == 0 and ledger.progress(send.id).in_flight == 4
+            assert "elsewhere" in ledger.live_workers(send.id)
+        monkeypatch.setattr(time, "time", real)
+        ledger.conn.execute("UPDATE send_workers SET heartbeat_at = heartbeat_at - 120 WHERE id = 'elsewhere'")
+        monkeypatch.setattr(time, "time", lambda: real() - 3600.0)  # this host's clock is behind
+        assert ledger.unknown(send.id) == 4  # silent for 120 s by the server's clock: unknown

@@ -22,7 +22,7 @@ from conftest import SAMPLES
 from fake_ses import FakeSes
 from test_transport import smtp_server  # noqa: F401  (the aiosmtpd fixture)
 from newsletter.config import load_config, load_secret
-from newsletter.send.ledger import Ledger
+from newsletter.store.ledger import Ledger
 from newsletter.render.rendered import RenderedEmail, placeholder
 from newsletter.send.job import SendJob, SendOptions, send_test
 from newsletter.store import open_store
@@ -71,6 +71,7 @@ def ledger_counts(slug: str = SLUG) -> dict[str, int]:
 
 # -- the outbox, through the CLI ------------------------------------------------------------------
 
+@pytest.mark.usefixtures("backend_project")  # on both engines
 def test_send_to_the_outbox(project, edition, cli):
     readers = add_readers(5)
     result = cli("send", EDITION, "--list", "daily", "--yes")
@@ -151,6 +152,7 @@ def test_unknown_list_is_one_line(project, edition, cli):
     assert "Traceback" not in result.output
 
 
+@pytest.mark.usefixtures("backend_project")  # on both engines
 def test_sends_ls_and_show(project, edition, cli):
     add_readers(4)
     assert cli("send", EDITION, "--list", "daily", "--yes").exit_code == 0
@@ -165,6 +167,7 @@ def test_sends_ls_and_show(project, edition, cli):
     assert missing.exit_code == 2 and "no send for edition" in missing.output
 
 
+@pytest.mark.usefixtures("backend_project")  # on both engines
 def test_readers_who_unsubscribe_are_not_sent_and_suppressed_are_not_frozen(project, edition, cli):
     add_readers(4)
     with open_store(load_config()) as store:
@@ -177,6 +180,7 @@ def test_readers_who_unsubscribe_are_not_sent_and_suppressed_are_not_frozen(proj
 
 # -- SES on moto ------------------------------------------------------------------------------------
 
+@pytest.mark.usefixtures("backend_project")  # on both engines
 def test_send_through_ses_on_moto(project, edition, cli, moto):
     boto3.client("ses", region_name="us-east-1", endpoint_url=moto).verify_domain_identity(Domain="example.com")
     use_ses(project, moto)
@@ -237,6 +241,7 @@ def test_throttling_and_5xx_are_retried_and_never_failures(project, fake_ses):
     assert ledger_counts() == {"sent": 30}
 
 
+@pytest.mark.usefixtures("backend_project")  # on both engines
 def test_rejected_reader_fails_and_the_send_goes_on(project, fake_ses, cli):
     readers = add_readers(6)
     fake_ses.configure(reject=["reader0002@example.com"])
@@ -249,6 +254,7 @@ def test_rejected_reader_fails_and_the_send_goes_on(project, fake_ses, cli):
     assert "failed: reader0002@example.com: SES: MessageRejected" in shown.output
 
 
+@pytest.mark.usefixtures("backend_project")  # on both engines
 def test_fatal_error_stops_and_a_later_run_resumes(project, fake_ses):
     readers = add_readers(20)
     fake_ses.configure(pause_after=8)
@@ -377,6 +383,7 @@ def wait_for(condition, proc: subprocess.Popen, timeout: float = 60.0) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("backend_project")  # on both engines
 def test_sigkill_then_resume_delivers_exactly_once_apart_from_unknowns(project, edition, fake_ses, cli):
     readers = add_readers(80)
     fake_ses.configure(latency=0.02)
@@ -408,6 +415,7 @@ def test_sigkill_then_resume_delivers_exactly_once_apart_from_unknowns(project, 
     assert sum(got.values()) - len(readers) <= len(unknown)  # duplicates only among the unknowns
 
 
+@pytest.mark.usefixtures("backend_project")  # on both engines
 def test_a_second_run_while_another_process_holds_the_rest_says_so(project, edition, fake_ses, cli):
     """Nothing pending but messages in flight in a live process: not 'every reader has been
     dealt with' (they have not), but who holds them; exit 0, nothing sent twice."""
@@ -424,6 +432,7 @@ def test_a_second_run_while_another_process_holds_the_rest_says_so(project, edit
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("backend_project")  # on both engines
 def test_two_processes_share_the_work_and_never_double_send(project, edition, fake_ses):
     readers = add_readers(300)
     fake_ses.configure(latency=0.02)  # ~1.5 s of work for one process: the second joins while it runs
@@ -441,6 +450,7 @@ def test_two_processes_share_the_work_and_never_double_send(project, edition, fa
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("backend_project")  # on both engines
 def test_ctrl_c_stops_cleanly_and_resumes(project, edition, fake_ses, cli):
     readers = add_readers(60)
     fake_ses.configure(latency=0.02)
@@ -458,6 +468,7 @@ def test_ctrl_c_stops_cleanly_and_resumes(project, edition, fake_ses, cli):
     assert per_reader(fake_ses) == {r: 1 for r in readers}
 
 
+@pytest.mark.usefixtures("backend_project")  # on both engines
 def test_empty_list_sends_nothing(project, edition, cli):
     add_readers(0)
     result = cli("send", EDITION, "--list", "daily", "--yes")
@@ -515,6 +526,7 @@ def test_bad_credentials_stop_before_anything_is_written(project, edition, fake_
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("backend_project")  # on both engines
 def test_a_paused_sender_is_not_dead_and_retry_unknown_leaves_its_messages_alone(project, edition, fake_ses):
     """SIGSTOP a real send past the stale time, then `--retry-unknown` in another process: the
     paused worker still holds its claims (same host, same pid, same start time), so nothing of

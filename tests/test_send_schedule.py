@@ -15,7 +15,7 @@ import pytest
 from conftest import SAMPLES
 from newsletter.config import load_config
 from newsletter.errors import ValidationError
-from newsletter.send.ledger import Ledger
+from newsletter.store.ledger import Ledger
 from newsletter.send.schedule import format_remaining, parse_when, wait_until
 from newsletter.store import open_store
 

@@ -1,7 +1,9 @@
 """`send --workers N`: N real sending processes share one send through the ledger, against the
 fake SES endpoint (and the outbox): each reader exactly once, the summary for the whole send, a
 worker killed with SIGKILL leaves only its own unknowns, Ctrl-C stops them all, and the total
-rate (measured from the endpoint's timestamps) stays within --rate."""
+rate (measured from the endpoint's timestamps) stays within --rate. The sharing tests run on both
+engines (SQLite and a real PostgreSQL server), and on PostgreSQL separate `send` commands — one
+of them on "another host" (its own UTS namespace and hostname) — join one send."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from newsletter.config import load_config
-from newsletter.send.ledger import Ledger
+from newsletter.store.ledger import Ledger
 from newsletter.store import open_store
 from test_send import EDITION, SLUG, add_readers, edition, fake_ses, ledger_counts, outbox_messages, per_reader  # noqa: F401
 from test_send import wait_for as send_wait_for
@@ -53,7 +55,8 @@ def wait_for(condition, proc: subprocess.Popen, timeout: float = 90.0) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("workers", [2, 4])
-def test_workers_send_each_reader_exactly_once(project, edition, fake_ses, workers):
+def test_workers_send_each_reader_exactly_once(backend_project, edition, fake_ses, workers):
+    project = backend_project
     readers = add_readers(300)
     with open_store(load_config()) as store:  # left before the send: never frozen into it
         store.unsubscribe(store.get_subscriber("reader0007@example.com").id)
@@ -88,7 +91,8 @@ def _sent_per_worker() -> dict[str, int]:
 
 
 @pytest.mark.slow
-def test_workers_to_the_outbox(project, edition):
+def test_workers_to_the_outbox(backend_project, edition):
+    project = backend_project
     readers = add_readers(120)
     result = run(project, "--workers", "3")
     assert result.returncode == 0, result.stderr
@@ -99,7 +103,8 @@ def test_workers_to_the_outbox(project, edition):
 
 
 @pytest.mark.slow
-def test_a_killed_worker_leaves_only_its_unknowns(project, edition, fake_ses):
+def test_a_killed_worker_leaves_only_its_unknowns(backend_project, edition, fake_ses):
+    project = backend_project
     readers = add_readers(240)
     fake_ses.configure(latency=0.02)
     proc = spawn(project, "--transport", "ses", "--workers", "3", "--rate", "60", "--concurrency", "4")
@@ -241,3 +246,111 @@ def test_workers_stop_cleanly_when_their_parent_is_killed(project, edition, fake
     result = run(project, "--transport", "ses", "--workers", "2")
     assert result.returncode == 0, result.stderr
     assert per_reader(fake_ses) == {r: 1 for r in readers}
+
+
+# -- several send commands (several machines) on one PostgreSQL send --------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("processes", [2, 4])
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_send_commands_started_at_once_share_one_send(backend_project, edition, fake_ses, processes):
+    """N separate `send` commands (as on N machines) started at the same moment: one creates the
+    send, the others join it; each reader gets exactly one message, and every process sent some."""
+    project = backend_project
+    readers = add_readers(300)
+    fake_ses.configure(latency=0.05)
+    procs = [spawn(project, "--transport", "ses", "--concurrency", "4") for _ in range(processes)]
+    outputs = []
+    try:
+        for proc in procs:
+            outputs.append(proc.communicate(timeout=180)[0])
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    assert all(p.returncode == 0 for p in procs), outputs
+    assert per_reader(fake_ses) == {r: 1 for r in readers}
+    assert ledger_counts() == {"sent": 300}
+    sent_by = _sent_per_worker()
+    assert len(sent_by) == processes and all(n > 0 for n in sent_by.values()), sent_by
+    with Ledger.open(load_config()) as ledger:  # one send, not N
+        assert len(ledger.sends()) == 1
+
+
+def _other_host(command: list[str]) -> list[str] | None:
+    """``command`` run in a new UTS namespace whose hostname is another machine's; None where
+    this system does not allow it (no CAP_SYS_ADMIN)."""
+    import shutil
+
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        return None
+    probe = subprocess.run([unshare, "--uts", "sh", "-c", "hostname second-host.example && hostname"],
+                           capture_output=True, text=True)
+    if probe.returncode != 0 or probe.stdout.strip() != "second-host.example":
+        return None
+    import shlex
+
+    return [unshare, "--uts", "sh", "-c", "hostname second-host.example && exec " + shlex.join(command)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_a_worker_on_another_host_that_dies_is_unknown_by_its_heartbeat(backend_project, edition, fake_ses,
+                                                                      monkeypatch):
+    """A send command on a second machine (another hostname) joins the send on PostgreSQL and is
+    killed with SIGKILL: no process can ask that host about it, so once its heartbeat is older
+    than STALE_AFTER (by the database's clock) its in-flight rows are unknown; the rerun reports
+    exactly those and, asked, sends them again."""
+    project = backend_project
+    from newsletter.send import liveness
+
+    monkeypatch.setenv("NEWSLETTER_STALE_AFTER", "3")  # the send processes'
+    monkeypatch.setattr(liveness, "STALE_AFTER", 3.0)  # this one's
+    readers = add_readers(200)
+    fake_ses.configure(latency=0.05)
+    remote = _other_host([*COMMAND, "--transport", "ses", "--rate", "30", "--concurrency", "4"])
+    if remote is None:
+        pytest.skip("this system does not allow a new UTS namespace (unshare --uts) to play another host")
+    local = spawn(project, "--transport", "ses", "--rate", "30", "--concurrency", "4")
+    far = subprocess.Popen(remote, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
+        def far_holds_rows() -> bool:
+            rows = [r for r in _workers_rows() if r["host"] == "second-host.example"]
+            return bool(rows) and _held_by(rows[0]["id"]) > 0
+        wait_for(far_holds_rows, far)
+        far_worker = next(r for r in _workers_rows() if r["host"] == "second-host.example")
+        os.kill(far.pid, signal.SIGKILL)
+        far.wait(10)
+        output = local.communicate(timeout=180)[0]
+    finally:
+        for proc in (local, far):
+            if proc.poll() is None:
+                proc.kill()
+    held = _held_by(far_worker["id"])
+    assert local.returncode in (0, 1), output
+    time.sleep(3.5)  # the far worker's heartbeat is now stale by the server's clock
+    with Ledger.open(load_config()) as ledger:
+        send = ledger.find_send(SLUG)
+        assert ledger.unknown(send.id) == held
+        assert far_worker["id"] not in ledger.live_workers(send.id)
+    rerun = run(project, "--transport", "ses", "--retry-unknown")
+    assert rerun.returncode == 0, rerun.stderr
+    if held:
+        assert f"unknown:    {held} message(s)" in rerun.stderr, rerun.stderr
+    got = per_reader(fake_ses)
+    assert all(got[r] >= 1 for r in readers) and ledger_counts() == {"sent": 200}
+
+
+def _workers_rows() -> list[dict]:
+    try:
+        return workers_of()
+    except Exception:  # the send is not created yet
+        return []
+
+
+def _held_by(worker: str) -> int:
+    with Ledger.open(load_config()) as ledger:
+        return ledger.conn.execute("SELECT count(*) FROM deliveries WHERE claimed_by = ? AND state = 'sending'",
+                                   (worker,)).fetchone()[0]

@@ -17,8 +17,11 @@ import pytest
 from fake_ses import FakeSes
 from test_send import outbox_messages, spawn_send, use_ses, wait_for
 from newsletter.config import load_config
-from newsletter.send.ledger import Ledger
+from newsletter.store.ledger import Ledger
 from newsletter.store import db, open_store
+
+# every test here runs on both engines (SQLite, and a real PostgreSQL server)
+pytestmark = pytest.mark.usefixtures("backend_project")
 
 EDITION = """\
 ---
@@ -364,33 +367,62 @@ def test_test_copies_are_apart_and_need_no_yes(project, cli):
 
 # -- upgrading a database with sends from before snapshots ---------------------------------------------
 
-def test_migration_rebuilds_snapshots_of_earlier_sends(project, cli):
-    config = load_config()
-    path = db.sqlite_path(config.database_url)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    raw = sqlite3.connect(path)
-    for version, _name, sql in db.migrations():
-        if version <= 4:
-            raw.executescript(sql)
-    raw.execute("PRAGMA user_version = 4")
+def _database_before_snapshots(project, backend: str, request, monkeypatch):
+    """The project's database at the schema before snapshots (SQLite 4, PostgreSQL 6), holding
+    one reader and two sends made then; returns a function giving the schema version of a
+    connection and the latest one."""
     now = "2026-11-01T08:00:00Z"
-    raw.execute("INSERT INTO subscribers (id, email, email_key, status, created_at) "
-                "VALUES (1, 'old@example.com', 'old@example.com', 'active', ?)", (now,))
-    raw.execute("INSERT INTO lists (id, name, created_at) VALUES (1, 'daily', ?)", (now,))
-    raw.execute("INSERT INTO memberships (subscriber_id, list_id, status, created_at) VALUES (1, 1, 'active', ?)", (now,))
+    rows = [("INSERT INTO subscribers (id, email, email_key, status, created_at) "
+             "VALUES (1, 'old@example.com', 'old@example.com', 'active', ?)", (now,)),
+            ("INSERT INTO lists (id, name, created_at) VALUES (1, 'daily', ?)", (now,)),
+            ("INSERT INTO memberships (subscriber_id, list_id, status, created_at) VALUES (1, 1, 'active', ?)", (now,))]
     for i, slug in enumerate(("2026-11-01", "2026-11-02"), start=1):
-        raw.execute("INSERT INTO sends (id, slug, list_name, list_id, subject, transport, recipients, created_at, "
-                    "first_sent_at, finished_at) VALUES (?, ?, 'daily', 1, ?, 'outbox', 1, ?, ?, ?)",
-                    (i, slug, f"Old subject {slug}", now, now, now))
-        raw.execute("INSERT INTO deliveries (send_id, subscriber_id, email, state, sent_at, updated_at) "
-                    "VALUES (?, 1, 'old@example.com', 'sent', ?, ?)", (i, now, now))
-    raw.commit()
-    raw.close()
+        rows.append(("INSERT INTO sends (id, slug, list_name, list_id, subject, transport, recipients, created_at, "
+                     "first_sent_at, finished_at) VALUES (?, ?, 'daily', 1, ?, 'outbox', 1, ?, ?, ?)",
+                     (i, slug, f"Old subject {slug}", now, now, now)))
+        rows.append(("INSERT INTO deliveries (send_id, subscriber_id, email, state, sent_at, updated_at) "
+                     "VALUES (?, 1, 'old@example.com', 'sent', ?, ?)", (i, now, now)))
+    if backend == "sqlite":
+        path = db.sqlite_path(load_config().database_url)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        raw = sqlite3.connect(path)
+        for version, _name, sql in db.migrations():
+            if version <= 4:
+                raw.executescript(sql)
+        raw.execute("PRAGMA user_version = 4")
+        for sql, args in rows:
+            raw.execute(sql, args)
+        raw.commit()
+        raw.close()
+        return db.schema_version, db.latest_version()
+    from newsletter.store import pg
+
+    url = request.getfixturevalue("pg_empty_url")
+    monkeypatch.setenv("NEWSLETTER_DATABASE_URL", url)
+    conn = pg.connect(url, migrate=False)
+    conn.raw.execute(pg._VERSION_TABLE)
+    for version, name, sql in pg.migrations():
+        if version <= 6:
+            conn.raw.execute(sql)
+            conn.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                         (version, name, now))
+    for sql, args in rows:
+        conn.execute(sql, args)
+    conn.close()
+    return pg.schema_version, pg.latest_version()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_migration_rebuilds_snapshots_of_earlier_sends(project, cli, backend, request, monkeypatch):
+    """An upgrade of a database holding sends from before snapshots (both engines' migration 007)
+    rebuilds their snapshots from the edition files that are still there."""
+    version_of, latest = _database_before_snapshots(project, backend, request, monkeypatch)
+    config = load_config()
     write(project / "editions" / "2026-11-01.md", "Old edition kept", date="2026-11-01T08:00:00+00:00")
     # 2026-11-02's file is gone
 
     with Ledger.open(config) as ledger:
-        assert db.schema_version(ledger.conn) == db.latest_version()
+        assert version_of(ledger.conn) == latest
         first = ledger.find_send("2026-11-01")
         snap = ledger.snapshot(first.snapshot_id)
         assert snap.reconstructed and "Old edition kept" in snap.html

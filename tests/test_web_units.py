@@ -1,12 +1,13 @@
 """The pure parts behind the readers' pages: language choice, the sliding-window limiter (on a
-real SQLite file), web-version depersonalization."""
+real SQLite file and a real PostgreSQL database), web-version depersonalization."""
 
 from __future__ import annotations
 
 from newsletter.web.archive import depersonalize, neutral_values, valid_slug
 from newsletter.config import load_config
 from newsletter.web.i18n import CATALOGS, EN, parse_accept_language, pick_lang, quote_list_names, translator
-from newsletter.web.ratelimit import RateLimiter, address_bucket
+from newsletter.store import open_rate_limiter, open_store
+from newsletter.web.signup import address_bucket
 from newsletter.render.rendered import placeholder
 
 
@@ -28,8 +29,8 @@ def test_catalogs_are_complete_and_formatting_works():
     assert quote_list_names(["a"], "en") == "“a”"
 
 
-def test_sliding_window(tmp_path):
-    limiter = RateLimiter(tmp_path / "db.sqlite")
+def test_sliding_window(db_url):
+    limiter = open_rate_limiter(db_url)
     assert [limiter.hit("ip:1", 2, 60, now=1000 + i) for i in range(3)] == [True, True, False]
     assert limiter.hit("ip:2", 2, 60, now=1002)  # buckets are separate
     assert not limiter.hit("ip:1", 2, 60, now=1059)  # the first is still inside the window
@@ -40,10 +41,33 @@ def test_sliding_window(tmp_path):
     limiter.close()
 
 
-def test_limits_are_shared_between_processes_through_the_database(tmp_path):
-    one, two = RateLimiter(tmp_path / "db.sqlite"), RateLimiter(tmp_path / "db.sqlite")
+def test_limits_are_shared_between_processes_through_the_database(db_url):
+    one, two = open_rate_limiter(db_url), open_rate_limiter(db_url)
     assert one.hit("b", 1, 60, now=10)
     assert not two.hit("b", 1, 60, now=11)
+    assert two.count("b", 60, now=12) == 1
+    one.close()
+    two.close()
+
+
+def test_a_refused_write_is_one_store_error_and_nothing_is_recorded(db_url):
+    """The limiter's write fails (here: the table is gone): one StoreError line, which the web
+    answers with 503; the transaction left nothing behind."""
+    import pytest
+
+    from newsletter.errors import StoreError
+
+    limiter = open_rate_limiter(db_url)
+    assert limiter.hit("b", 5, 60, now=10)
+    with open_store(db_url) as store:
+        store.conn.execute("ALTER TABLE rate_events RENAME TO rate_events_gone")
+    with pytest.raises(StoreError) as err:
+        limiter.hit("b", 5, 60, now=11)
+    assert "\n" not in str(err.value) and "rate_events" in str(err.value)
+    with open_store(db_url) as store:
+        store.conn.execute("ALTER TABLE rate_events_gone RENAME TO rate_events")
+    assert limiter.count("b", 60, now=12) == 1
+    limiter.close()
 
 
 def test_address_bucket_hides_and_normalises_the_address():

@@ -28,12 +28,12 @@ def gather(
 
     `gather --add 3 5 8 EDITION` appends those candidates of the last list as items."""
     from newsletter.sources.gather import add_candidates, gather as run_gather
-    from newsletter.store.db import connect, sqlite_path
+    from newsletter.store.connection import connect
 
     config = get_config(ctx)
     if add:
         numbers, edition = _add_args(args or [])
-        conn = connect(sqlite_path(config.database_url))
+        conn = connect(config)
         try:
             items = add_candidates(config, conn, numbers, edition)
         finally:
@@ -46,7 +46,7 @@ def gather(
     if not config.sources.feeds:
         where = config.file or "newsletter.toml"
         raise ValidationError(f"no feeds: add [sources] feeds = [\"https://…/rss\"] to {where}")
-    conn = connect(sqlite_path(config.database_url))
+    conn = connect(config)
     try:
         with _progress(len(config.sources.feeds)) as on_done:
             result = run_gather(config, conn, since=_since(since), on_done=on_done)

@@ -74,11 +74,13 @@ def stats(
     """Per-edition figures: recipients, sent, delivered, bounces, complaints, opens, clicks,
     their rates and the top links. Warns at 2% bounces or 0.05% complaints."""
     from newsletter.feedback.stats import all_stats, edition_stats
-    from newsletter.store.db import connect, sqlite_path
+    from newsletter.store.connection import connect, errors, store_error
 
-    conn = connect(sqlite_path(get_config(ctx).database_url))
+    conn = connect(get_config(ctx))  # the project's database, SQLite or PostgreSQL
     try:
         found = [edition_stats(conn, slug)] if slug else all_stats(conn)
+    except errors() as err:  # a query the database refused: one line, exit 2
+        raise store_error(err, conn, "cannot read the figures from") from None
     finally:
         conn.close()
     if as_json:

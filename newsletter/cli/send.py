@@ -1,4 +1,4 @@
-"""``send`` and ``sends ls|show``: a thin layer over ``newsletter.send.job`` and ``newsletter.send.ledger``."""
+"""``send`` and ``sends ls|show``: a thin layer over ``newsletter.send.job`` and ``newsletter.store.ledger``."""
 
 from __future__ import annotations
 
@@ -343,7 +343,7 @@ def _send_test(job, addresses: list[str], *, dry_run: bool, when) -> None:
 
 def sends_ls(ctx: typer.Context) -> None:
     """Every send, newest first, with its progress (an edition's later sends are SLUG#2, …)."""
-    from newsletter.send.ledger import Ledger
+    from newsletter.store.ledger import Ledger
 
     config = get_config(ctx)
     with Ledger.open(config) as ledger:
@@ -379,7 +379,7 @@ def sends_show(
 ) -> None:
     """An edition's sends, or one send in detail: progress, timing, last error, failed readers."""
     from newsletter.errors import ValidationError
-    from newsletter.send.ledger import Ledger
+    from newsletter.store.ledger import Ledger
 
     config = get_config(ctx)
     with Ledger.open(config) as ledger:

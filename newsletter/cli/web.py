@@ -17,6 +17,9 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on (put a reverse proxy in front for the public).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8000,
     access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="Log every request.")] = True,
+    workers: Annotated[int, typer.Option("--workers", min=1, max=64, metavar="N",
+                                         help="Worker processes sharing the port (each with its own database "
+                                              "connections; rate limits and writes are shared through the database).")] = 1,
 ) -> None:
     """Serve the readers' pages: subscribe, confirm, unsubscribe, preferences, archive, feed."""
     import uvicorn
@@ -26,15 +29,42 @@ def serve(
 
     config = get_config(ctx)
     load_secret(config, notify=notice)  # made like every other command does, when missing
-    app = create_app(config)
+    app = create_app(config)  # checks the configuration here, once, whatever the workers
+    if workers > 1:
+        from newsletter.store.connection import connect
+
+        connect(config).close()  # reachable and migrated before the workers start: one line if not
     sock = listen(host, port)  # bound here: a busy port is one line and exit 2, not uvicorn's
-    notice(f"serving {config.name} on http://{host}:{port} (public URL: {config.base_url})")
+    many = f" with {workers} worker processes" if workers > 1 else ""
+    notice(f"serving {config.name} on http://{host}:{port}{many} (public URL: {config.base_url})")
     # Client addresses from proxy headers are handled by the app itself (web.trust_proxy_headers),
     # so uvicorn must not rewrite them on its own.
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, proxy_headers=False,
-                                           access_log=access_log, log_level="info", server_header=False))
+    settings = dict(host=host, port=port, proxy_headers=False, access_log=access_log, log_level="info",
+                    server_header=False)
+    if workers == 1:
+        server = uvicorn.Server(uvicorn.Config(app, **settings))
+        with sock:
+            server.run(sockets=[sock])
+        return
+    _serve_workers(config, sock, workers, settings)
+
+
+def _serve_workers(config, sock, workers: int, settings: dict) -> None:
+    """uvicorn's supervisor: ``workers`` processes (spawned) accept on the one socket bound here,
+    each building the app from the same configuration (``newsletter.web:app`` reads the file
+    ``NEWSLETTER_CONFIG`` names; ``NEWSLETTER_DATABASE_URL`` passes through the environment).
+    SIGTERM or Ctrl-C stops them all; a worker that dies is started again."""
+    import os
+
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    if config.file is not None:
+        os.environ["NEWSLETTER_CONFIG"] = str(Path(config.file).resolve())
+    supervisor = Multiprocess(uvicorn.Config("newsletter.web:app", workers=workers, **settings),
+                              sockets=[sock])
     with sock:
-        server.run(sockets=[sock])
+        supervisor.run()
 
 
 def listen(host: str, port: int):

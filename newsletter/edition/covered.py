@@ -9,7 +9,6 @@ warnings out.
 from __future__ import annotations
 
 import re
-import sqlite3
 import unicodedata
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -22,6 +21,7 @@ if TYPE_CHECKING:
     from newsletter.edition.checks import Finding
     from newsletter.config import Config
     from newsletter.edition.model import Edition
+    from newsletter.store.connection import Connection
 
 WINDOW_DAYS = 30
 TITLE_SIMILARITY = 0.9  # difflib ratio of the normalised titles at or above which they are "the same"
@@ -36,11 +36,11 @@ class SentItem:
     slug: str
 
 
-def sent_items(conn: sqlite3.Connection, since: datetime, *, config: Config) -> list[SentItem]:
+def sent_items(conn: Connection, since: datetime, *, config: Config) -> list[SentItem]:
     """Items of every edition sent since ``since`` (UTC), newest send first, as their readers
     got them: read from the send snapshots (later edits, moved or broken files change nothing)."""
     from newsletter.errors import StoreError
-    from newsletter.send.ledger import sent_snapshots
+    from newsletter.store.ledger import sent_snapshots
 
     since_text = since.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     try:
@@ -109,23 +109,20 @@ def covered_findings(edition: Edition, sent: list[SentItem], *,
 
 
 def covered_check(edition: Edition, config: Config, *, now: datetime | None = None) -> list[Finding]:
-    """``covered_findings`` against the editions sent in the last 30 days. Reads the database
-    only when it exists (a check never creates one)."""
-    from newsletter.store.db import connect, sqlite_path
+    """``covered_findings`` against the editions sent in the last 30 days, from the project's
+    database on either engine. Reads the database only when it exists (a check never creates a
+    SQLite file); a database it cannot read gives no warning (the other checks still run)."""
     from newsletter.errors import NewsletterError
+    from newsletter.store.connection import connect_existing
 
     if not edition.items:
         return []
-    try:
-        path = sqlite_path(config.database_url)
-    except NewsletterError:
-        return []
-    if not path.is_file():
-        return []
     since = (now or datetime.now(timezone.utc)) - timedelta(days=WINDOW_DAYS)
     try:
-        conn = connect(path)
+        conn = connect_existing(config)
     except NewsletterError:
+        return []
+    if conn is None:
         return []
     try:
         return covered_findings(edition, sent_items(conn, since, config=config),
@@ -134,16 +131,17 @@ def covered_check(edition: Edition, config: Config, *, now: datetime | None = No
         conn.close()
 
 
-def _ledger_slugs(conn: sqlite3.Connection, edition: Edition) -> frozenset[str]:
+def _ledger_slugs(conn: Connection, edition: Edition) -> frozenset[str]:
     """The slug the ledger knows ``edition`` by, when it was sent before (a changed slug or a
     date written in another offset is the same edition: ``Ledger.match_edition``)."""
     from newsletter.errors import NewsletterError
-    from newsletter.send.ledger import Ledger
+    from newsletter.store.ledger import Ledger
     from newsletter.send.snapshot import date_instant, resolved
+    from newsletter.store.connection import errors
 
     try:
         found = Ledger(conn).match_edition(resolved(edition.source), edition.slug, date_instant(edition))
-    except (NewsletterError, sqlite3.Error, TypeError):  # another edition's slug, no ledger yet, no source
+    except (NewsletterError, TypeError, *errors()):  # another edition's slug, no ledger yet, no source
         return frozenset()
     return frozenset({found.slug}) if found is not None else frozenset()
 

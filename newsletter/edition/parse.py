@@ -423,7 +423,7 @@ def first_sentence(markdown: str, limit: int = PREHEADER_MAX) -> str:
 def folder_position(path: Path) -> int | None:
     """The edition's place among the dated editions in its folder (1-based): how editions were
     numbered before numbers were stored, used only to give sends from then the number they showed.
-    (An edition's number is now assigned at its first send: ``newsletter.send.ledger.planned_number``.)"""
+    (An edition's number is now assigned at its first send: ``newsletter.store.ledger.planned_number``.)"""
     if not re.match(r"^\d{4}-\d{2}-\d{2}", path.name):
         return None
     try:

@@ -23,7 +23,7 @@ def build_edition(path: str | Path, config: Config, essay_path: str | Path | Non
     markers and a missing postal address are errors)."""
     from newsletter.edition.parse import numbered
     from newsletter.edition.source import load_edition
-    from newsletter.send.ledger import planned_number
+    from newsletter.store.ledger import planned_number
 
     edition = load_edition(path, config=config, essay_path=essay_path)
     edition = numbered(edition, planned_number(config, edition), config)

@@ -37,7 +37,7 @@ from pathlib import Path
 from newsletter.audience.segments import Audience, make_audience
 from newsletter.config import Config, load_secret
 from newsletter.errors import EditionError, NewsletterError, StoreError, TransportError, ValidationError
-from newsletter.send.ledger import Claim, DeliveryState, EditionRecord, Ledger, Outcome, SendExists, SendRecord
+from newsletter.store.ledger import Claim, DeliveryState, EditionRecord, Ledger, Outcome, SendExists, SendRecord
 from newsletter.send.message import ListTemplates, MessageTemplate, SendContext
 from newsletter.send.pacing import AdaptiveRate, TokenBucket, backoff
 from newsletter.render.rendered import RenderedEmail
@@ -432,7 +432,7 @@ class SendJob:
         """Count the send's live workers and take this one's share of the rate; then beat, with
         the time *before* the count: a heartbeat newer than a worker's joining means its share
         has been taken into account (see ``_join_pacing``)."""
-        seen = time.time()
+        seen = self.ledger.clock()
         live = self.ledger.live_workers(send.id)
         bucket.set_share(max(1, len(live | {worker: seen})))
         self.ledger.heartbeat(worker, at=seen)
@@ -442,7 +442,7 @@ class SendJob:
         """A worker joining a send that others are sending waits (up to ``JOIN_WAIT`` s) until
         each of them has taken the smaller share that its arrival makes, so the send's total rate
         never goes above the rate asked, not even while workers join."""
-        joined = time.time()  # after the registration committed: a count started later sees it
+        joined = self.ledger.clock()  # after the registration committed: a count started later sees it
         deadline = time.monotonic() + JOIN_WAIT
         while True:
             live = self._rebalance(send, worker, bucket)

@@ -21,7 +21,7 @@ def join_send(config, send_id: int, options):
     from newsletter.audience.segments import from_json
     from newsletter.errors import ValidationError
     from newsletter.send.job import Prepared, SendJob
-    from newsletter.send.ledger import Ledger
+    from newsletter.store.ledger import Ledger
 
     with Ledger.open(config) as ledger:
         send = ledger.send_by_id(send_id)

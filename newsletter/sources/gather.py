@@ -11,7 +11,8 @@ third of a whole `gather`). A feed that fails is a warning naming it; the others
 Candidates are the entries newer than the last sent edition (or ``since``) whose link is in no
 edition file and no send (by ``newsletter.sources.urls.url_key``), newest first, numbered. The numbered
 list is kept in ``gather_candidates`` so that ``gather --add 3 5 8 EDITION`` adds what the
-editor saw, not a list that changed since.
+editor saw, not a list that changed since. That state lives in the project's database on either
+engine; its SQL is ``newsletter.store.feeds``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import calendar
 import re
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -31,6 +31,7 @@ from newsletter.sources.urls import strip_tracking, url_key
 if TYPE_CHECKING:
     from newsletter.config import Config
     from newsletter.edition.model import Item
+    from newsletter.store.connection import Connection
 
 MAX_FEED_BYTES = 5 * 1024 * 1024
 MAX_REDIRECTS = 5
@@ -321,68 +322,46 @@ async def _fetch_one(client, url: str, validator: tuple[str | None, str | None])
     return FeedResult(url, "200", entries, title, new_etag, new_modified)
 
 
-# -- state (the database) ----------------------------------------------------------------------
-def _validators(conn: sqlite3.Connection) -> dict[str, tuple[str | None, str | None]]:
-    return {r[0]: (r[1], r[2]) for r in conn.execute("SELECT url, etag, last_modified FROM feeds")}
+# -- state (the database: newsletter.store.feeds) ----------------------------------------------
+def _polled(r: FeedResult):
+    from newsletter.store.feeds import PolledFeed, StoredEntry
+
+    entries = [StoredEntry(e.url, url_key(e.url), e.title, e.summary, _iso(e.published))
+               for e in r.entries] if r.status == "200" else []
+    return PolledFeed(r.url, r.status, r.title, r.etag, r.last_modified, r.error, entries)
 
 
-def _remember(conn: sqlite3.Connection, results: list[FeedResult], now: str) -> None:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        for r in results:
-            if r.status == "error":
-                conn.execute("INSERT INTO feeds (url, checked_at, status) VALUES (?, ?, ?) "
-                             "ON CONFLICT (url) DO UPDATE SET checked_at = excluded.checked_at, "
-                             "status = excluded.status", (r.url, now, f"error: {r.error}"))
-                continue
-            conn.execute(
-                "INSERT INTO feeds (url, title, etag, last_modified, checked_at, status) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (url) DO UPDATE SET "
-                "title = CASE WHEN excluded.title <> '' THEN excluded.title ELSE feeds.title END, "
-                "etag = excluded.etag, last_modified = excluded.last_modified, "
-                "checked_at = excluded.checked_at, status = excluded.status",
-                (r.url, r.title, r.etag, r.last_modified, now, r.status))
-            if r.status == "200":
-                conn.execute("DELETE FROM feed_entries WHERE feed_url = ?", (r.url,))
-                conn.executemany(
-                    "INSERT INTO feed_entries (feed_url, url, url_key, title, summary, published_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                    [(e.feed_url, e.url, url_key(e.url), e.title, e.summary, _iso(e.published))
-                     for e in r.entries])
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
+def _stored_entries(conn: Connection, feed_url: str) -> list[Entry]:
+    from newsletter.store.feeds import stored_entries
+
+    return [Entry(feed_url, e.url, e.title, e.summary, _parse_iso(e.published_at))
+            for e in stored_entries(conn, feed_url)]
 
 
-def _stored_entries(conn: sqlite3.Connection, feed_url: str) -> list[Entry]:
-    rows = conn.execute("SELECT url, title, summary, published_at FROM feed_entries WHERE feed_url = ?",
-                        (feed_url,)).fetchall()
-    return [Entry(feed_url, r[0], r[1], r[2], _parse_iso(r[3])) for r in rows]
-
-
-def last_sent_at(conn: sqlite3.Connection) -> datetime | None:
+def last_sent_at(conn: Connection) -> datetime | None:
     """When the last edition went out (its first message), from the ledger: an edition's later
     sends (another list, people who joined since) do not move it."""
-    row = conn.execute("SELECT max(first) FROM (SELECT min(coalesce(first_sent_at, created_at)) AS first "
-                       "FROM sends GROUP BY coalesce(edition_id, slug))").fetchone()
-    return _parse_iso(row[0]) if row and row[0] else None
+    from newsletter.store.feeds import last_sent_at as stored
+
+    return _parse_iso(stored(conn))
 
 
-def gather(config: Config, conn: sqlite3.Connection, *, since: datetime | None = None,
+def gather(config: Config, conn: Connection, *, since: datetime | None = None,
            on_done: Callable[[FeedResult], None] | None = None,
            now: datetime | None = None) -> GatherResult:
-    """Poll every configured feed and list the candidates (also kept for ``add_candidates``)."""
+    """Poll every configured feed and list the candidates (also kept for ``add_candidates``).
+    ``conn``: the project's database on either engine (``newsletter.store.connection.connect``)."""
     from newsletter.edition.covered import edition_link_keys, sent_items
     from newsletter.sources.fetch import user_agent
+    from newsletter.store import feeds as state
     from newsletter.store.db import utc_now
 
     feeds = list(dict.fromkeys(config.sources.feeds))
-    results = fetch_feeds(feeds, _validators(conn), agent=user_agent(config.name, config.base_url),
+    results = fetch_feeds(feeds, state.validators(conn), agent=user_agent(config.name, config.base_url),
                           timeout=config.sources.timeout, concurrency=config.sources.concurrency,
                           on_done=on_done)
     stamp = utc_now()
-    _remember(conn, results, stamp)
+    state.remember(conn, [_polled(r) for r in results], stamp)
     for r in results:
         if r.status == "304":
             r.entries = _stored_entries(conn, r.url)
@@ -404,33 +383,22 @@ def gather(config: Config, conn: sqlite3.Connection, *, since: datetime | None =
                                                       -(e.published.timestamp() if e.published else 0),
                                                       e.title))
     candidates = [Candidate(i, e) for i, e in enumerate(ordered, start=1)]
-    _keep_list(conn, candidates, stamp)
+    state.keep_candidates(conn, [state.ListedCandidate(c.number, c.entry.feed_url, c.entry.url,
+                                                       c.entry.title, c.entry.summary,
+                                                       _iso(c.entry.published))
+                                 for c in candidates], stamp)
     return GatherResult(candidates, results, since)
 
 
-def _keep_list(conn: sqlite3.Connection, candidates: list[Candidate], stamp: str) -> None:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        conn.execute("DELETE FROM gather_candidates")
-        conn.executemany(
-            "INSERT INTO gather_candidates (number, feed_url, url, title, summary, published_at, listed_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(c.number, c.entry.feed_url, c.entry.url, c.entry.title, c.entry.summary,
-              _iso(c.entry.published), stamp) for c in candidates])
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-
-
-def add_candidates(config: Config, conn: sqlite3.Connection, numbers: list[int],
+def add_candidates(config: Config, conn: Connection, numbers: list[int],
                    edition: Path) -> list[Item]:
     """Append candidates ``numbers`` of the last ``gather`` list to ``edition``, in that order.
     Every number is checked before anything is written."""
     from newsletter.errors import ValidationError
     from newsletter.project import add_item
+    from newsletter.store.feeds import listed_candidates
 
-    rows = {r[0]: r for r in conn.execute("SELECT number, url, title, summary FROM gather_candidates")}
+    rows = listed_candidates(conn)
     if not rows:
         raise ValidationError("no candidates listed yet: run `newsletter gather` first")
     missing = [n for n in numbers if n not in rows]
@@ -439,8 +407,8 @@ def add_candidates(config: Config, conn: sqlite3.Connection, numbers: list[int],
                               f"(1–{max(rows)}); run `newsletter gather` to see it again")
     added = []
     for n in dict.fromkeys(numbers):
-        _, url, title, summary = rows[n]
-        added.append(add_item(edition, url, title, summary, config=config))
+        found = rows[n]
+        added.append(add_item(edition, found.url, found.title, found.summary, config=config))
     return added
 
 

@@ -63,8 +63,8 @@ def open_store(config: "Config | str") -> "Store":
 
 def open_rate_limiter(config: "Config | str", *, busy_ms: int | None = None):
     """The readers' endpoints' rate limiter on the same database as the store:
-    ``newsletter.web.ratelimit.RateLimiter`` (SQLite; a hit waits ``busy_ms`` for the write lock)
-    or ``PostgresRateLimiter``."""
+    ``SqliteRateLimiter`` (a hit waits ``busy_ms`` for the write lock) or
+    ``PostgresRateLimiter`` (store/sqlite_ratelimit.py, store/pg_ratelimit.py)."""
     from newsletter.store.dburl import is_postgres
 
     url = database_url(config)
@@ -72,7 +72,7 @@ def open_rate_limiter(config: "Config | str", *, busy_ms: int | None = None):
         from newsletter.store.pg_ratelimit import PostgresRateLimiter
 
         return PostgresRateLimiter(url)
-    from newsletter.web.ratelimit import RateLimiter
     from newsletter.store.db import sqlite_path
+    from newsletter.store.sqlite_ratelimit import SqliteRateLimiter
 
-    return RateLimiter(sqlite_path(url), busy_ms=busy_ms)
+    return SqliteRateLimiter(sqlite_path(url), busy_ms=busy_ms)

@@ -145,3 +145,20 @@ def clock(conn: Connection) -> float:
     if is_postgres(conn):
         return float(conn.execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()[0])
     return time.time()
+
+
+def connect_existing(config: "Config | str", *, migrate: bool = True) -> Connection | None:
+    """``connect(config)``, except that a SQLite file that does not exist yet is not created:
+    None then (for the checks and reports that must never make a database: `check`, `doctor`).
+    A PostgreSQL database always exists once it is named; failing to reach it is a
+    ``StoreError``."""
+    from newsletter.store import database_url
+    from newsletter.store.dburl import is_postgres as names_postgres
+
+    url = database_url(config)
+    if not names_postgres(url):
+        from newsletter.store import db
+
+        if not db.sqlite_path(url).is_file():
+            return None
+    return connect(url, migrate=migrate)

@@ -44,7 +44,7 @@ class ArchiveEntry:
 
 def sent_entries(config: Config) -> list[ArchiveEntry]:
     """Editions the ledger has sent, newest first, as their snapshots say."""
-    from newsletter.send.ledger import sent_snapshots
+    from newsletter.store.ledger import sent_snapshots
 
     return [ArchiveEntry(slug=e.slug, subject=e.subject, sent_at=_iso(e.sent_at), number=e.number, title=e.title,
                          snapshot_id=e.snapshot_id) for e in sent_snapshots(config)]
@@ -89,7 +89,7 @@ class SnapshotCache:
 
     def get(self, slug: str) -> RenderedEmail | None:
         """The web version's source for ``slug``; None when it was never sent."""
-        from newsletter.send.ledger import archived_snapshot
+        from newsletter.store.ledger import archived_snapshot
 
         if not valid_slug(slug):
             return None
@@ -103,7 +103,7 @@ class SnapshotCache:
 
     def entry(self, entry: ArchiveEntry) -> RenderedEmail | None:
         """``entry``'s snapshot (listed entries carry their snapshot id: one query per new one)."""
-        from newsletter.send.ledger import Ledger
+        from newsletter.store.ledger import Ledger
 
         if entry.snapshot_id is None:
             return None

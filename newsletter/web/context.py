@@ -17,7 +17,6 @@ from starlette.responses import HTMLResponse
 
 from newsletter.config import Config, load_secret
 from newsletter.web.i18n import pick_lang, translator
-from newsletter.web.ratelimit import RateLimiter
 from newsletter.errors import TokenError
 from newsletter.tokens import TokenClaims, verify_token
 from newsletter.web.templating import base_path, base_url, page_values, template_env
@@ -41,7 +40,7 @@ class WebContext:
     config: Config
     secret: bytes
     env: Environment
-    limiter: RateLimiter
+    limiter: Any  # store.open_rate_limiter: SqliteRateLimiter or PostgresRateLimiter
     _local: threading.local = field(default_factory=threading.local)
     _stores: list = field(default_factory=list)
     _stores_lock: threading.Lock = field(default_factory=threading.Lock)

@@ -16,7 +16,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from newsletter.errors import ValidationError
-from newsletter.web.ratelimit import address_bucket
 from newsletter.store.models import MembershipStatus, OptIn
 from newsletter.web import mail
 from newsletter.web.context import WebContext, verified
@@ -24,6 +23,14 @@ from newsletter.web.context import WebContext, verified
 MAX_FORM_BYTES = 16 * 1024
 MAX_NAME = 200
 HOUR, DAY = 3600, 86400
+
+
+def address_bucket(kind: str, email: str) -> str:
+    """A rate-limit bucket for an email address that does not store the address itself."""
+    import hashlib
+
+    digest = hashlib.sha256(email.strip().lower().encode("utf-8")).hexdigest()[:32]
+    return f"{kind}:{digest}"
 
 
 class FormTooLarge(Exception):

@@ -8,10 +8,16 @@ per reader, created in one transaction when the send starts (the recipients are 
 readers an earlier send of the edition reached are left out and counted, unless ``again``). A
 delivery moves pending → sending → sent | failed (or skipped, when the reader left meanwhile).
 
-Claims are atomic (``BEGIN IMMEDIATE``), so several processes can work on one send and no reader
-is claimed twice. Each process registers in ``send_workers`` and keeps a heartbeat; a row left in
-``sending`` by a process that died is *unknown* — the message may or may not have left — and is
-sent again only when the user asks (``retry_unknown``).
+The same code runs on both engines (``newsletter.store.connection``): the SQL is written once
+with ``?N`` placeholders, and the few places where SQLite and PostgreSQL differ are fragments of
+``_Dialect`` (lists of ids: a JSON array through ``json_each`` or a ``bigint[]``; the claim's
+row locking). Claims are atomic, so several processes — on PostgreSQL, on several machines — work
+on one send and no reader is claimed twice: on SQLite the claim holds the file's write lock
+(``BEGIN IMMEDIATE``); on PostgreSQL it takes its rows with ``SELECT … FOR UPDATE SKIP LOCKED``
+in a short transaction, so claimers never wait for each other. Each process registers in
+``send_workers`` and keeps a heartbeat, written and judged by the database's clock (the same for
+every host); a row left in ``sending`` by a process that died is *unknown* — the message may or
+may not have left — and is sent again only when the user asks (``retry_unknown``).
 """
 
 from __future__ import annotations
@@ -20,8 +26,6 @@ import json
 import os
 import secrets
 import socket
-import sqlite3
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -31,8 +35,10 @@ from newsletter.config import Config
 from newsletter.errors import StoreError, ValidationError
 from newsletter.send.liveness import STALE_AFTER, process_key, worker_alive  # noqa: F401 (STALE_AFTER: re-exported)
 from newsletter.send.snapshot import Snapshot
+from newsletter.store import connection
 from newsletter.store.base import AudienceSelect
-from newsletter.store.db import database_file, store_error, utc_now
+from newsletter.store.connection import Connection
+from newsletter.store.db import utc_now
 from newsletter.store.models import Recipient, uid_hex
 
 _REACHED = "already received this edition in an earlier send"
@@ -172,17 +178,59 @@ class SentEdition(NamedTuple):
     sent_at: str  # when its first message left (ISO 8601 UTC)
 
 
-def open_connection(config: Config) -> sqlite3.Connection:
-    from newsletter.store import db
+def open_connection(config: Config) -> Connection:
+    """The project's database (either engine), opened and migrated."""
+    return connection.connect(config)
 
-    return db.connect(db.sqlite_path(config.database_url))
+
+class _Dialect:
+    """The SQL that differs between the engines (SQLite's here; ``_PgDialect`` below)."""
+
+    def ids(self, ids: list[int]):
+        """A list of ids as one parameter (SQLite: JSON text read with ``json_each``)."""
+        return json.dumps([int(i) for i in ids])
+
+    def in_ids(self, n: int) -> str:
+        """``IN`` the list of ids that is parameter ``?n``."""
+        return f"IN (SELECT value FROM json_each(?{n}))"
+
+
+    rows = "json_each(?1) AS j"  # the outcome rows of a record (JSON array of arrays)
+    lock_claimed = ""  # the claim's sub-select: SQLite holds the whole file's write lock already
+    claim_order = "id"  # the (send_id, state) index has the rowids in order
+    not_ascii = "email GLOB '*[^ -~]*'"
+
+    def rows_param(self, rows: list[list]):
+        return json.dumps(rows)
+
+
+class _PgDialect(_Dialect):
+    def ids(self, ids: list[int]):
+        return [int(i) for i in ids]  # sent as an array, cast to bigint[] in the SQL
+
+    def in_ids(self, n: int) -> str:
+        return f"= ANY (?{n}::bigint[])"
+
+
+    rows = "jsonb_array_elements(?1::jsonb) AS j(value)"
+    # claimers skip each other's rows instead of waiting (each takes the next free ones)
+    lock_claimed = " FOR UPDATE SKIP LOCKED"
+    # id order, as only the partial index of pending rows has it (pg_migrations/013: the
+    # primary key's order would walk past the rows already sent when statistics are stale)
+    claim_order = "(id + 0)"
+    not_ascii = "email ~ '[^ -~]'"
+
+
+_SQLITE, _PG = _Dialect(), _PgDialect()
 
 
 class Ledger:
-    """The ledger over one connection (use it from one thread)."""
+    """The ledger over one connection of either engine (use it from one thread)."""
 
-    def __init__(self, conn: sqlite3.Connection):
+    def __init__(self, conn: Connection):
         self.conn = conn
+        self.pg = connection.is_postgres(conn)
+        self.sql = _PG if self.pg else _SQLITE
         self._first_sent: set[int] = set()  # sends whose first_sent_at this ledger has set
 
     @classmethod
@@ -291,10 +339,12 @@ class Ledger:
 
     def earlier_recipients(self, edition_id: int, *, exclude_send: int | None = None) -> set[int]:
         """Readers an earlier send of the edition reached or holds (sent, in flight or pending)."""
+        other = "" if exclude_send is None else " AND s.id != ?"
+        args = (edition_id,) if exclude_send is None else (edition_id, exclude_send)
         return {r[0] for r in self.conn.execute(
             "SELECT d.subscriber_id FROM sends s JOIN deliveries d ON d.send_id = s.id "
-            "WHERE s.edition_id = ? AND s.id IS NOT ? AND d.subscriber_id IS NOT NULL "
-            "AND d.state IN ('sent', 'sending', 'pending')", (edition_id, exclude_send))}
+            f"WHERE s.edition_id = ?{other} AND d.subscriber_id IS NOT NULL "
+            "AND d.state IN ('sent', 'sending', 'pending')", args)}
 
     def create_send(self, *, slug: str, subject: str, list_name: str, list_id: int | None,
                     transport: str, recipients: Iterable[Recipient] | AudienceSelect,
@@ -323,12 +373,11 @@ class Ledger:
             snapshot_id = self._store_snapshot(edition.id, snapshot, stamp) if snapshot is not None else None
             seq = self.conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM sends WHERE edition_id = ?",
                                     (edition.id,)).fetchone()[0]
-            cur = self.conn.execute(
+            send_id = self.conn.execute(
                 "INSERT INTO sends (edition_id, seq, snapshot_id, slug, list_name, list_id, audience, audience_key, "
-                "subject, transport, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "subject, transport, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (edition.id, seq, snapshot_id, edition.slug, list_name, list_id, audience or "{}", audience_key,
-                 snapshot.subject if snapshot is not None else subject, transport, stamp))
-            send_id = cur.lastrowid
+                 snapshot.subject if snapshot is not None else subject, transport, stamp)).fetchone()[0]
             if isinstance(recipients, AudienceSelect):
                 left_out = self._freeze_select(send_id, edition.id, recipients, again, stamp)
             else:
@@ -365,8 +414,10 @@ class Ledger:
                    "AND d.state IN ('sent', 'sending', 'pending')")
         earlier = not again and self.conn.execute("SELECT 1 FROM sends WHERE edition_id = ? AND id != ? LIMIT 1",
                                                   (edition_id, send_id)).fetchone() is not None
-        insert = ("INSERT OR IGNORE INTO deliveries (send_id, subscriber_id, email, list_id, state, last_error, "
-                  "updated_at) SELECT ?, a.*, ?, ?, ? FROM ({sql} ORDER BY s.id) a")
+        # (WHERE true: SQLite's grammar needs it before an upsert clause on INSERT … SELECT)
+        insert = ("INSERT INTO deliveries (send_id, subscriber_id, email, list_id, state, last_error, "
+                  "updated_at) SELECT ?, a.*, ?, ?, ? FROM ({sql} ORDER BY s.id) a WHERE true "
+                  "ON CONFLICT DO NOTHING")
         if not earlier:
             self.conn.execute(insert.format(sql=audience.sql), [send_id, "pending", None, stamp, *audience.args])
             left_out = 0
@@ -378,7 +429,7 @@ class Ledger:
                                           send_id]).rowcount
         # An internationalised domain goes on the envelope in its ASCII (IDNA) form.
         for delivery_id, address in self.conn.execute(
-                "SELECT id, email FROM deliveries WHERE send_id = ? AND email GLOB '*[^ -~]*'", (send_id,)).fetchall():
+                f"SELECT id, email FROM deliveries WHERE send_id = ? AND {self.sql.not_ascii}", (send_id,)).fetchall():
             self.conn.execute("UPDATE deliveries SET email = ? WHERE id = ?", (envelope_address(address), delivery_id))
         return left_out
 
@@ -387,7 +438,7 @@ class Ledger:
         return self.conn.execute(
             f"SELECT COUNT(*) FROM ({audience.sql} AND s.id NOT IN (SELECT d.subscriber_id FROM sends p "
             "JOIN deliveries d ON d.send_id = p.id WHERE p.edition_id = ? AND d.subscriber_id IS NOT NULL "
-            "AND d.state IN ('sent', 'sending', 'pending')))", [*audience.args, edition_id]).fetchone()[0]
+            "AND d.state IN ('sent', 'sending', 'pending'))) AS unreached", [*audience.args, edition_id]).fetchone()[0]
 
     def _edition_for_send(self, slug: str, snapshot: Snapshot | None, date_utc: str, stamp: str) -> EditionRecord:
         found = self.edition(slug)
@@ -402,10 +453,11 @@ class Ledger:
             if owner is not None:
                 raise ValidationError(f"number {number} is already edition {owner.slug!r}'s "
                                       f"(remove `number:` to get {self.next_number()})")
-        cur = self.conn.execute(
-            "INSERT INTO editions (slug, number, source_path, date_utc, created_at) VALUES (?, ?, ?, ?, ?)",
-            (slug, number, snapshot.source_path if snapshot is not None else "", date_utc, stamp))
-        return self.edition_by_id(cur.lastrowid)  # type: ignore[return-value]
+        new_id = self.conn.execute(
+            "INSERT INTO editions (slug, number, source_path, date_utc, created_at) VALUES (?, ?, ?, ?, ?) "
+            "RETURNING id", (slug, number, snapshot.source_path if snapshot is not None else "", date_utc,
+                             stamp)).fetchone()[0]
+        return self.edition_by_id(new_id)  # type: ignore[return-value]
 
     def _store_snapshot(self, edition_id: int, snap: Snapshot, stamp: str) -> int:
         """The snapshot's row (one per distinct content of an edition)."""
@@ -413,15 +465,14 @@ class Ledger:
                                 (edition_id, snap.content_hash)).fetchone()
         if row is not None:
             return row[0]
-        cur = self.conn.execute(
+        return self.conn.execute(
             "INSERT INTO snapshots (edition_id, content_hash, source_hash, slug, number, title, subject, preheader, "
             "date, lang, categories, items, html, text, web_url, source_path, essay_path, reconstructed, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (edition_id, snap.content_hash, snap.source_hash, snap.slug, snap.number, snap.title, snap.subject,
              snap.preheader, snap.date, snap.lang, json.dumps(list(snap.categories), ensure_ascii=False),
              snap.items_json, snap.html, snap.text, snap.web_url, snap.source_path, snap.essay_path,
-             int(snap.reconstructed), stamp))
-        return cur.lastrowid  # type: ignore[return-value]
+             int(snap.reconstructed), stamp)).fetchone()[0]
 
     def attach_snapshot(self, send: SendRecord, snap: Snapshot) -> SendRecord:
         """Give an old send that has none (its file was missing at the upgrade) a snapshot."""
@@ -489,16 +540,16 @@ class Ledger:
     def _insert_deliveries(self, batch: list[tuple]) -> None:
         if batch:
             self.conn.executemany(
-                "INSERT OR IGNORE INTO deliveries (send_id, subscriber_id, email, list_id, state, last_error, "
-                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)", batch)
+                "INSERT INTO deliveries (send_id, subscriber_id, email, list_id, state, last_error, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", batch)
 
     def set_last_error(self, send_id: int, error: str | None) -> None:
-        with self._write():
+        with self._write(exclusive=False):
             self.conn.execute("UPDATE sends SET last_error = ? WHERE id = ?", (error, send_id))
 
     def finish_if_done(self, send_id: int) -> bool:
         """Mark the send finished when nothing is pending or in flight; return whether it is."""
-        with self._write():
+        with self._write(exclusive=False):
             left = self.conn.execute(
                 "SELECT COUNT(*) FROM deliveries WHERE send_id = ? AND state IN ('pending', 'sending')",
                 (send_id,)).fetchone()[0]
@@ -511,50 +562,63 @@ class Ledger:
     def register_worker(self, send_id: int) -> str:
         host, pid = socket.gethostname(), os.getpid()
         worker = f"{host}:{pid}:{secrets.token_hex(4)}"
-        with self._write():
+        with self._write(exclusive=False):
             self.conn.execute("INSERT INTO send_workers (id, send_id, host, pid, started_at, heartbeat_at, "
                               "process_key) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                              (worker, send_id, host, pid, utc_now(), time.time(), process_key(pid)))
+                              (worker, send_id, host, pid, utc_now(), self.clock(), process_key(pid)))
         return worker
 
+    def clock(self) -> float:
+        """Now by the database's clock (seconds since the epoch): heartbeats are written and
+        judged by it, so workers on hosts whose clocks differ still agree on who is alive."""
+        return connection.clock(self.conn)
+
     def heartbeat(self, worker: str, at: float | None = None) -> None:
-        """Say this worker is alive; ``at``: when it last looked at the other workers (pacing)."""
-        with self._write():
+        """Say this worker is alive; ``at``: when it last looked at the other workers (pacing),
+        by ``clock()``."""
+        with self._write(exclusive=False):
             self.conn.execute("UPDATE send_workers SET heartbeat_at = ? WHERE id = ?",
-                              (time.time() if at is None else at, worker))
+                              (self.clock() if at is None else float(at), worker))
 
     def live_workers(self, send_id: int) -> dict[str, float]:
         """The workers of a send that may be sending now (registered, not stopped, their process
-        there): id -> last heartbeat (``time.time()``). They share the send's rate."""
+        there): id -> last heartbeat (by ``clock()``). They share the send's rate."""
         rows = self.conn.execute("SELECT id, host, pid, heartbeat_at, process_key FROM send_workers "
                                  "WHERE send_id = ? AND stopped_at IS NULL", (send_id,)).fetchall()
+        now = self.clock()
         return {r["id"]: r["heartbeat_at"] for r in rows
-                if worker_alive(r["host"], r["pid"], r["process_key"], r["heartbeat_at"])}
+                if worker_alive(r["host"], r["pid"], r["process_key"], r["heartbeat_at"], now=now)}
 
     def stop_worker(self, worker: str) -> None:
-        with self._write():
+        with self._write(exclusive=False):
             self.conn.execute("UPDATE send_workers SET stopped_at = ? WHERE id = ?", (utc_now(), worker))
 
-    def _dead_workers(self, send_id: int) -> list[str]:
+    def _dead_workers(self, send_id: int) -> list[str | None]:
+        """The holders of the send's in-flight rows that are gone (another host's: silent for
+        longer than ``STALE_AFTER`` by the database's clock)."""
         holders = [r[0] for r in self.conn.execute(
             "SELECT DISTINCT claimed_by FROM deliveries WHERE send_id = ? AND state = 'sending'", (send_id,))]
-        return [h for h in holders if not self._alive(h)]
+        if not holders:
+            return []
+        now = self.clock()
+        return [h for h in holders if not self._alive(h, now)]
 
-    def _alive(self, worker: str | None) -> bool:
+    def _alive(self, worker: str | None, now: float) -> bool:
         if worker is None:
             return False
         row = self.conn.execute("SELECT host, pid, heartbeat_at, stopped_at, process_key FROM send_workers "
                                 "WHERE id = ?", (worker,)).fetchone()
         if row is None or row["stopped_at"] is not None:
             return False
-        return worker_alive(row["host"], row["pid"], row["process_key"], row["heartbeat_at"])
+        return worker_alive(row["host"], row["pid"], row["process_key"], row["heartbeat_at"], now=now)
 
     def unknown(self, send_id: int) -> int:
         """Rows left in ``sending`` by processes that are gone."""
         dead = self._dead_workers(send_id)
         if not dead:
             return 0
-        marks = ",".join("?" * len(dead))
+        dead = [h for h in dead if h is not None]  # rows with no holder are matched below
+        marks = ",".join("?" * len(dead)) or "NULL"
         return self.conn.execute(
             f"SELECT COUNT(*) FROM deliveries WHERE send_id = ? AND state = 'sending' AND "
             f"(claimed_by IN ({marks}) OR claimed_by IS NULL)", (send_id, *dead)).fetchone()[0]
@@ -564,8 +628,9 @@ class Ledger:
         dead = self._dead_workers(send_id)
         if not dead:
             return 0
-        marks = ",".join("?" * len(dead))
-        with self._write():
+        dead = [h for h in dead if h is not None]  # rows with no holder are matched below
+        marks = ",".join("?" * len(dead)) or "NULL"
+        with self._write(exclusive=False):
             cur = self.conn.execute(
                 f"UPDATE deliveries SET state = 'pending', claimed_by = NULL, claimed_at = NULL, "
                 f"updated_at = ? WHERE send_id = ? AND state = 'sending' AND "
@@ -581,17 +646,27 @@ class Ledger:
         erased since the send started are marked skipped (and counted).
         """
         stamp = utc_now()
-        with self._write():
-            rows = self.conn.execute(_CLAIM, {"worker": worker, "stamp": stamp, "send": send.id,
-                                              "lists": _lists_param(send), "limit": limit}).fetchall()
-            skipped = self._skip_departed(send, stamp) if len(rows) < limit else 0
+        lists = self._lists_param(send)
+        args = (worker, stamp, send.id, limit) + ((lists,) if lists is not None else ())
+        if self.pg:
+            # one statement, its own transaction: the claimed rows with their readers, in one
+            # round trip, prepared once per connection (no BEGIN/COMMIT round trips around it)
+            rows = self.conn.execute(_claim_with_readers_pg(lists is not None), args, prepare=True).fetchall()
+            skipped = 0
+            if len(rows) < limit:
+                with self._write(exclusive=False):
+                    skipped = self._skip_departed(send, stamp)
+        else:
+            with self._write(exclusive=False):
+                claimed = self.conn.execute(_claim_sql(self.sql, lists is not None), args).fetchall()
+                skipped = self._skip_departed(send, stamp) if len(claimed) < limit else 0
+            people = {r[0]: r for r in self.conn.execute(
+                f"SELECT id, name, attributes, uid FROM subscribers WHERE id {self.sql.in_ids(1)}",
+                (self.sql.ids([r[1] for r in claimed if r[1] is not None]),))} if claimed else {}
+            rows = [(*r, *people.get(r[1], (r[1], "", "{}", ""))[1:]) for r in claimed]
         rows.sort(key=lambda r: r[0])
-        people = {r[0]: r for r in self.conn.execute(
-            "SELECT id, name, attributes, uid FROM subscribers WHERE id IN (SELECT value FROM json_each(?))",
-            (json.dumps([r[1] for r in rows]),))}
         claims = []
-        for delivery_id, subscriber_id, address, list_id in rows:
-            _, name, attributes, uid = people.get(subscriber_id, (subscriber_id, "", "{}", ""))
+        for delivery_id, subscriber_id, address, list_id, name, attributes, uid in rows:
             claims.append(Claim(delivery_id, Recipient(subscriber_id, address, name or "",
                                                        json.loads(attributes or "{}"),
                                                        list_id or send.list_id or 0, uid=uid_hex(uid))))
@@ -599,17 +674,23 @@ class Ledger:
 
     def _skip_departed(self, send: SendRecord, stamp: str) -> int:
         """Mark skipped the pending rows whose reader is no longer sendable (one statement)."""
+        lists = self._lists_param(send)
         cur = self.conn.execute(
-            "UPDATE deliveries SET state = 'skipped', updated_at = :stamp, last_error = CASE "
+            "UPDATE deliveries SET state = 'skipped', updated_at = ?1, last_error = CASE "
             "WHEN subscriber_id IS NULL OR email IS NULL THEN 'subscriber erased since the send started' "
             "WHEN (SELECT status FROM subscribers s WHERE s.id = subscriber_id) IS NULL "
             "THEN 'subscriber deleted since the send started' "
             "WHEN (SELECT status FROM subscribers s WHERE s.id = subscriber_id) != 'active' "
             "THEN 'subscriber ' || (SELECT status FROM subscribers s WHERE s.id = subscriber_id) || ' since the send started' "
             "ELSE 'left the list since the send started' END "
-            f"WHERE send_id = :send AND state = 'pending' AND NOT ({_SENDABLE})",
-            {"stamp": stamp, "send": send.id, "lists": _lists_param(send)})
+            f"WHERE send_id = ?2 AND state = 'pending' AND NOT ({_sendable(self.sql, 3 if lists else None)})",
+            (stamp, send.id) + ((lists,) if lists is not None else ()))
         return cur.rowcount
+
+    def _lists_param(self, send: SendRecord):
+        """The send's list ids as one parameter (None: no list to check)."""
+        ids = send.list_ids
+        return self.sql.ids(ids) if ids else None
 
     def record(self, send_id: int, worker: str, outcomes: Iterable[Outcome]) -> None:
         """Write what happened to claimed deliveries: one statement, one transaction."""
@@ -618,9 +699,16 @@ class Ledger:
         if not rows:
             return
         any_sent = any(r[1] == "sent" for r in rows)
-        with self._write():
-            self.conn.execute(_RECORD, {"rows": json.dumps(rows), "stamp": stamp, "worker": worker})
-            if any_sent and send_id not in self._first_sent:
+        first = any_sent and send_id not in self._first_sent
+        if self.pg and not first:
+            # one statement in its own transaction, prepared once, sent with its BEGIN/COMMIT in
+            # one round trip, its commit not waiting for the disk: lost only if the server
+            # crashes, and then the rows stay `sending` (unknown), never sent again unasked
+            self.conn.execute_lazy_commit(_record_sql(self.sql), (self.sql.rows_param(rows), stamp, worker))
+            return
+        with self._write(exclusive=False):
+            self.conn.execute(_record_sql(self.sql), (self.sql.rows_param(rows), stamp, worker))
+            if first:
                 self.conn.execute("UPDATE sends SET first_sent_at = COALESCE(first_sent_at, ?) WHERE id = ?",
                                   (stamp, send_id))
                 self._first_sent.add(send_id)
@@ -630,7 +718,7 @@ class Ledger:
             "SELECT state, COUNT(*) FROM deliveries WHERE send_id = ? GROUP BY state", (send_id,))}
         return Progress(total=sum(counts.values()), counts=counts, unknown=self.unknown(send_id))
 
-    def deliveries(self, send_id: int, *, states: Iterable[str] = (), limit: int = 50) -> list[sqlite3.Row]:
+    def deliveries(self, send_id: int, *, states: Iterable[str] = (), limit: int = 50) -> list:
         wanted = list(states)
         where = f" AND state IN ({','.join('?' * len(wanted))})" if wanted else ""
         return self.conn.execute(
@@ -639,69 +727,73 @@ class Ledger:
             (send_id, *wanted, limit)).fetchall()
 
     # -- plumbing ----------------------------------------------------------------------------------
-    def _write(self) -> "_Transaction":
-        return _Transaction(self.conn)
+    def _write(self, *, exclusive: bool = True):
+        """One write transaction (see ``connection.write``): ``exclusive`` for the operations that
+        read and then decide (create a send, number an edition); claims and records run side by
+        side on PostgreSQL."""
+        return connection.write(self.conn, exclusive=exclusive)
 
 
-class _Transaction:
-    """``BEGIN IMMEDIATE`` … ``COMMIT`` (rollback on error): takes the write lock up front, so
-    a read-then-update (a claim) is atomic across processes."""
-
-    def __init__(self, conn: sqlite3.Connection):
-        self.conn = conn
-
-    def __enter__(self) -> None:
-        try:
-            self.conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as err:
-            raise store_error(err, database_file(self.conn)) from None
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            try:
-                self.conn.execute("COMMIT")
-                return
-            except sqlite3.Error as err:
-                exc_type, exc = type(err), err
-        if self.conn.in_transaction:
-            try:
-                self.conn.execute("ROLLBACK")
-            except sqlite3.Error:  # SQLite may have rolled back already (SQLITE_FULL does)
-                pass
-        if isinstance(exc, sqlite3.Error):  # disk full, I/O error, lock: one line, nothing written
-            raise store_error(exc, database_file(self.conn)) from None
+def _sendable(sql: _Dialect, lists: int | None) -> str:
+    """A pending delivery may go out only while its reader is active and still on one of the
+    send's lists (parameter ``?lists``: the list ids; None: a send with no list to check).
+    (No ``?lists IS NULL OR …``: PostgreSQL plans such an OR as a hash of every membership of
+    the lists, built again at each claim; a plain EXISTS is a probe of the memberships' key.)"""
+    found = ("subscriber_id IS NOT NULL AND email IS NOT NULL "
+             "AND EXISTS (SELECT 1 FROM subscribers s WHERE s.id = deliveries.subscriber_id AND s.status = 'active')")
+    if lists is None:
+        return found
+    return (f"{found} AND EXISTS (SELECT 1 FROM memberships m WHERE m.subscriber_id = deliveries.subscriber_id "
+            f"AND m.list_id {sql.in_ids(lists)} AND m.status = 'active')")
 
 
-# A pending delivery may go out only while its reader is active and still on one of the send's
-# lists (:lists, a JSON array of list ids; NULL: no list to check).
-_SENDABLE = (
-    "subscriber_id IS NOT NULL AND email IS NOT NULL "
-    "AND EXISTS (SELECT 1 FROM subscribers s WHERE s.id = deliveries.subscriber_id AND s.status = 'active') "
-    "AND (:lists IS NULL OR EXISTS (SELECT 1 FROM memberships m WHERE m.subscriber_id = deliveries.subscriber_id "
-    "AND m.list_id IN (SELECT value FROM json_each(:lists)) AND m.status = 'active'))"
-)
-_CLAIM = (
-    "UPDATE deliveries SET state = 'sending', claimed_by = :worker, claimed_at = :stamp, updated_at = :stamp "
-    "WHERE id IN (SELECT id FROM deliveries WHERE send_id = :send AND state = 'pending' AND "
-    f"{_SENDABLE} ORDER BY id LIMIT :limit) RETURNING id, subscriber_id, email, list_id"
-)
+def _claim_sql(sql: _Dialect, lists: bool) -> str:
+    """Take up to ?4 sendable pending deliveries of send ?3 for worker ?1 at time ?2 (the send's
+    lists: ?5), lowest ids first; returns them. On PostgreSQL the rows another claimer holds are
+    skipped, not waited for."""
+    key = (type(sql), lists)
+    found = _claims.get(key)
+    if found is None:
+        found = _claims[key] = (
+            "UPDATE deliveries SET state = 'sending', claimed_by = ?1, claimed_at = ?2, updated_at = ?2 "
+            "WHERE id IN (SELECT id FROM deliveries WHERE send_id = ?3 AND state = 'pending' AND "
+            f"{_sendable(sql, 5 if lists else None)} ORDER BY {sql.claim_order} LIMIT ?4{sql.lock_claimed}) "
+            "RETURNING id, subscriber_id, email, list_id")
+    return found
 
 
-def _lists_param(send: SendRecord) -> str | None:
-    ids = send.list_ids
-    return json.dumps(ids) if ids else None
-# rows: JSON [[delivery_id, state, provider_message_id, error, attempts], ...]
-_RECORD = (
-    "UPDATE deliveries SET state = j.value ->> 1, "
-    "provider_message_id = COALESCE(j.value ->> 2, deliveries.provider_message_id), "
-    "last_error = j.value ->> 3, attempts = deliveries.attempts + (j.value ->> 4), "
-    "sent_at = CASE WHEN j.value ->> 1 = 'sent' THEN :stamp ELSE deliveries.sent_at END, updated_at = :stamp "
-    "FROM json_each(:rows) AS j "
-    "WHERE deliveries.id = j.value ->> 0 AND deliveries.claimed_by = :worker AND deliveries.state = 'sending'"
-)
+def _claim_with_readers_pg(lists: bool) -> str:
+    """PostgreSQL: the claim and the claimed readers' names, attributes and uids at once."""
+    found = _claims.get(("readers", lists))
+    if found is None:
+        found = _claims[("readers", lists)] = (
+            f"WITH claimed AS ({_claim_sql(_PG, lists)}) "
+            "SELECT c.id, c.subscriber_id, c.email, c.list_id, s.name, s.attributes, s.uid "
+            "FROM claimed c LEFT JOIN subscribers s ON s.id = c.subscriber_id")
+    return found
 
 
-def _send_record(row: sqlite3.Row) -> SendRecord:
+def _record_sql(sql: _Dialect) -> str:
+    """Outcome rows ?1 (JSON [[delivery_id, state, provider_message_id, error, attempts], ...])
+    at time ?2, for the rows worker ?3 holds."""
+    found = _records.get(type(sql))
+    if found is None:
+        found = _records[type(sql)] = (
+            "UPDATE deliveries SET state = j.value ->> 1, "
+            "provider_message_id = COALESCE(j.value ->> 2, deliveries.provider_message_id), "
+            "last_error = j.value ->> 3, attempts = deliveries.attempts + CAST(j.value ->> 4 AS integer), "
+            "sent_at = CASE WHEN j.value ->> 1 = 'sent' THEN ?2 ELSE deliveries.sent_at END, updated_at = ?2 "
+            f"FROM {sql.rows} "
+            "WHERE deliveries.id = CAST(j.value ->> 0 AS bigint) AND deliveries.claimed_by = ?3 "
+            "AND deliveries.state = 'sending'")
+    return found
+
+
+_claims: dict[tuple, str] = {}
+_records: dict[type, str] = {}
+
+
+def _send_record(row) -> SendRecord:
     return SendRecord(id=row["id"], slug=row["slug"], list_name=row["list_name"], list_id=row["list_id"],
                       subject=row["subject"], transport=row["transport"], recipients=row["recipients"],
                       created_at=row["created_at"], first_sent_at=row["first_sent_at"],
@@ -710,12 +802,12 @@ def _send_record(row: sqlite3.Row) -> SendRecord:
                       audience_key=row["audience_key"], skipped_earlier=row["skipped_earlier"])
 
 
-def _edition_record(row: sqlite3.Row) -> EditionRecord:
+def _edition_record(row) -> EditionRecord:
     return EditionRecord(id=row["id"], slug=row["slug"], number=row["number"], source_path=row["source_path"],
                          date_utc=row["date_utc"], created_at=row["created_at"])
 
 
-def _snapshot(row: sqlite3.Row) -> Snapshot:
+def _snapshot(row) -> Snapshot:
     return Snapshot(slug=row["slug"], number=row["number"], title=row["title"], subject=row["subject"],
                     preheader=row["preheader"], date=row["date"], lang=row["lang"],
                     categories=tuple(json.loads(row["categories"])), items=tuple(json.loads(row["items"])),
@@ -724,19 +816,28 @@ def _snapshot(row: sqlite3.Row) -> Snapshot:
                     reconstructed=bool(row["reconstructed"]), id=row["id"], created_at=row["created_at"])
 
 
-def _reading(conn_or_config: sqlite3.Connection | Config, query):
+def _reading(conn_or_config: Connection | Config, query):
     """Run ``query(ledger)`` on a connection, or on a ledger opened for a configuration."""
-    if isinstance(conn_or_config, sqlite3.Connection):
+    failures = connection.errors()
+    if not isinstance(conn_or_config, Config):
         ledger = Ledger(conn_or_config)
         try:
             return query(ledger)
-        except sqlite3.Error as err:
-            raise StoreError(f"cannot read the delivery ledger: {err}") from None
+        except StoreError:
+            raise
+        except failures as err:
+            raise StoreError(f"cannot read the delivery ledger: {_one_line(err)}") from None
     try:
         with Ledger.open(conn_or_config) as ledger:
             return query(ledger)
-    except sqlite3.Error as err:
-        raise StoreError(f"cannot read the delivery ledger: {err}") from None
+    except StoreError:
+        raise
+    except failures as err:
+        raise StoreError(f"cannot read the delivery ledger: {_one_line(err)}") from None
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
 
 
 # Editions at least one reader was sent, newest first; per edition the snapshot of its latest
@@ -750,13 +851,13 @@ _SENT = (
 )
 
 
-def sent_editions(conn_or_config: sqlite3.Connection | Config) -> list[SentEdition]:
+def sent_editions(conn_or_config: Connection | Config) -> list[SentEdition]:
     """Editions at least one reader was sent and whose snapshot is known, newest first:
     (slug, the snapshot's subject, first sent time)."""
     return [SentEdition(s.slug, s.subject, s.sent_at) for s in sent_snapshots(conn_or_config)]
 
 
-def sent_snapshots(conn_or_config: sqlite3.Connection | Config, days: float | None = None) -> list[SentSnapshot]:
+def sent_snapshots(conn_or_config: Connection | Config, days: float | None = None) -> list[SentSnapshot]:
     """The editions sent (first message left) in the last ``days`` days (all: None), newest
     first, as their readers got them: number, title, subject, date and items (URLs and titles)
     from the snapshot — for the archive and for "already covered" checks."""
@@ -766,7 +867,7 @@ def sent_snapshots(conn_or_config: sqlite3.Connection | Config, days: float | No
             from datetime import datetime, timedelta, timezone
 
             since = (datetime.now(timezone.utc) - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
-            sql, args = f"SELECT * FROM ({_SENT}) WHERE sent_at >= ?", (since,)
+            sql, args = f"SELECT * FROM ({_SENT}) AS sent WHERE sent_at >= ?", (since,)
         out = []
         for slug, sent_at, snapshot_id in ledger.conn.execute(sql, args).fetchall():
             if snapshot_id is None:
@@ -779,7 +880,7 @@ def sent_snapshots(conn_or_config: sqlite3.Connection | Config, days: float | No
     return _reading(conn_or_config, query)
 
 
-def archived_snapshot(conn_or_config: sqlite3.Connection | Config, slug: str, *,
+def archived_snapshot(conn_or_config: Connection | Config, slug: str, *,
                       cached: dict[int, object] | None = None) -> Snapshot | int | None:
     """What the archive page of ``slug`` shows: the snapshot of its latest send that reached
     someone; None for an edition never sent (unsent editions stay private). With ``cached``
@@ -800,18 +901,32 @@ def archived_snapshot(conn_or_config: sqlite3.Connection | Config, slug: str, *,
 def planned_number(config: Config, edition) -> int | None:
     """The number ``edition`` has, or will get at its first send: the one it was given then,
     else ``number:``, else 1 + the highest number sent so far. Reads the ledger only when the
-    database exists (check, build and preview create nothing)."""
+    database already holds one (check, build and preview create nothing: no SQLite file, no
+    PostgreSQL tables)."""
     from newsletter.send.snapshot import date_instant, resolved
-    from newsletter.store import db
+    from newsletter.store import database_url
+    from newsletter.store.dburl import is_postgres
 
     try:
-        path = db.sqlite_path(config.database_url)
-    except StoreError:
+        url = database_url(config)
+        if is_postgres(url):
+            from newsletter.store import pg
+
+            conn = pg.connect(url, migrate=False)
+            version = pg.schema_version(conn)
+            if version != pg.latest_version():  # empty, or not yet migrated
+                conn.close()
+                return edition.number or (1 if version == 0 else None)
+        else:
+            from newsletter.store import db
+
+            if not db.sqlite_path(url).exists():
+                return edition.number or 1
+            conn = db.connect(db.sqlite_path(url))
+    except connection.errors():
         return edition.number
-    if not path.exists():
-        return edition.number or 1
     try:
-        with Ledger(open_connection(config)) as ledger:
+        with Ledger(conn) as ledger:
             try:
                 found = ledger.match_edition(resolved(edition.source), edition.slug, date_instant(edition))
             except ValidationError:
@@ -819,5 +934,5 @@ def planned_number(config: Config, edition) -> int | None:
             if found is not None and found.number is not None:
                 return found.number
             return edition.number or ledger.next_number()
-    except (StoreError, sqlite3.Error):
+    except connection.errors():
         return edition.number
