@@ -184,11 +184,11 @@ def _project_db(project: Path) -> str:
     return str(project / "subscribers" / "subscribers.db")
 
 
-def _make_project(project: Path, cli, *, feeds: bool) -> None:
+def _make_project(project: Path, cli) -> None:
     """Every table filled the way the program fills it: readers and consent (the store), a
     send to the outbox (editions, snapshots, sends, deliveries, send_workers), SES events
     recorded by the feedback code (one about a delivery), a queue message kept aside, rate-limit
-    hits, and — when asked — a `gather` of a feed served on 127.0.0.1."""
+    hits, and a `gather` of a feed served on 127.0.0.1 (feeds, entries, candidates)."""
     db = _project_db(project)
     _fill(db, rows=40)
     (project / "editions").mkdir(exist_ok=True)
@@ -213,16 +213,15 @@ def _make_project(project: Path, cli, *, feeds: bool) -> None:
         assert limiter.hit("confirm:abc", 5, 3600)
     finally:
         limiter.close()
-    if feeds:
-        with LocalSite() as site:
-            start = utc(2026, 11, 20, 8, 0)
-            site.routes["/rss"] = Route(rss(site.base, "rss", 4, start),
-                                        content_type="application/rss+xml", etag='"v1"')
-            with open(project / "newsletter.toml", "a", encoding="utf-8") as fh:
-                fh.write(f'\n[sources]\nfeeds = ["{site.url("/rss")}"]\n')
-            # (entries older than the send just made: listed since an earlier date)
-            result = cli("gather", "--since", "2026-11-01")
-            assert result.exit_code == 0, result.output
+    with LocalSite() as site:
+        start = utc(2026, 11, 20, 8, 0)
+        site.routes["/rss"] = Route(rss(site.base, "rss", 4, start),
+                                    content_type="application/rss+xml", etag='"v1"')
+        with open(project / "newsletter.toml", "a", encoding="utf-8") as fh:
+            fh.write(f'\n[sources]\nfeeds = ["{site.url("/rss")}"]\n')
+        # (entries older than the send just made: listed since an earlier date)
+        result = cli("gather", "--since", "2026-11-01")
+        assert result.exit_code == 0, result.output
 
 
 def _tables(url: str) -> dict[str, list[str]]:
@@ -265,13 +264,8 @@ def _dump(url: str, tables: dict[str, list[str]]) -> dict[str, list[tuple]]:
     return out
 
 
-def _pg_has(url: str, table: str) -> bool:
-    return table in _tables(url)
-
-
 def test_a_whole_project_goes_round_trip_with_every_table(tmp_path, project, cli, pg_server, pg_url):
-    feeds = _pg_has(pg_url, "feeds")  # PostgreSQL has them once migration 011 (gather) is in
-    _make_project(project, cli, feeds=feeds)
+    _make_project(project, cli)
     first = _project_db(project)
     # the newest reader is erased: their id was handed out and must never be given again
     with open_store(first) as store:
@@ -279,14 +273,12 @@ def test_a_whole_project_goes_round_trip_with_every_table(tmp_path, project, cli
         assert store.erase(store.get_subscriber_by_id(newest).email)
     journal = {"imports", "import_undo"}
     tables = {t: c for t, c in _tables(first).items() if t not in journal}
-    if not feeds:
-        tables = {t: c for t, c in tables.items() if t not in ("feeds", "feed_entries", "gather_candidates")}
     before = _dump(first, tables)
     # every table holds something (the test is only as good as its data)
     empty = [t for t, rows in before.items() if not rows]
     assert not empty, empty
     assert {"editions", "snapshots", "sends", "deliveries", "send_workers", "events", "dead_letters",
-            "rate_events"} <= set(tables)
+            "rate_events", "feeds", "feed_entries", "gather_candidates"} <= set(tables)
     assert any(r for r in before["events"] if r[tables["events"].index("delivery_id")] is not None)
     export = _state(first)["export"]
 
@@ -345,7 +337,7 @@ def test_a_column_the_target_does_not_have_is_refused(tmp_path, pg_url, cli, pro
     assert "table sends has no column colour" in result.stderr and "nothing was copied" in result.stderr
 
 
-def test_feeds_tables_are_copied_where_both_sides_keep_them(tmp_path, pg_url, project, cli):
+def test_feeds_tables_go_both_ways(tmp_path, pg_url, project, cli):
     with LocalSite() as site:
         site.routes["/rss"] = Route(rss(site.base, "rss", 3, utc(2026, 11, 20, 8, 0)),
                                     content_type="application/rss+xml")
@@ -361,14 +353,12 @@ def test_feeds_tables_are_copied_where_both_sides_keep_them(tmp_path, pg_url, pr
     assert cli("db", "copy", source, other).exit_code == 0
     assert _dump(other, feed_tables) == before
     result = cli("db", "copy", source, pg_url)
-    if _pg_has(pg_url, "feeds"):
-        assert result.exit_code == 0, result.output
-        assert _dump(pg_url, feed_tables) == before
-    else:  # PostgreSQL does not keep them in this version: named, and nothing copied
-        assert result.exit_code == 2
-        assert "cannot copy 1 feeds, 3 feed_entries, 3 gather_candidates from" in result.stderr
-        assert "has no such tables" in result.stderr
-        assert not _dump(pg_url, {"lists": ["id"]})["lists"]
+    assert result.exit_code == 0, result.output
+    assert "1 feeds, 3 feed_entries, 3 gather_candidates" in result.stdout
+    assert _dump(pg_url, feed_tables) == before
+    back = str(tmp_path / "back.db")
+    assert cli("db", "copy", pg_url, back).exit_code == 0
+    assert _dump(back, feed_tables) == before
 
 
 def test_a_target_with_only_ledger_rows_is_not_empty(tmp_path, pg_url, cli, project):
