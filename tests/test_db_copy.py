@@ -449,19 +449,10 @@ def test_a_failure_in_a_later_table_leaves_the_target_empty(tmp_path, pg_url, pr
         assert store.lists() == [] and store.count_subscribers() == 0
 
 
-CHILD_BACK = """
-import sys
-from newsletter.store.copy import copy_database
-def progress(table, done):
-    print(table, done, flush=True)
-copy_database(sys.argv[1], sys.argv[2], on_progress=progress)
-"""
-
-
 def test_a_copy_killed_while_writing_sqlite_leaves_it_empty(tmp_path, pg_url):
     _fill(pg_url, rows=60_000)
     target = tmp_path / "t.db"
-    proc = subprocess.Popen([sys.executable, "-c", CHILD_BACK, pg_url, str(target)],
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, pg_url, str(target)],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     for line in proc.stdout:
         if line.startswith("memberships"):
