@@ -1,6 +1,11 @@
 """SES event processing: parse + record, `events pull` over SQS, and `stats` on a big ledger.
 
     .venv/bin/python bench/events.py [--events 20000] [--messages 1000] [--readers 100000]
+                                     [--postgresql]
+
+``--postgresql`` runs the same three on a throw-away PostgreSQL server (Debian's binaries,
+tests/pg_support.py, fsync on), the project's ``database`` a ``postgresql://`` URL, and the
+baselines on the same server (the INSERT into a plain table of the same database).
 
 Three figures, each a ratio against a baseline measured in the same run:
 1. parse + record (dedupe check, delivery lookup, suppression effect, commit per event) of
@@ -36,7 +41,7 @@ from newsletter.feedback.record import open_recorder  # noqa: E402
 from newsletter.feedback.parse import parse_message  # noqa: E402
 from newsletter.feedback.stats import all_stats  # noqa: E402
 from newsletter.store import open_store  # noqa: E402
-from newsletter.store.db import connect, sqlite_path  # noqa: E402
+from newsletter.store.connection import connect, is_postgres, write  # noqa: E402
 
 MIX = ["event-delivery"] * 5 + ["event-open"] * 3 + ["event-click"] * 2 + ["event-bounce", "event-complaint"]
 
@@ -51,18 +56,29 @@ def bodies(n: int, readers: int) -> list[str]:
     return out
 
 
+DATABASES: list[str] = []  # PostgreSQL: one fresh database per project (``--postgresql``)
+
+
 def project(folder: Path, readers: int, moto: str = "", queue_url: str = ""):
     folder.mkdir(parents=True, exist_ok=True)
     toml = 'name = "Bench"\nfrom = "Bench <news@example.com>"\n'
+    if DATABASES:
+        toml += f'database = "{DATABASES.pop()}"\n'
     if moto:
         toml += f'\n[ses]\nendpoint_url = "{moto}"\nqueue_url = "{queue_url}"\nregion = "us-east-1"\n'
     (folder / "newsletter.toml").write_text(toml, encoding="utf-8")
     config = load_config(folder / "newsletter.toml")
     with open_store(config) as store:
         store.create_list("daily")
-    conn = connect(sqlite_path(config.database_url))
+    conn = connect(config)
     now = "2026-11-24T07:00:00Z"
-    conn.execute("BEGIN")
+    with write(conn):
+        _fill(conn, readers, now)
+    conn.close()
+    return config
+
+
+def _fill(conn, readers: int, now: str) -> None:
     conn.executemany("INSERT INTO subscribers (email, email_key, status, created_at) VALUES (?, ?, 'active', ?)",
                      ((f"reader{i}@example.com", f"reader{i}@example.com", now) for i in range(readers)))
     conn.execute("INSERT INTO sends (slug, list_name, subject, transport, recipients, created_at) "
@@ -70,25 +86,31 @@ def project(folder: Path, readers: int, moto: str = "", queue_url: str = ""):
     conn.executemany("INSERT INTO deliveries (send_id, subscriber_id, email, state, provider_message_id, sent_at, "
                      "updated_at) VALUES (1, ?, ?, 'sent', ?, ?, ?)",
                      ((i + 1, f"reader{i}@example.com", f"m-{i}", now, now) for i in range(readers)))
-    conn.execute("COMMIT")
-    conn.close()
-    return config
 
 
 def bench_record(tmp: Path, n: int) -> tuple[float, float]:
     config = project(tmp / "record", n // 3)
     messages = bodies(n, n // 3)
-    base = sqlite3.connect(tmp / "baseline.db", isolation_level=None)
-    base.execute("PRAGMA journal_mode = WAL")
-    base.execute("PRAGMA synchronous = NORMAL")
-    base.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)")
-    start = time.perf_counter()
-    for body in messages:
-        doc = json.loads(body)
-        base.execute("BEGIN IMMEDIATE")
-        base.execute("INSERT INTO t (body) VALUES (?)", (json.dumps(doc),))
-        base.execute("COMMIT")
-    baseline = time.perf_counter() - start
+    if is_postgres(conn := connect(config)):  # a plain table in the same PostgreSQL database
+        conn.execute("CREATE TABLE bench_t (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, body text)")
+        start = time.perf_counter()
+        for body in messages:
+            conn.execute("INSERT INTO bench_t (body) VALUES (?)", (json.dumps(json.loads(body)),))
+        baseline = time.perf_counter() - start
+        conn.close()
+    else:
+        conn.close()
+        base = sqlite3.connect(tmp / "baseline.db", isolation_level=None)
+        base.execute("PRAGMA journal_mode = WAL")
+        base.execute("PRAGMA synchronous = NORMAL")
+        base.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)")
+        start = time.perf_counter()
+        for body in messages:
+            doc = json.loads(body)
+            base.execute("BEGIN IMMEDIATE")
+            base.execute("INSERT INTO t (body) VALUES (?)", (json.dumps(doc),))
+            base.execute("COMMIT")
+        baseline = time.perf_counter() - start
     with open_recorder(config) as recorder:
         start = time.perf_counter()
         for body in messages:
@@ -154,9 +176,8 @@ def bench_pull(tmp: Path, n: int) -> tuple[float, float]:
 
 def bench_stats(tmp: Path, readers: int) -> tuple[float, float]:
     config = project(tmp / "stats", readers)
-    conn = connect(sqlite_path(config.database_url))
+    conn = connect(config)
     now = "2026-11-24T08:00:00Z"
-    conn.execute("BEGIN")
     rows = []
     for i in range(readers):
         kinds = ["delivery"] + (["open", "open"] if i % 3 == 0 else []) + (["click"] if i % 7 == 0 else [])
@@ -164,9 +185,11 @@ def bench_stats(tmp: Path, readers: int) -> tuple[float, float]:
         rows += [(f"e-{i}-{k}-{n}", k, "Permanent" if k == "bounce" else None, f"reader{i}@example.com", i + 1,
                   f"https://example.org/{i % 9}" if k == "click" else None, now, now)
                  for n, k in enumerate(kinds)]
-    conn.executemany("INSERT INTO events (message_id, type, subtype, email, delivery_id, link, occurred_at, "
-                     "received_at, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, '{}')", rows)
-    conn.execute("COMMIT")
+    with write(conn):
+        conn.executemany("INSERT INTO events (message_id, type, subtype, email, delivery_id, link, occurred_at, "
+                         "received_at, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, '{}')", rows)
+    if is_postgres(conn):
+        conn.execute("ANALYZE")
     start = time.perf_counter()
     conn.execute("SELECT type, COUNT(DISTINCT delivery_id) FROM events GROUP BY type").fetchall()
     baseline = time.perf_counter() - start
@@ -183,7 +206,24 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20000)
     parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--readers", type=int, default=100000)
+    parser.add_argument("--postgresql", action="store_true",
+                        help="run on a throw-away PostgreSQL server instead of SQLite files")
     args = parser.parse_args()
+    server = None
+    if args.postgresql:
+        from pg_support import PgServer
+
+        server = PgServer.start(durable=True)
+        DATABASES.extend(server.database() for _ in range(3))
+        print(f"PostgreSQL {server.psql('-tAc', 'SHOW server_version').strip()} (fsync on)")
+    try:
+        _run(args)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def _run(args) -> None:
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         base, ours = bench_record(tmp, args.events)

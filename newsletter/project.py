@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 SKELETONS = Path(__file__).resolve().parent / "skeletons"
 GITIGNORE_LINES = (".newsletter-secret", "build/", "outbox/", "subscribers/*.db", "subscribers/*.db-wal",
-                   "subscribers/*.db-shm")
+                   "subscribers/*.db-shm", "subscribers/*.db-events.lock")
 PROJECT_FOLDERS = ("editions", "subscribers", "templates")
 
 

@@ -68,27 +68,40 @@ def queue_depth(sqs, url: str) -> tuple[int, int]:
     return int(attrs["ApproximateNumberOfMessages"]), int(attrs["ApproximateNumberOfMessagesNotVisible"])
 
 
+def database(config):
+    """The project's database on whichever engine it is (SQLite file or PostgreSQL), as a
+    context manager giving the connection."""
+    from contextlib import closing
+
+    from newsletter.store.connection import connect
+
+    return closing(connect(config))
+
+
+def query(config, sql: str, *args) -> list[tuple]:
+    """Rows of ``sql`` on the project's database (either engine), as tuples."""
+    with database(config) as conn:
+        return [tuple(r) for r in conn.execute(sql, args).fetchall()]
+
+
 def insert_send(config, slug: str, rows, *, created_at: str = "2026-11-24T07:00:00Z") -> None:
     """A finished send with one 'sent' delivery per (email, provider message id), written with
-    SQL the way the send command leaves the ledger (for tests that need many rows quickly)."""
-    from newsletter.store.db import connect, sqlite_path
+    SQL the way the send command leaves the ledger (for tests that need many rows quickly),
+    on either engine."""
+    from newsletter.store.connection import write
 
     rows = list(rows)
-    conn = connect(sqlite_path(config.database_url))
-    try:
-        conn.execute("BEGIN")
-        cur = conn.execute(
+    with database(config) as conn, write(conn):
+        send_id = conn.execute(
             "INSERT INTO sends (slug, list_name, subject, transport, recipients, created_at, finished_at) "
-            "VALUES (?, 'daily', ?, 'ses', ?, ?, ?)", (slug, f"Test Daily {slug}", len(rows), created_at, created_at))
+            "VALUES (?, 'daily', ?, 'ses', ?, ?, ?) RETURNING id",
+            (slug, f"Test Daily {slug}", len(rows), created_at, created_at)).fetchone()[0]
         for email, provider_id in rows:
             sub = conn.execute("SELECT id FROM subscribers WHERE email = ?", (email,)).fetchone()
             conn.execute(
                 "INSERT INTO deliveries (send_id, subscriber_id, email, state, provider_message_id, sent_at, "
                 "updated_at) VALUES (?, ?, ?, 'sent', ?, ?, ?)",
-                (cur.lastrowid, sub[0] if sub else None, email, provider_id, created_at, created_at))
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
+                (send_id, sub[0] if sub else None, email, provider_id, created_at, created_at))
 
 
 def record_notifications(config, docs: list[dict]) -> None:

@@ -8,12 +8,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from events_support import insert_send, notification, record_notifications
+from events_support import database, insert_send, notification, record_notifications
 from newsletter.config import load_config
 from newsletter.feedback.engagement import Activity, judge, open_reason
 from newsletter.feedback.stats import edition_stats
 from newsletter.store import open_store
-from newsletter.store.db import connect, sqlite_path
 
 IPHONE = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148"
 CHROME = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36"
@@ -38,7 +37,7 @@ LINKS = [f"https://example.org/story-{n}" for n in range(4)]
 
 
 @pytest.fixture
-def mixed(project):
+def mixed(backend_project):
     config = load_config()
     emails = [f"r{n}@example.com" for n in range(10)]
     with open_store(config) as store:
@@ -65,9 +64,8 @@ def mixed(project):
 
 
 def test_stats_separate_readers_from_machines(mixed):
-    conn = connect(sqlite_path(mixed.database_url))
-    s = edition_stats(conn, "2026-11-24")
-    conn.close()
+    with database(mixed) as conn:
+        s = edition_stats(conn, "2026-11-24")
     assert s.delivered == 10
     assert (s.unique_opens, s.unique_clicks) == (9, 6)  # everything, as before
     assert (s.human_opens, s.machine_opens) == (3, 2)    # r0, r2, r8 / r1, r3
@@ -108,7 +106,8 @@ def test_rules_one_by_one():
                  delivered_at=DELIVERED).machine_click
 
 
-def test_stats_on_an_outbox_send_says_there_are_no_delivery_events(project, cli):
+def test_stats_on_an_outbox_send_says_there_are_no_delivery_events(backend_project, cli):
+    project = backend_project
     (project / "editions").mkdir()
     (project / "editions" / "2026-11-24.md").write_text(
         '---\ntitle: "Daily"\ndate: 2026-11-24T08:00:00+00:00\n---\n\nLede.\n', encoding="utf-8")
@@ -123,3 +122,33 @@ def test_stats_on_an_outbox_send_says_there_are_no_delivery_events(project, cli)
     data = json.loads(cli("stats", "2026-11-24", "--json").stdout)
     assert data["delivery_events"] is False and data["rates"]["delivery"] is None
 
+
+
+def test_an_event_whose_payload_is_not_json_does_not_fail_the_figures(mixed):
+    """SQLite's json_valid() guard, and PostgreSQL's nl_jsonb() (NULL for text that is not
+    JSON): a damaged row (a copy from elsewhere, a hand edit) leaves that reader's open
+    unjudged, and the rest of the send's figures stand."""
+    with database(mixed) as conn:
+        conn.execute("UPDATE events SET payload = '{\"open\": {\"userAgent\": ' "
+                     "WHERE type = 'open' AND email = 'r0@example.com'")
+        s = edition_stats(conn, "2026-11-24")
+    assert (s.unique_opens, s.unique_clicks) == (9, 6)  # the event still counts as an open
+    assert (s.human_opens, s.machine_opens) == (2, 2)   # r0's is no longer judged human
+    assert (s.human_clicks, s.machine_clicks) == (2, 4)
+
+
+def test_stats_on_postgresql_survive_a_parallel_plan(mixed, backend):
+    """A big send makes PostgreSQL plan the engagement query in parallel; nl_jsonb() (an
+    exception block, so a subtransaction) must keep it out of parallel workers. Costs of zero
+    make the planner choose a parallel plan on this small send too."""
+    if backend != "postgresql":
+        pytest.skip("PostgreSQL only: SQLite has no parallel query")
+    with database(mixed) as conn:
+        for setting in ("parallel_setup_cost", "parallel_tuple_cost", "min_parallel_table_scan_size",
+                        "min_parallel_index_scan_size"):
+            conn.execute(f"SET {setting} = 0")
+        conn.execute("SET max_parallel_workers_per_gather = 2")
+        conn.execute("SET enable_indexscan = off")
+        conn.execute("SET enable_bitmapscan = off")
+        s = edition_stats(conn, "2026-11-24")
+    assert (s.human_opens, s.machine_opens, s.human_clicks, s.machine_clicks) == (3, 2, 2, 4)

@@ -8,10 +8,9 @@ import json
 
 import boto3
 
-from events_support import make_queue, notification
+from events_support import insert_send, make_queue, notification, query
 from newsletter.config import load_config
 from newsletter.store import open_store
-from newsletter.store.db import connect, sqlite_path
 from newsletter.store.models import SubscriberStatus
 
 EDITION = """\
@@ -60,17 +59,13 @@ def setup_project(project, moto):
 
 
 def provider_ids(config, slug):
-    conn = connect(sqlite_path(config.database_url))
-    try:
-        rows = conn.execute("SELECT d.email, d.provider_message_id FROM deliveries d JOIN sends s ON s.id = d.send_id "
-                            "WHERE s.slug = ? AND d.state = 'sent'", (slug,)).fetchall()
-    finally:
-        conn.close()
-    return {r["email"]: r["provider_message_id"] for r in rows}
+    rows = query(config, "SELECT d.email, d.provider_message_id FROM deliveries d JOIN sends s ON s.id = d.send_id "
+                 "WHERE s.slug = ? AND d.state = 'sent'", slug)
+    return dict(rows)
 
 
-def test_bounce_and_complaint_from_a_real_send_are_never_mailed_again(project, moto, cli):
-    config, sns, topic = setup_project(project, moto)
+def test_bounce_and_complaint_from_a_real_send_are_never_mailed_again(backend_project, moto, cli):
+    config, sns, topic = setup_project(backend_project, moto)
     result = cli("send", "editions/2026-11-23.md", "--list", "daily", "--yes")
     assert result.exit_code == 0, result.output
     ids = provider_ids(config, "2026-11-23")
@@ -104,3 +99,53 @@ def test_bounce_and_complaint_from_a_real_send_are_never_mailed_again(project, m
     again = cli("send", "editions/2026-11-24.md", "--list", "daily", "--yes")
     assert again.exit_code == 0, again.output
     assert set(provider_ids(config, "2026-11-24")) == {"ann@example.org", "dan@example.org"}
+
+
+def test_pull_dead_letters_and_stats_commands_on_both_engines(backend_project, backend, moto, cli):
+    """`events pull`, `events dead-letters` and `stats` on the project database, whichever engine
+    holds it (PostgreSQL through NEWSLETTER_DATABASE_URL, as a deployment sets it): SES feedback
+    through SNS → SQS about a send whose ledger rows carry the SES message ids."""
+    config, sns, topic = setup_project(backend_project, moto)
+    ids = {email: f"0100019a-{n:04d}-ses" for n, email in enumerate(READERS)}
+    insert_send(config, "2026-11-23", ids.items(), created_at="2026-11-23T07:00:00Z")
+    feedback = [
+        notification("identity-bounce-permanent", email="bob@example.org", message_id=ids["bob@example.org"]),
+        notification("event-complaint", email="cat@example.org", message_id=ids["cat@example.org"]),
+        *[notification("event-delivery", email=e, message_id=ids[e]) for e in READERS if e != "bob@example.org"],
+        notification("event-open", email="ann@example.org", message_id=ids["ann@example.org"]),
+        notification("event-click", email="ann@example.org", message_id=ids["ann@example.org"],
+                     link="https://example.org/story-23"),
+    ]
+    for doc in feedback:
+        sns.publish(TopicArn=topic, Message=json.dumps(doc))
+    sns.publish(TopicArn=topic, Message=json.dumps(feedback[0]))  # SNS delivers twice at times
+    sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=moto)
+    sqs.send_message(QueueUrl=config.ses.queue_url, MessageBody="{not json")
+    pulled = cli("events", "pull", "--wait", "0")
+    assert pulled.exit_code == 0, pulled.output
+    assert "bob@example.org is now bounced" in pulled.stderr
+    assert "cat@example.org is now complained" in pulled.stderr
+    assert "7 events recorded" in pulled.stderr and "1 duplicates" in pulled.stderr
+    assert "1 kept aside" in pulled.stderr
+
+    # the rows are where the configuration says, and only there
+    assert query(config, "SELECT count(*) FROM events") == [(7,)]
+    assert query(config, "SELECT count(*) FROM events WHERE delivery_id IS NULL") == [(0,)]
+    sqlite_file = backend_project / "subscribers" / "subscribers.db"
+    assert sqlite_file.exists() is (backend == "sqlite")
+    with open_store(config) as store:
+        assert store.get_subscriber("bob@example.org").status is SubscriberStatus.BOUNCED
+        assert store.is_suppressed("bob@example.org") and store.is_suppressed("cat@example.org")
+
+    [kept] = json.loads(cli("events", "dead-letters", "--json").stdout)
+    assert kept["body"] == "{not json" and "not JSON" in kept["reason"]
+    retried = cli("events", "dead-letters", "--retry")
+    assert retried.exit_code == 0 and "0 recorded now, 1 still kept aside" in retried.stderr
+
+    stats = json.loads(cli("stats", "2026-11-23", "--json").stdout)
+    assert (stats["sent"], stats["delivered"], stats["hard_bounces"], stats["complaints"]) == (4, 3, 1, 1)
+    assert (stats["unique_opens"], stats["unique_clicks"]) == (1, 1)
+    assert stats["top_links"] == [{"url": "https://example.org/story-23", "clicks": 1, "unique_clicks": 1}]
+    table = cli("stats")
+    assert table.exit_code == 0 and table.stdout.splitlines()[1].split()[:3] == ["2026-11-23", "4", "4"]
+    assert "warning: 2026-11-23: bounce rate 25.00%" in table.stderr

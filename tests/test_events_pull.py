@@ -1,4 +1,6 @@
-"""`events pull` against a real moto server: SQS queue, SNS topic, SES identity notifications."""
+"""`events pull` against a real moto server: SQS queue, SNS topic, SES identity notifications;
+the events recorded in the project database on both engines (the ``backend`` fixture: SQLite,
+and a real PostgreSQL server through NEWSLETTER_DATABASE_URL, which the subprocesses inherit)."""
 
 from __future__ import annotations
 
@@ -12,12 +14,11 @@ import time
 import boto3
 import pytest
 
-from events_support import make_queue, notification, queue_depth, raw_body, sns_body
+from events_support import make_queue, notification, query, queue_depth, raw_body, sns_body
 from newsletter.config import load_config
 from newsletter.feedback.pull import DIE_AFTER_COMMIT_ENV, pull_events
 from newsletter.feedback.record import open_recorder
 from newsletter.store import open_store
-from newsletter.store.db import connect, sqlite_path
 from newsletter.store.models import SubscriberStatus
 
 
@@ -44,11 +45,7 @@ def pull(config, **kwargs):
 
 
 def count(config, sql, *args):
-    conn = connect(sqlite_path(config.database_url))
-    try:
-        return conn.execute(sql, args).fetchone()[0]
-    finally:
-        conn.close()
+    return query(config, sql, *args)[0][0]
 
 
 def subscriber(config, email):
@@ -56,9 +53,9 @@ def subscriber(config, email):
         return store.get_subscriber(email).status, store.is_suppressed(email)
 
 
-def test_pull_records_both_envelopes_and_shapes_and_empties_the_queue(project, moto):
+def test_pull_records_both_envelopes_and_shapes_and_empties_the_queue(backend_project, moto):
     sqs, url = make_queue(moto)
-    config = configure(project, moto, url)
+    config = configure(backend_project, moto, url)
     bodies = [
         sns_body(notification("identity-bounce-permanent")),
         raw_body(notification("event-complaint", email="richard@example.com")),
@@ -80,9 +77,9 @@ def test_pull_records_both_envelopes_and_shapes_and_empties_the_queue(project, m
     assert queue_depth(sqs, url) == (0, 0)
 
 
-def test_duplicates_are_ignored_and_malformed_messages_kept_aside(project, moto):
+def test_duplicates_are_ignored_and_malformed_messages_kept_aside(backend_project, moto):
     sqs, url = make_queue(moto)
-    config = configure(project, moto, url)
+    config = configure(backend_project, moto, url)
     bounce = notification("event-bounce", email="mary@example.com")
     sqs.send_message(QueueUrl=url, MessageBody=sns_body(bounce))
     sqs.send_message(QueueUrl=url, MessageBody="{this is not json")
@@ -102,9 +99,9 @@ def test_duplicates_are_ignored_and_malformed_messages_kept_aside(project, moto)
     assert queue_depth(sqs, url) == (0, 0)
 
 
-def test_sns_topic_to_queue_with_raw_delivery_on_and_off(project, moto):
+def test_sns_topic_to_queue_with_raw_delivery_on_and_off(backend_project, moto):
     sqs, url = make_queue(moto)
-    config = configure(project, moto, url)
+    config = configure(backend_project, moto, url)
     sns = boto3.client("sns", region_name="us-east-1", endpoint_url=moto)
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     enveloped = sns.create_topic(Name="ses-events")["TopicArn"]
@@ -119,11 +116,11 @@ def test_sns_topic_to_queue_with_raw_delivery_on_and_off(project, moto):
     assert subscriber(config, "richard@example.com") == (SubscriberStatus.COMPLAINED, True)
 
 
-def test_ses_identity_notifications_reach_the_queue_through_sns(project, moto):
+def test_ses_identity_notifications_reach_the_queue_through_sns(backend_project, moto):
     """moto's SES publishes its canned bounce (for recipient1@example.com) to the identity's
     bounce topic when mail goes to an address containing "bounce"."""
     sqs, url = make_queue(moto)
-    config = configure(project, moto, url)
+    config = configure(backend_project, moto, url)
     ses, sesv2 = (boto3.client(s, region_name="us-east-1", endpoint_url=moto) for s in ("ses", "sesv2"))
     sns = boto3.client("sns", region_name="us-east-1", endpoint_url=moto)
     topic = sns.create_topic(Name="ses-bounces")["TopicArn"]
@@ -140,9 +137,9 @@ def test_ses_identity_notifications_reach_the_queue_through_sns(project, moto):
     assert subscriber(config, "recipient1@example.com") == (SubscriberStatus.BOUNCED, True)
 
 
-def test_watch_keeps_polling_until_stopped(project, moto):
+def test_watch_keeps_polling_until_stopped(backend_project, moto):
     sqs, url = make_queue(moto)
-    config = configure(project, moto, url)
+    config = configure(backend_project, moto, url)
     polls = []
 
     def stop():
@@ -155,10 +152,10 @@ def test_watch_keeps_polling_until_stopped(project, moto):
     assert len(polls) == 5 and summary.recorded == 1
 
 
-def test_pull_without_a_queue_or_with_a_wrong_one_is_a_one_line_error(project, moto, cli):
+def test_pull_without_a_queue_or_with_a_wrong_one_is_a_one_line_error(backend_project, moto, cli):
     result = cli("events", "pull")
     assert result.exit_code == 2 and "ses.queue_url is not set" in result.stderr
-    configure(project, moto, f"{moto}/123456789012/no-such-queue")
+    configure(backend_project, moto, f"{moto}/123456789012/no-such-queue")
     result = cli("events", "pull")
     assert result.exit_code == 2
     assert "no such SQS queue" in result.stderr and "Traceback" not in result.output
@@ -170,23 +167,23 @@ def _run_pull(project, extra_env=None):
                           cwd=project, env=env, capture_output=True, text=True, timeout=60)
 
 
-def test_killed_between_commit_and_delete_loses_nothing_and_counts_nothing_twice(project, moto):
+def test_killed_between_commit_and_delete_loses_nothing_and_counts_nothing_twice(backend_project, moto):
     """NEWSLETTER_EVENTS_DIE_AFTER_COMMIT=N makes the process os._exit(86) right after the N-th
     queue message is committed, before DeleteMessage: the worst moment to die."""
     sqs, url = make_queue(moto, visibility=1)
-    config = configure(project, moto, url)
+    config = configure(backend_project, moto, url)
     sqs.send_message(QueueUrl=url, MessageBody=sns_body(notification("identity-bounce-permanent")))
     sqs.send_message(QueueUrl=url, MessageBody=raw_body(notification("event-complaint", email="mary@example.com")))
     sqs.send_message(QueueUrl=url, MessageBody=raw_body(notification("event-open")))
 
-    first = _run_pull(project, {DIE_AFTER_COMMIT_ENV: "2"})
+    first = _run_pull(backend_project, {DIE_AFTER_COMMIT_ENV: "2"})
     assert first.returncode == 86, first.stderr
     committed = count(config, "SELECT COUNT(*) FROM events")
     assert committed == 2
     assert sum(queue_depth(sqs, url)) == 3  # nothing was deleted
 
     time.sleep(1.5)  # the visibility timeout lets the received messages come back
-    second = _run_pull(project)
+    second = _run_pull(backend_project)
     assert second.returncode == 0, second.stderr
     assert "1 events recorded" in second.stderr and "2 duplicates" in second.stderr
     assert count(config, "SELECT COUNT(*) FROM events") == 3
@@ -197,12 +194,12 @@ def test_killed_between_commit_and_delete_loses_nothing_and_counts_nothing_twice
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "systemctl-stop"])
-def test_watch_stops_cleanly_with_exit_130(project, moto, signum):
+def test_watch_stops_cleanly_with_exit_130(backend_project, moto, signum):
     sqs, url = make_queue(moto)
-    configure(project, moto, url)
+    configure(backend_project, moto, url)
     sqs.send_message(QueueUrl=url, MessageBody=raw_body(notification("event-open")))
     proc = subprocess.Popen([sys.executable, "-m", "newsletter", "events", "pull", "--watch", "--wait", "1"],
-                            cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=backend_project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(3)
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=20)
@@ -211,12 +208,12 @@ def test_watch_stops_cleanly_with_exit_130(project, moto, signum):
     assert "1 queue messages: 1 events recorded (1 open)" in err
 
 
-def test_network_trouble_backs_off_in_watch_mode_and_stops_a_one_shot_pull(project):
+def test_network_trouble_backs_off_in_watch_mode_and_stops_a_one_shot_pull(backend_project):
     from conftest import free_port
 
     from newsletter.errors import TransportError
 
-    config = configure(project, f"http://127.0.0.1:{free_port()}", "http://127.0.0.1:1/123456789012/q")
+    config = configure(backend_project, f"http://127.0.0.1:{free_port()}", "http://127.0.0.1:1/123456789012/q")
     with pytest.raises(TransportError, match="cannot read the SQS queue"):
         pull(config)
     polls = []
@@ -224,9 +221,9 @@ def test_network_trouble_backs_off_in_watch_mode_and_stops_a_one_shot_pull(proje
     assert notes[0][0] == "warning" and "retrying in 2 s" in notes[0][1]
 
 
-def test_cli_pull_prints_effects_and_a_summary(project, moto, cli):
+def test_cli_pull_prints_effects_and_a_summary(backend_project, moto, cli):
     sqs, url = make_queue(moto)
-    configure(project, moto, url)
+    configure(backend_project, moto, url)
     sqs.send_message(QueueUrl=url, MessageBody=sns_body(notification("identity-bounce-permanent")))
     sqs.send_message(QueueUrl=url, MessageBody="garbage")
     result = cli("events", "pull", "--wait", "0")

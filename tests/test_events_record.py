@@ -1,20 +1,20 @@
-"""Recording events against a real SQLite project database and the real subscriber store."""
+"""Recording events against a real project database and the real subscriber store, on both
+engines (SQLite and a real PostgreSQL server: the ``backend`` fixture)."""
 
 from __future__ import annotations
 
 import pytest
 
-from events_support import insert_send, notification, raw_body, sns_body
+from events_support import insert_send, notification, query, raw_body, sns_body
 from newsletter.config import EventsConfig, load_config
 from newsletter.feedback.record import Outcome, dead_letters, open_recorder
 from newsletter.feedback.parse import parse_message
 from newsletter.store import open_store
-from newsletter.store.db import connect, sqlite_path
 from newsletter.store.models import SubscriberStatus
 
 
 @pytest.fixture
-def config(project):
+def config(backend_project):
     return load_config()
 
 
@@ -76,9 +76,7 @@ def test_duplicates_are_recorded_once(readers):
     again = record_all(readers, raw_body(doc)) + record_all(readers, sns_body(doc))
     assert [r.outcome for r in first] == [Outcome.RECORDED]
     assert [r.outcome for r in again] == [Outcome.DUPLICATE, Outcome.DUPLICATE]
-    conn = connect(sqlite_path(readers.database_url))
-    assert conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 1
-    conn.close()
+    assert query(readers, "SELECT count(*) FROM events") == [(1,)]
 
 
 def test_soft_bounces_suppress_at_the_limit_within_the_window(readers):
@@ -105,11 +103,9 @@ def test_events_are_linked_to_the_ledger_row_by_provider_message_id(readers):
     for name in ("event-delivery", "event-open", "event-click"):
         record_all(readers, sns_body(notification(name)))
     record_all(readers, raw_body(notification("event-open", message_id="unknown-id")))
-    conn = connect(sqlite_path(readers.database_url))
-    rows = conn.execute("SELECT e.type, d.email FROM events e LEFT JOIN deliveries d ON d.id = e.delivery_id "
-                        "ORDER BY e.id").fetchall()
-    conn.close()
-    assert [tuple(r) for r in rows] == [("delivery", "recipient@example.com"), ("open", "recipient@example.com"),
+    rows = query(readers, "SELECT e.type, d.email FROM events e LEFT JOIN deliveries d ON d.id = e.delivery_id "
+                 "ORDER BY e.id")
+    assert rows == [("delivery", "recipient@example.com"), ("open", "recipient@example.com"),
                                         ("click", "recipient@example.com"), ("open", None)]
 
 
@@ -144,3 +140,76 @@ def test_dead_letters_can_be_retried_once_understood(readers, cli):
     [line] = result.stdout.splitlines()
     assert "sqs-2  message body is not JSON" in line
     assert status_of(readers, "mary@example.com") == (SubscriberStatus.BOUNCED, True)
+
+
+_RECORDER = r"""
+import json, sys, time
+from pathlib import Path
+from newsletter.config import load_config
+from newsletter.feedback.parse import parse_message
+from newsletter.config import EventsConfig
+from newsletter.feedback.record import open_recorder
+
+bodies, go = json.loads(Path(sys.argv[1]).read_text()), Path(sys.argv[2])
+outcomes = []
+with open_recorder(load_config()) as recorder:
+    recorder.settings = EventsConfig(soft_bounce_limit=3, soft_bounce_window_days=14)
+    while not go.exists():
+        time.sleep(0.005)
+    for body in bodies:
+        outcomes += [recorder.record(e).outcome.value for e in parse_message(body)]
+print(json.dumps(outcomes))
+"""
+
+
+def test_recorders_running_at_once_store_each_event_once_and_count_each_others_bounces(readers, tmp_path):
+    """Four processes record at the same moment (`events pull` on two hosts, say): the same five
+    notifications each (in a different order), and one soft bounce of one reader each, all at the
+    same SES time. Every notification is stored and applied once, and the bounces count each
+    other: the third and the fourth reach the limit of 3, and the reader is bounced."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    shared = [sns_body(notification("identity-bounce-permanent")),
+              raw_body(notification("event-complaint", email="mary@example.com")),
+              raw_body(notification("event-delivery", email="recipient@example.com")),
+              sns_body(notification("event-open", email="recipient@example.com")),
+              raw_body(notification("event-click", email="recipient@example.com"))]
+    go = tmp_path / "go"
+    procs = []
+    for k in range(4):
+        soft = raw_body(notification("identity-bounce-transient", email="richard@example.com",
+                                     message_id=f"soft-{k}", timestamp="2026-11-20T07:00:00.000Z"))
+        mine = [soft] + shared[k:] + shared[:k]
+        (tmp_path / f"bodies-{k}.json").write_text(json.dumps(mine), encoding="utf-8")
+        procs.append(subprocess.Popen(
+            [sys.executable, "-c", _RECORDER, str(tmp_path / f"bodies-{k}.json"), str(go)],
+            cwd=os.getcwd(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    go.touch()
+    outcomes = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        outcomes += json.loads(out)
+    assert outcomes.count("recorded") == 5 + 4 and outcomes.count("duplicate") == 3 * 5
+    assert query(readers, "SELECT count(*) FROM events") == [(9,)]
+    effects = [r[0] for r in query(readers, "SELECT effect FROM events WHERE provider_message_id LIKE 'soft-%'")]
+    assert sorted(e for e in effects if e) == ["richard@example.com is now bounced: 3 soft bounces within 14 days",
+                                               "richard@example.com suppressed: 4 soft bounces within 14 days"]
+    assert status_of(readers, "richard@example.com") == (SubscriberStatus.BOUNCED, True)
+    assert status_of(readers, "jane@example.com") == (SubscriberStatus.BOUNCED, True)
+    assert status_of(readers, "mary@example.com") == (SubscriberStatus.COMPLAINED, True)
+
+
+def test_a_message_id_in_several_ledger_rows_links_the_event_to_its_reader(readers):
+    """SES ids are unique per message, but a ledger restored or copied may hold one twice: the
+    event goes to the row of its own address (whatever the case), else the first row."""
+    insert_send(readers, "2026-11-23", rows=[("mary@example.com", "shared-id")])
+    insert_send(readers, "2026-11-24", rows=[("Recipient@Example.com", "shared-id")])
+    record_all(readers, raw_body(notification("event-open", email="recipient@example.com", message_id="shared-id")))
+    record_all(readers, raw_body(notification("event-click", email="nobody@example.com", message_id="shared-id")))
+    rows = query(readers, "SELECT e.type, d.email FROM events e JOIN deliveries d ON d.id = e.delivery_id "
+                 "ORDER BY e.id")
+    assert rows == [("open", "Recipient@Example.com"), ("click", "mary@example.com")]

@@ -95,3 +95,38 @@ def test_the_edition_model_and_the_render_view_helpers_stand_alone():
     assert graph["newsletter.edition.model"] == set()
     assert "newsletter.edition.source" not in graph["newsletter.edition.essay"]
     assert "newsletter.render.html" not in graph["newsletter.render.text"]
+
+
+DRIVERS = ("sqlite3", "psycopg", "psycopg_pool", "psycopg_binary")
+
+
+def driver_imports() -> dict[str, set[str]]:
+    """Files outside newsletter/store/ that import a database driver (anywhere in the file)."""
+    found: dict[str, set[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        if path.relative_to(PACKAGE).parts[0] == "store":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            hits = {n.split(".")[0] for n in names} & set(DRIVERS)
+            if hits:
+                found.setdefault(str(path.relative_to(REPO)), set()).update(hits)
+    return found
+
+
+def test_sql_lives_in_store_nothing_else_imports_a_database_driver():
+    assert driver_imports() == {}
+
+
+def test_the_driver_scan_sees_an_import(tmp_path, monkeypatch):
+    import test_layout
+
+    package = tmp_path / "newsletter"
+    (package / "send").mkdir(parents=True)
+    (package / "store").mkdir()
+    (package / "send" / "x.py").write_text("def f():\n    import sqlite3\n", encoding="utf-8")
+    (package / "store" / "y.py").write_text("import psycopg\n", encoding="utf-8")
+    monkeypatch.setattr(test_layout, "PACKAGE", package)
+    monkeypatch.setattr(test_layout, "REPO", tmp_path)
+    assert test_layout.driver_imports() == {"newsletter/send/x.py": {"sqlite3"}}

@@ -15,11 +15,11 @@ from urllib.parse import unquote, urlsplit
 import boto3
 import pytest
 
-from events_support import FIXTURES, make_queue, raw_body, sns_body
+from events_support import FIXTURES, database, make_queue, raw_body, sns_body
 from newsletter.config import load_config, load_secret
 from newsletter.feedback.parse import EventType, parse_message
 from newsletter.store import open_store
-from newsletter.store.db import connect, sqlite_path
+from newsletter.store.connection import connect, is_postgres
 from newsletter.store.models import MembershipStatus, SubscriberStatus
 from newsletter.tokens import make_token
 
@@ -54,20 +54,20 @@ def received(subject: str, *, sender: str, recipient: str = MAILTO) -> dict:
 
 
 @pytest.fixture
-def inbound(project, moto, cli):
+def inbound(backend_project, moto, cli):
     """A project that sends to the outbox, offers the mailto, and reads SES notifications from a
-    queue that an SNS topic (the receipt rule's action) delivers to."""
+    queue that an SNS topic (the receipt rule's action) delivers to; on either engine."""
     sqs, queue_url = make_queue(moto)
     sns = boto3.client("sns", region_name="us-east-1", endpoint_url=moto)
     topic = sns.create_topic(Name="newsletter-inbound")["TopicArn"]
     arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)
-    text = (project / "newsletter.toml").read_text(encoding="utf-8")
+    text = (backend_project / "newsletter.toml").read_text(encoding="utf-8")
     text += (f'\n[ses]\nendpoint_url = "{moto}"\nqueue_url = "{queue_url}"\nregion = "us-east-1"\n'
              f'\n[unsubscribe]\nmailto = "{MAILTO}"\n')
-    (project / "newsletter.toml").write_text(text, encoding="utf-8")
-    (project / "editions").mkdir()
-    (project / "editions" / "2026-11-24.md").write_text(EDITION, encoding="utf-8")
+    (backend_project / "newsletter.toml").write_text(text, encoding="utf-8")
+    (backend_project / "editions").mkdir()
+    (backend_project / "editions" / "2026-11-24.md").write_text(EDITION, encoding="utf-8")
     assert cli("lists", "create", "daily").exit_code == 0
     assert cli("lists", "create", "weekly").exit_code == 0
     for address in READERS:
@@ -75,7 +75,7 @@ def inbound(project, moto, cli):
     result = cli("send", "editions/2026-11-24.md", "--list", "daily", "--yes")
     assert result.exit_code == 0, result.output
     messages = {}
-    for path in (project / "outbox" / "2026-11-24" / "new").iterdir():
+    for path in (backend_project / "outbox" / "2026-11-24" / "new").iterdir():
         msg = email.message_from_bytes(path.read_bytes(), policy=policy.default)
         messages[msg["To"].addresses[0].addr_spec] = msg
     return sns, topic, sqs, queue_url, messages
@@ -99,11 +99,9 @@ def membership(address: str, list_name: str) -> MembershipStatus:
 
 
 def events_of_type(kind: str) -> list:
-    conn = connect(sqlite_path(load_config().database_url))
-    try:
-        return conn.execute("SELECT email, subtype, effect FROM events WHERE type = ?", (kind,)).fetchall()
-    finally:
-        conn.close()
+    with database(load_config()) as conn:
+        return [dict(zip(("email", "subtype", "effect"), r)) for r in conn.execute(
+            "SELECT email, subtype, effect FROM events WHERE type = ? ORDER BY id", (kind,))]
 
 
 def test_a_mail_to_the_mailto_unsubscribes_that_reader_from_that_list(inbound, cli):
@@ -208,10 +206,15 @@ def test_a_database_that_refuses_the_mailto_unsubscribe_keeps_the_message(inboun
     sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"VisibilityTimeout": "0"})
     _, subject = mailto_of(messages["ann@example.org"])
     sns.publish(TopicArn=topic, Message=json.dumps(received(subject, sender="ann@example.org")))
-    conn = connect(sqlite_path(load_config().database_url))
-    # A real SQLite refusal of the write (as a full disk or an I/O error would refuse it).
-    conn.execute("CREATE TRIGGER refuse BEFORE UPDATE ON memberships "
-                 "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END")
+    conn = connect(load_config())
+    # A real refusal of the write by the database (as a full disk or an I/O error would refuse it).
+    if is_postgres(conn):
+        conn.execute("CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                     "'BEGIN RAISE EXCEPTION ''could not write block: No space left on device''; END'")
+        conn.execute("CREATE TRIGGER refuse BEFORE UPDATE ON memberships FOR EACH ROW EXECUTE FUNCTION refuse()")
+    else:
+        conn.execute("CREATE TRIGGER refuse BEFORE UPDATE ON memberships "
+                     "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END")
     try:
         result = cli("events", "pull")
         assert result.exit_code == 2, result.output
@@ -219,7 +222,7 @@ def test_a_database_that_refuses_the_mailto_unsubscribe_keeps_the_message(inboun
         assert membership("ann@example.org", "daily") is MembershipStatus.ACTIVE
         assert events_of_type("unsubscribe") == []
     finally:
-        conn.execute("DROP TRIGGER refuse")
+        conn.execute("DROP TRIGGER refuse" + (" ON memberships" if is_postgres(conn) else ""))
         conn.close()
     again = cli("events", "pull")
     assert again.exit_code == 0, again.output

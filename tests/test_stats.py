@@ -6,18 +6,17 @@ import json
 
 import pytest
 
-from events_support import insert_send, notification, record_notifications
+from events_support import database, insert_send, notification, record_notifications
 from newsletter.config import load_config
 from newsletter.feedback.stats import all_stats, edition_stats
 from newsletter.store import open_store
-from newsletter.store.db import connect, sqlite_path
 
 LINK_A = "https://example.org/story-a"
 LINK_B = "https://example.org/story-b"
 
 
 @pytest.fixture
-def sent(project):
+def sent(backend_project):
     """Two editions: a bad one (3% bounces, 1% complaints) and a clean one."""
     config = load_config()
     emails = [f"reader{n}@example.com" for n in range(200)]
@@ -47,9 +46,8 @@ def sent(project):
 
 
 def test_edition_figures(sent):
-    conn = connect(sqlite_path(sent.database_url))
-    s = edition_stats(conn, "2026-11-23")
-    conn.close()
+    with database(sent) as conn:
+        s = edition_stats(conn, "2026-11-23")
     assert (s.recipients, s.sent, s.delivered) == (100, 100, 97)
     assert (s.hard_bounces, s.soft_bounces, s.bounces, s.complaints) == (2, 1, 3, 1)
     assert (s.unique_opens, s.unique_clicks) == (10, 3)  # 3..11 opened, 12 only clicked
@@ -63,20 +61,18 @@ def test_edition_figures(sent):
 
 
 def test_readers_who_left_mid_send_are_counted_as_skipped(sent):
-    conn = connect(sqlite_path(sent.database_url))
-    send_id = conn.execute("SELECT id FROM sends WHERE slug = '2026-11-24'").fetchone()[0]
-    conn.execute("UPDATE deliveries SET state = 'skipped' WHERE send_id = ? AND email = 'reader199@example.com'",
-                 (send_id,))
-    s = edition_stats(conn, "2026-11-24")
-    conn.close()
+    with database(sent) as conn:
+        send_id = conn.execute("SELECT id FROM sends WHERE slug = '2026-11-24'").fetchone()[0]
+        conn.execute("UPDATE deliveries SET state = 'skipped' WHERE send_id = ? AND email = 'reader199@example.com'",
+                     (send_id,))
+        s = edition_stats(conn, "2026-11-24")
     assert (s.recipients, s.sent, s.skipped, s.failed, s.pending) == (200, 199, 1, 0, 0)
     assert s.as_dict()["skipped"] == 1
 
 
 def test_a_clean_edition_has_no_warnings_and_editions_come_newest_first(sent):
-    conn = connect(sqlite_path(sent.database_url))
-    found = all_stats(conn)
-    conn.close()
+    with database(sent) as conn:
+        found = all_stats(conn)
     assert [s.slug for s in found] == ["2026-11-24", "2026-11-23"]
     clean = found[0]
     assert (clean.sent, clean.delivered, clean.hard_bounces, clean.complaints) == (200, 199, 1, 0)
@@ -107,8 +103,20 @@ def test_stats_table_is_plain_when_not_a_terminal(sent, cli):
     assert LINK_A in detail and "2 readers" in detail
 
 
-def test_unknown_edition_is_a_one_line_error(project, cli):
+def test_unknown_edition_is_a_one_line_error(backend_project, cli):
     result = cli("stats", "1999-01-01")
     assert result.exit_code == 2
     assert result.stderr.strip() == "error: no send for edition '1999-01-01' (see `newsletter sends ls`)"
     assert cli("stats").stderr.strip() == "no editions sent yet"
+
+
+def test_a_database_that_refuses_the_reads_is_a_one_line_error(sent, cli):
+    """A driver error while reading (here: the events table gone, as in a half-restored
+    backup) is one line naming the database, exit 2, on either engine."""
+    with database(sent) as conn:
+        conn.execute("ALTER TABLE events RENAME TO events_elsewhere")
+    for args in (("stats",), ("stats", "2026-11-23", "--json")):
+        result = cli(*args)
+        assert result.exit_code == 2, result.output
+        [line] = result.stderr.splitlines()
+        assert line.startswith("error: ") and "events" in line and "Traceback" not in result.output

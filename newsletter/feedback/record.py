@@ -1,7 +1,7 @@
 """Recording SES events: each stored once, its effects applied, the unreadable kept aside.
 
-Effects go through the subscriber ``Store`` (its own connection); the event row through this
-module's connection. The order makes a crash at any point safe to re-run: effects first (they
+Effects go through the subscriber ``Store`` (its own connection); the event row through the
+event log (``newsletter.store.events``, on either engine) on this recorder's connection. The order makes a crash at any point safe to re-run: effects first (they
 are idempotent: a status set twice, a suppression added twice), then the event row committed,
 and only then may the caller delete the queue message. A redelivered message finds its event
 row and does nothing more, so nothing is counted twice.
@@ -10,7 +10,6 @@ row and does nothing more, so nothing is counted twice.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,7 +20,9 @@ from newsletter.config import Config, EventsConfig
 from newsletter.errors import StoreError, ValidationError
 from newsletter.feedback.parse import Event, EventType, MalformedMessage, parse_message
 from newsletter.store.base import Store
+from newsletter.store.connection import Connection, errors, store_error
 from newsletter.store.db import utc_now
+from newsletter.store.events import EventLog, EventRow
 from newsletter.store.models import SubscriberStatus
 
 _FINAL = (SubscriberStatus.BOUNCED, SubscriberStatus.COMPLAINED)
@@ -49,31 +50,40 @@ class DeadLetter:
 
 @dataclass
 class EventRecorder:
-    """Stores events in ``conn`` (the project database) and applies their effects to ``store``."""
+    """Stores events in ``conn`` (the project database, either engine) and applies their
+    effects to ``store``."""
 
-    conn: sqlite3.Connection
+    conn: Connection
     store: Store
     settings: EventsConfig = field(default_factory=EventsConfig)
     secret: bytes | None = None  # verifies the token of an unsubscribe received by mail
+    log: EventLog = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.log = EventLog(self.conn)
 
     def record(self, event: Event) -> RecordResult:
-        """Store ``event`` once and apply its effect; a repeat is a ``DUPLICATE`` doing nothing."""
-        if self._exists(event.event_id):
-            return RecordResult(event, Outcome.DUPLICATE)
-        effect = self._apply(event)
-        inserted = self._insert(event, effect)
+        """Store ``event`` once and apply its effect; a repeat is a ``DUPLICATE`` doing nothing.
+        Concurrent recorders (other processes, other hosts) store it once between them."""
+        try:
+            if not _may_act(event):  # nothing to decide: one idempotent INSERT, no lock
+                inserted = self._insert(event, None)
+                return RecordResult(event, Outcome.RECORDED if inserted else Outcome.DUPLICATE)
+            with self.log.recording(event.event_id, event.email):
+                if self.log.exists(event.event_id):
+                    return RecordResult(event, Outcome.DUPLICATE)
+                effect = self._apply(event)
+                inserted = self._insert(event, effect)
+        except StoreError:
+            raise
+        except errors() as err:  # a read refused (I/O error, the server gone): one line
+            reason = store_error(err, self.conn, "cannot read").message
+            raise StoreError(f"cannot record event {event.event_id}: {reason}") from None
         return RecordResult(event, Outcome.RECORDED if inserted else Outcome.DUPLICATE, effect)
 
     def keep_aside(self, message_id: str, body: str, reason: str) -> bool:
         """Keep an unreadable queue message in ``dead_letters``; False when already kept."""
-        try:
-            cur = self.conn.execute(
-                "INSERT OR IGNORE INTO dead_letters (message_id, reason, body, received_at) VALUES (?, ?, ?, ?)",
-                (message_id, reason, body, utc_now()),
-            )
-        except sqlite3.Error as err:
-            raise StoreError(f"cannot keep message {message_id} aside: {err}") from None
-        return cur.rowcount == 1
+        return self.log.keep_aside(message_id, reason, body, utc_now())
 
     # -- effects ---------------------------------------------------------------------------
     def _apply(self, event: Event) -> str | None:
@@ -141,58 +151,38 @@ class EventRecorder:
         if limit <= 0:
             return None
         start = _minus_days(event.occurred_at, days)
-        earlier = self.conn.execute(
-            "SELECT COUNT(*) FROM events WHERE type = 'bounce' AND subtype != 'Permanent' "
-            "AND email = ? COLLATE NOCASE AND occurred_at > ? AND occurred_at <= ?",
-            (event.email, start, event.occurred_at),
-        ).fetchone()[0]
+        earlier = self.log.soft_bounces(event.email, start, event.occurred_at)
         if earlier + 1 < limit:
             return None
         return self._final(event.email, SubscriberStatus.BOUNCED,
                            f"{earlier + 1} soft bounces within {days} days")
 
     # -- rows ------------------------------------------------------------------------------
-    def _exists(self, event_id: str) -> bool:
-        return self.conn.execute("SELECT 1 FROM events WHERE message_id = ?", (event_id,)).fetchone() is not None
-
-    def _delivery_id(self, event: Event) -> int | None:
-        rows = self.conn.execute(
-            "SELECT id, email FROM deliveries WHERE provider_message_id = ?", (event.provider_message_id,)
-        ).fetchall()
-        if len(rows) > 1 and event.email:
-            rows = [r for r in rows if (r["email"] or "").lower() == event.email.lower()] or rows
-        return rows[0]["id"] if rows else None
-
     def _insert(self, event: Event, effect: str | None) -> bool:
+        row = EventRow(event.event_id, event.type.value, event.subtype, event.detail, event.email,
+                       event.provider_message_id, event.link, effect, event.occurred_at,
+                       event.payload_json or json.dumps(event.payload, ensure_ascii=False))
         try:
-            self.conn.execute("BEGIN IMMEDIATE")
-            cur = self.conn.execute(
-                "INSERT OR IGNORE INTO events (message_id, type, subtype, detail, email, delivery_id, "
-                "provider_message_id, link, effect, occurred_at, received_at, payload) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (event.event_id, event.type.value, event.subtype, event.detail, event.email,
-                 self._delivery_id(event), event.provider_message_id, event.link, effect,
-                 event.occurred_at, utc_now(),
-                 event.payload_json or json.dumps(event.payload, ensure_ascii=False)),
-            )
-            self.conn.execute("COMMIT")
-        except sqlite3.Error as err:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
-            raise StoreError(f"cannot record event {event.event_id}: {err}") from None
-        return cur.rowcount == 1
+            return self.log.insert(row, utc_now())
+        except errors() as err:  # a StoreError line, or the driver's error inside a transaction
+            reason = store_error(err, self.conn, "cannot write to").message
+            raise StoreError(f"cannot record event {event.event_id}: {reason}") from None
 
 
 @contextmanager
 def open_recorder(config: Config) -> Iterator[EventRecorder]:
     """An ``EventRecorder`` on the project's database and subscriber store, closed afterwards."""
     from newsletter.store import open_store
-    from newsletter.store.db import connect, sqlite_path
+    from newsletter.store.connection import connect
 
-    conn = connect(sqlite_path(config.database_url))
+    conn = connect(config)
     try:
         with open_store(config) as store:
-            yield EventRecorder(conn, store, config.events, _secret(config))
+            recorder = EventRecorder(conn, store, config.events, _secret(config))
+            try:
+                yield recorder
+            finally:
+                recorder.log.close()
     finally:
         conn.close()
 
@@ -208,10 +198,10 @@ def _secret(config: Config) -> bytes | None:
         return None
 
 
-def dead_letters(conn: sqlite3.Connection) -> list[DeadLetter]:
-    """Every message kept aside, oldest first."""
-    rows = conn.execute("SELECT message_id, reason, body, received_at FROM dead_letters ORDER BY id").fetchall()
-    return [DeadLetter(r["message_id"], r["reason"], r["body"], r["received_at"]) for r in rows]
+def dead_letters(conn: "Connection | EventLog") -> list[DeadLetter]:
+    """Every message kept aside, oldest first (``conn``: the project database, either engine)."""
+    log = conn if isinstance(conn, EventLog) else EventLog(conn)
+    return [DeadLetter(*kept) for kept in log.kept_aside()]
 
 
 def retry_dead_letters(recorder: EventRecorder) -> tuple[int, int]:
@@ -227,9 +217,18 @@ def retry_dead_letters(recorder: EventRecorder) -> tuple[int, int]:
             continue
         for event in parsed if isinstance(parsed, list) else []:
             recorder.record(event)
-        recorder.conn.execute("DELETE FROM dead_letters WHERE message_id = ?", (letter.message_id,))
+        recorder.log.forget(letter.message_id)
         resolved += 1
     return resolved, kept
+
+
+def _may_act(event: Event) -> bool:
+    """Whether recording ``event`` may change a subscriber (``EventRecorder._apply``): an
+    unsubscribe by mail, a bounce or a complaint about an address. Deliveries, opens, clicks,
+    delays, rejects and rendering failures only need storing once."""
+    if event.type is EventType.UNSUBSCRIBE:
+        return True
+    return event.email is not None and event.type in (EventType.BOUNCE, EventType.COMPLAINT)
 
 
 def _minus_days(timestamp: str, days: int) -> str:

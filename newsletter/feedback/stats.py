@@ -11,15 +11,20 @@ Protection, image proxies, security scanners, clicks too soon after delivery or 
 once): the rules are ``newsletter.feedback.engagement``'s. ``unique_opens``/``unique_clicks`` count both.
 A send through the outbox transport has no delivery events at all: ``delivery_events`` is False
 and its delivery, open and click figures are not rates of anything.
+
+The SQL is ``newsletter.store.stats``'s (either engine); this module only adds up.
 """
 
 from __future__ import annotations
 
-import json
-import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
-from newsletter.errors import ValidationError
+from newsletter.errors import NewsletterError, ValidationError
+from newsletter.store import stats as queries
+from newsletter.store.connection import Connection, errors, store_error
 
 BOUNCE_WARN = 0.02  # SES reviews an account near 5% bounces; 2% leaves room to act
 COMPLAINT_WARN = 0.0005  # SES reviews near 0.1%; Gmail wants < 0.1% and never ≥ 0.3%
@@ -114,37 +119,49 @@ class EditionStats:
         return data
 
 
-def edition_stats(conn: sqlite3.Connection, slug: str) -> EditionStats:
+def edition_stats(conn: Connection, slug: str) -> EditionStats:
     """Figures for one edition (``SLUG``: all its sends together) or one of its sends
-    (``SLUG#2``). Raises ``ValidationError`` when it was never sent."""
+    (``SLUG#2``). Raises ``ValidationError`` when it was never sent, ``StoreError`` (one line)
+    when the database refuses the reads."""
+    with _reading(conn):
+        return _edition_stats(conn, slug)
+
+
+def _edition_stats(conn: Connection, slug: str) -> EditionStats:
     name, _, seq = slug.partition("#")
     if seq:
-        rows = conn.execute("SELECT * FROM sends WHERE slug = ? AND seq = ?",
-                            (name, int(seq) if seq.isdigit() else -1)).fetchall()
+        rows = queries.sends_of(conn, name, int(seq) if seq.isdigit() and len(seq) < 10 else -1)
     else:
-        rows = conn.execute("SELECT * FROM sends WHERE slug = ? ORDER BY seq", (slug,)).fetchall()
+        rows = queries.sends_of(conn, slug)
     if not rows:
         raise ValidationError(f"no send for edition {slug!r} (see `newsletter sends ls`)")
     return _stats(conn, rows, with_links=True, name=slug)
 
 
-def all_stats(conn: sqlite3.Connection) -> list[EditionStats]:
+def all_stats(conn: Connection) -> list[EditionStats]:
     """Figures for every send, newest first (an edition's later sends as ``SLUG#2`` …)."""
-    rows = conn.execute("SELECT * FROM sends ORDER BY created_at DESC, id DESC").fetchall()
-    return [_stats(conn, [row], with_links=False,
-                   name=row["slug"] if row["seq"] == 1 else f"{row['slug']}#{row['seq']}") for row in rows]
+    with _reading(conn):
+        return [_stats(conn, [row], with_links=False,
+                       name=row["slug"] if row["seq"] == 1 else f"{row['slug']}#{row['seq']}")
+                for row in queries.every_send(conn)]
 
 
-def _stats(conn: sqlite3.Connection, sends: list[sqlite3.Row], *, with_links: bool, name: str) -> EditionStats:
+@contextmanager
+def _reading(conn: Connection) -> Iterator[None]:
+    """A driver error while reading becomes one ``StoreError`` line naming the database."""
+    try:
+        yield
+    except NewsletterError:
+        raise
+    except errors() as err:
+        raise store_error(err, conn, "cannot read the figures from") from None
+
+
+def _stats(conn: Connection, sends: Sequence[Any], *, with_links: bool, name: str) -> EditionStats:
     """Figures over ``sends`` (one edition's); subject and title are the latest snapshot's."""
-    ids = json.dumps([s["id"] for s in sends])
-    ledger = conn.execute(
-        "SELECT COALESCE(SUM(state = 'sent'), 0), COALESCE(SUM(state = 'failed'), 0), "
-        "COALESCE(SUM(state IN ('pending', 'sending')), 0), COALESCE(SUM(state = 'skipped'), 0) "
-        "FROM deliveries WHERE send_id IN (SELECT value FROM json_each(?))",
-        (ids,),
-    ).fetchone()
-    events = conn.execute(_PER_READER, (ids,)).fetchone()
+    ids = [s["id"] for s in sends]
+    ledger = queries.ledger(conn, ids)
+    events = queries.per_reader(conn, ids)
     human = _engagement(conn, ids)
     last = sends[-1]
     return EditionStats(
@@ -152,39 +169,25 @@ def _stats(conn: sqlite3.Connection, sends: list[sqlite3.Row], *, with_links: bo
         list_name=" | ".join(dict.fromkeys(s["list_name"] for s in sends)),
         created_at=sends[0]["created_at"],
         finished_at=last["finished_at"] if all(s["finished_at"] for s in sends) else None,
-        recipients=sum(s["recipients"] for s in sends), sent=ledger[0], failed=ledger[1], pending=ledger[2],
-        skipped=ledger[3],
-        delivered=events["delivered"] or 0, hard_bounces=events["hard"] or 0,
-        soft_bounces=events["soft"] or 0, complaints=events["complained"] or 0,
-        unique_opens=events["opened"] or 0, unique_clicks=events["clicked"] or 0,
-        delayed=events["delayed"] or 0,
+        recipients=sum(s["recipients"] for s in sends), sent=ledger.sent, failed=ledger.failed,
+        pending=ledger.pending, skipped=ledger.skipped,
+        delivered=events.delivered, hard_bounces=events.hard,
+        soft_bounces=events.soft, complaints=events.complained,
+        unique_opens=events.opened, unique_clicks=events.clicked,
+        delayed=events.delayed,
         top_links=_top_links(conn, ids) if with_links else [],
         transport=last["transport"], **human,
     )
 
 
-def _engagement(conn: sqlite3.Connection, send_ids: str) -> dict:
-    """Human and machine unique opens and clicks over ``send_ids`` (a JSON list of send ids;
-    ``newsletter.feedback.engagement`` decides), read one reader at a time in delivery order."""
+def _engagement(conn: Connection, send_ids: list[int]) -> dict:
+    """Human and machine unique opens and clicks over ``send_ids`` (``newsletter.feedback.
+    engagement`` decides), read one reader at a time in delivery order."""
     from collections import Counter
 
     from newsletter.feedback.engagement import Activity, judge, parse_time
 
-    links = conn.execute("SELECT COUNT(DISTINCT e.link) FROM events e JOIN deliveries d ON d.id = e.delivery_id "
-                         "WHERE d.send_id IN (SELECT value FROM json_each(?)) AND e.type = 'click'", (send_ids,)).fetchone()[0]
-    # Only readers with an open or a click; the SES fields are read by SQLite's JSON functions
-    # (a Python json.loads per event doubled the time of `stats` on a big send).
-    cur = conn.execute(
-        "SELECT e.delivery_id, e.type, e.occurred_at, e.link, "
-        "CASE WHEN e.type = 'delivery' THEN NULL ELSE json_extract(e.payload, '$.' || e.type || '.userAgent') END, "
-        "CASE WHEN e.type = 'delivery' THEN NULL ELSE json_extract(e.payload, '$.' || e.type || '.ipAddress') END, "
-        "CASE WHEN e.type = 'delivery' THEN NULL ELSE json_extract(e.payload, '$.' || e.type || '.timestamp') END, "
-        "CASE WHEN e.type = 'delivery' THEN NULL ELSE json_extract(e.payload, '$.mail.timestamp') END "
-        "FROM events e JOIN deliveries d ON d.id = e.delivery_id WHERE d.send_id IN (SELECT value FROM json_each(?)) "
-        "AND e.type IN ('delivery', 'open', 'click') AND json_valid(e.payload) AND e.delivery_id IN "
-        "(SELECT x.delivery_id FROM events x JOIN deliveries y ON y.id = x.delivery_id "
-        " WHERE y.send_id IN (SELECT value FROM json_each(?)) AND x.type IN ('open', 'click')) ORDER BY e.delivery_id",
-        (send_ids, send_ids))
+    links = queries.clicked_links(conn, send_ids)
     out = {"human_opens": 0, "machine_opens": 0, "human_clicks": 0, "machine_clicks": 0}
     reasons: Counter = Counter()
     current, opens, clicks, delivered, accepted = None, [], [], None, None
@@ -199,7 +202,7 @@ def _engagement(conn: sqlite3.Connection, send_ids: str) -> dict:
         out["machine_clicks"] += v.machine_click
         reasons.update(v.reasons)
 
-    for delivery_id, kind, occurred_at, link, agent, ip, stamp, mail_stamp in cur:
+    for delivery_id, kind, occurred_at, link, agent, ip, stamp, mail_stamp in queries.activity(conn, send_ids):
         if delivery_id != current:
             flush()
             current, opens, clicks, delivered, accepted = delivery_id, [], [], None, None
@@ -214,36 +217,8 @@ def _engagement(conn: sqlite3.Connection, send_ids: str) -> dict:
     return {**out, "machine_reasons": dict(reasons.most_common())}
 
 
-# One row per reader (delivery) with a flag per kind of event, then summed.
-_PER_READER = """
-SELECT SUM(delivered) AS delivered, SUM(hard) AS hard, SUM(soft AND NOT hard) AS soft,
-       SUM(complained) AS complained, SUM(opened) AS opened, SUM(clicked) AS clicked,
-       SUM(delayed) AS delayed
-FROM (
-    SELECT e.delivery_id,
-           MAX(e.type = 'delivery') AS delivered,
-           MAX(e.type = 'bounce' AND e.subtype = 'Permanent') AS hard,
-           MAX(e.type = 'bounce' AND e.subtype != 'Permanent') AS soft,
-           MAX(e.type = 'complaint') AS complained,
-           MAX(e.type IN ('open', 'click')) AS opened,
-           MAX(e.type = 'click') AS clicked,
-           MAX(e.type = 'delivery_delay') AS delayed
-    FROM events e JOIN deliveries d ON d.id = e.delivery_id
-    WHERE d.send_id IN (SELECT value FROM json_each(?))
-    GROUP BY e.delivery_id
-)
-"""
-
-
-def _top_links(conn: sqlite3.Connection, send_ids: str) -> list[LinkStat]:
-    rows = conn.execute(
-        "SELECT e.link, COUNT(*) AS clicks, COUNT(DISTINCT e.delivery_id) AS readers "
-        "FROM events e JOIN deliveries d ON d.id = e.delivery_id "
-        "WHERE d.send_id IN (SELECT value FROM json_each(?)) AND e.type = 'click' AND e.link IS NOT NULL "
-        "GROUP BY e.link ORDER BY readers DESC, clicks DESC, e.link LIMIT ?",
-        (send_ids, TOP_LINKS),
-    ).fetchall()
-    return [LinkStat(r["link"], r["clicks"], r["readers"]) for r in rows]
+def _top_links(conn: Connection, send_ids: list[int]) -> list[LinkStat]:
+    return [LinkStat(r.url, r.clicks, r.readers) for r in queries.top_links(conn, send_ids, TOP_LINKS)]
 
 
 def _ratio(part: int, whole: int) -> float:

@@ -59,10 +59,10 @@ def sqlite_path(url: str) -> Path:
     if "://" in url:
         scheme = url.split("://", 1)[0]
         if scheme.lower() in ("postgresql", "postgres"):
-            # the subscriber store runs on PostgreSQL (newsletter.store.postgres); the code that
-            # still opens SQLite directly (ledger, events, stats) ends up here
-            raise StoreError("this command needs a SQLite database for now: the delivery "
-                             "ledger, SES events and stats do not run on PostgreSQL yet")
+            # a caller that asked for a SQLite file where the project is on PostgreSQL: a bug
+            # of the caller (store.connection.connect opens either), said in one line
+            raise StoreError("this operation works on a SQLite file, and the database is "
+                             "PostgreSQL (open it through newsletter.store.connection)")
         raise StoreError(f"unsupported database URL scheme {scheme!r} (use a file path, "
                          "sqlite:///path or postgresql://user@host/dbname)")
     return Path(url)

@@ -258,26 +258,34 @@ def applied(conn: PgConnection) -> list[tuple[int, str, str]]:
         "SELECT version, name, applied_at FROM schema_migrations ORDER BY version")]
 
 
+def _applied_versions(conn: PgConnection) -> set[int]:
+    if not conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()[0]:
+        return set()
+    return {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+
+
 def migrate_database(conn: PgConnection) -> int:
-    """Apply every pending migration, each in its own transaction; return the version."""
+    """Apply every migration this database does not have, in order, each in its own
+    transaction; return the version. Each version is recorded, so a migration numbered below
+    one already applied (branches merged in another order) is still applied, once."""
     from newsletter.store.db import utc_now
 
     errors = _errors()
     steps = migrations()
     latest = steps[-1][0] if steps else 0
     try:
-        current = schema_version(conn)
+        done = _applied_versions(conn)
     except errors.Error as err:
         raise fail(err, conn.url, "cannot read the schema version of") from None
-    _check_not_newer(conn, current, latest)
+    _check_not_newer(conn, max(done, default=0), latest)
     for version, name, sql in steps:
-        if version <= current:
+        if version in done:
             continue
         try:
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))
                 conn.raw.execute(_VERSION_TABLE)
-                if schema_version(conn) >= version:  # another process got here first
+                if version in _applied_versions(conn):  # another process got here first
                     continue
                 conn.raw.execute(sql)
                 conn.execute("INSERT INTO schema_migrations (version, name, applied_at) "

@@ -40,10 +40,13 @@ def _status(kind: str, url: str, current: int, shipped: list[tuple[int, str, str
     """Numbers may have gaps (branches reserve theirs): what counts is the versions shipped.
     ``applied_at``: what the database recorded itself (PostgreSQL), version -> (name, when)."""
     names = {v: n for v, n, _ in shipped}
-    versions = sorted({v for v in names if v <= current} | set(applied_at))
+    # PostgreSQL records each version (a lower one merged late is pending until applied);
+    # SQLite's user_version says "every migration up to this one"
+    recorded = set(applied_at) if applied_at else {v for v in names if v <= current}
+    versions = sorted(recorded)
     applied = [{"version": v, "name": applied_at.get(v, (names.get(v, "?"), None))[0],
                 "applied_at": applied_at.get(v, (None, None))[1]} for v in versions]
-    pending = [{"version": v, "name": n} for v, n, _ in shipped if v > current]
+    pending = [{"version": v, "name": n} for v, n, _ in shipped if v not in recorded]
     latest = shipped[-1][0] if shipped else 0
     return SchemaStatus(kind, describe(url), current, latest, applied, pending, exists)
 
