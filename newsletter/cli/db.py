@@ -74,10 +74,11 @@ def copy(
     source: Annotated[str, typer.Argument(metavar="SRC", help="Database to read: a SQLite file path, sqlite:///path or postgresql://user@host/db.")],
     target: Annotated[str, typer.Argument(metavar="DST", help="Empty database to write (same forms; created and migrated if needed).")],
 ) -> None:
-    """Copy the readers (lists, subscribers, memberships, suppressions, consent records) from SRC into the empty
-    DST, e.g. from SQLite to PostgreSQL or back, in one transaction, verifying the row counts.
-    Refuses a non-empty DST; interrupted, DST is left empty. Editions, sends, deliveries and events
-    are not copied yet (it says so when SRC has any)."""
+    """Copy a whole project from SRC into the empty DST, e.g. from SQLite to PostgreSQL or back:
+    every table both schemas have (readers, lists, consent, editions, snapshots, sends,
+    deliveries, events, dead letters, rate limits, feeds), ids kept, in one transaction, verifying
+    the row counts. Refuses a non-empty DST, a table DST lacks that holds rows in SRC, and a SRC
+    with an import still running; interrupted, DST is left empty."""
     from newsletter.store import database_url
     from newsletter.store.copy import copy_database
 
@@ -89,11 +90,8 @@ def copy(
     result = copy_database(*resolved, on_progress=progress)
     if progress:
         typer.echo("", err=True)
-    copied = ", ".join(f"{n:,} {table}" for table, n in result.counts.items())
+    copied = ", ".join(f"{n:,} {table}" for table, n in result.counts.items() if n) or "nothing"
     typer.echo(f"copied {copied} from {result.source} to {result.target} (counts verified)")
-    if result.left_behind:
-        left = ", ".join(f"{n:,} {table}" for table, n in result.left_behind.items())
-        notice(f"warning: not copied (not covered by db copy yet): {left}")
 
 
 def register(app: typer.Typer) -> None:
