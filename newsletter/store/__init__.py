@@ -1,17 +1,17 @@
-"""The subscriber store: subscribers, lists, memberships, suppressions (and, in the same database,
-the delivery ledger and events). ``open_store(config)`` is the one way callers get one.
+"""Where every SQL statement lives: the subscriber store (subscribers, lists, memberships,
+suppressions, consent), and in the same database the delivery ledger and send snapshots
+(``ledger.py``), SES events and dead letters (``events.py``), stats (``stats.py``), feeds
+(``feeds.py``), the web's rate limits (``sqlite_ratelimit.py`` / ``pg_ratelimit.py``) and the
+health figures doctor reads (``health.py``). Nothing outside this package imports a driver.
 
-Two backends implement ``newsletter.store.base.Store``: SQLite (a file path or ``sqlite:///``
-URL; the default) and PostgreSQL (``postgresql://user@host/dbname``; psycopg is imported only
-then). ``newsletter.store.dburl`` says which a setting names.
-
-How the rest moves here (ledger, snapshots, events, stats; rate limits already have both):
-one interface per concept in ``base.py`` (``Ledger``, ``Snapshots``, ``EventLog``, ``Stats``,
-``RateLimits``), the SQL written once as SQLite SQL with ``?`` placeholders in
-``sqlite_<concept>.py`` and run on PostgreSQL through ``pg.PgConnection``; a
-``postgres_<concept>.py`` subclass overrides only what differs (claims with
-``FOR UPDATE SKIP LOCKED``, bulk paths through ``COPY``, functions such as ``instr``), and
-``open_<concept>(config)`` here picks the backend as ``open_store`` does."""
+Two engines: SQLite (a file path or ``sqlite:///`` URL; the default) and PostgreSQL
+(``postgresql://user@host/dbname``; psycopg is imported only then); ``dburl`` says which a
+setting names. ``open_store(config)`` gives the ``Store`` (``base.Store``: ``SqliteStore``, and
+``PostgresStore`` overriding only what differs); the other concepts take a connection from
+``connection.connect(config)`` and write their SQL once, as SQLite SQL with ``?``/``?N``
+placeholders that ``pg.PgConnection`` rewrites for PostgreSQL, with small engine fragments
+where the two differ (claims with ``FOR UPDATE SKIP LOCKED``, ``COPY``, ``json_each`` vs
+arrays). Each engine has its own migrations (``migrations/``, ``pg_migrations/``)."""
 
 from __future__ import annotations
 
