@@ -137,12 +137,11 @@ def test_an_event_whose_payload_is_not_json_does_not_fail_the_figures(mixed):
     assert (s.human_clicks, s.machine_clicks) == (2, 4)
 
 
+@pytest.mark.parametrize("backend", ["postgresql"])  # SQLite has no parallel query
 def test_stats_on_postgresql_survive_a_parallel_plan(mixed, backend):
     """A big send makes PostgreSQL plan the engagement query in parallel; nl_jsonb() (an
     exception block, so a subtransaction) must keep it out of parallel workers. Costs of zero
     make the planner choose a parallel plan on this small send too."""
-    if backend != "postgresql":
-        pytest.skip("PostgreSQL only: SQLite has no parallel query")
     with database(mixed) as conn:
         for setting in ("parallel_setup_cost", "parallel_tuple_cost", "min_parallel_table_scan_size",
                         "min_parallel_index_scan_size"):
