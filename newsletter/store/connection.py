@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any, Union
 from newsletter.errors import StoreError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from newsletter.config import Config
     from newsletter.store.pg import PgConnection
 
@@ -56,10 +58,6 @@ def is_postgres(conn: Any) -> bool:
     return not isinstance(conn, sqlite3.Connection)
 
 
-def engine(conn: Any) -> str:
-    return "postgresql" if is_postgres(conn) else "sqlite"
-
-
 def errors() -> tuple[type[BaseException], ...]:
     """The database errors either driver raises (psycopg's only when it has been imported:
     a SQLite project never loads it)."""
@@ -72,8 +70,10 @@ def errors() -> tuple[type[BaseException], ...]:
     return found
 
 
-def store_error(err: BaseException, conn: Any, doing: str = "cannot use") -> StoreError:
-    """A driver error as one ``StoreError`` line naming the database."""
+def store_error(err: BaseException, conn: Any, doing: str = "cannot use",
+                where: "str | Path | None" = None) -> StoreError:
+    """A driver error as one ``StoreError`` line naming the database (``where``: the SQLite
+    file as the caller names it; else the file the connection has open)."""
     if isinstance(err, StoreError):
         return err
     if is_postgres(conn):
@@ -82,18 +82,19 @@ def store_error(err: BaseException, conn: Any, doing: str = "cannot use") -> Sto
         return pg.fail(err, conn.url, doing)
     from newsletter.store import db
 
-    return db.store_error(err, db.database_file(conn))  # type: ignore[arg-type]
+    return db.store_error(err, where or db.database_file(conn))  # type: ignore[arg-type]
 
 
 @contextmanager
-def write(conn: Connection, *, exclusive: bool = True) -> Iterator[Connection]:
+def write(conn: Connection, *, exclusive: bool = True,
+          where: "str | Path | None" = None) -> Iterator[Connection]:
     """One write transaction, committed at the end and rolled back on any exception.
 
     SQLite always takes the write lock at ``BEGIN`` (``BEGIN IMMEDIATE``), so a read-then-write
     is atomic across processes. On PostgreSQL rows lock themselves; ``exclusive=True`` also
     takes the ledger's advisory lock, for the operations that read and then decide (create a send,
     number an edition); claims (``FOR UPDATE SKIP LOCKED``) and records pass ``exclusive=False``
-    and run side by side.
+    and run side by side. ``where``: the SQLite file as error messages should name it.
     """
     if is_postgres(conn):
         psycopg = _psycopg()
@@ -108,12 +109,12 @@ def write(conn: Connection, *, exclusive: bool = True) -> Iterator[Connection]:
     try:
         conn.execute("BEGIN IMMEDIATE")
     except sqlite3.Error as err:
-        raise store_error(err, conn) from None
+        raise store_error(err, conn, where=where) from None
     try:
         yield conn
     except sqlite3.Error as err:  # disk full, I/O error, lock: rolled back, one line
         _rollback(conn)
-        raise store_error(err, conn) from None
+        raise store_error(err, conn, where=where) from None
     except BaseException:
         _rollback(conn)
         raise
@@ -121,7 +122,7 @@ def write(conn: Connection, *, exclusive: bool = True) -> Iterator[Connection]:
         conn.execute("COMMIT")
     except sqlite3.Error as err:
         _rollback(conn)
-        raise store_error(err, conn) from None
+        raise store_error(err, conn, where=where) from None
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

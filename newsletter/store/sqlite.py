@@ -11,14 +11,14 @@ import json
 import re
 import sqlite3
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from newsletter.audience.addresses import Address, clean_text, parse_address
 from newsletter.audience.segments import Audience, Condition
 from newsletter.audience.attributes import attr_key
 from newsletter.errors import ValidationError
-from newsletter.store import db
+from newsletter.store import connection, db
 from newsletter.store.db import utc_now
 from newsletter.store.base import AddResult, AudienceSelect, ImportRow, ImportSummary, Store, SubscribeResult
 from newsletter.store.models import (
@@ -90,34 +90,11 @@ class SqliteStore(Store):
     def close(self) -> None:
         self.conn.close()
 
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction: committed on success, rolled back on any exception
-        (KeyboardInterrupt included)."""
-        try:
-            self.conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as err:
-            raise db.store_error(err, self.path) from None
-        try:
-            yield self.conn
-        except sqlite3.Error as err:  # disk full, I/O error, lock: rolled back, one line
-            self._rollback()
-            raise db.store_error(err, self.path) from None
-        except BaseException:
-            self._rollback()
-            raise
-        try:
-            self.conn.execute("COMMIT")
-        except sqlite3.Error as err:
-            self._rollback()
-            raise db.store_error(err, self.path) from None
-
-    def _rollback(self) -> None:
-        if self.conn.in_transaction:
-            try:
-                self.conn.execute("ROLLBACK")
-            except sqlite3.Error:  # SQLite may have rolled back already (SQLITE_FULL does)
-                pass
+    def transaction(self) -> "AbstractContextManager[sqlite3.Connection]":
+        """One write transaction (``BEGIN IMMEDIATE``): committed on success, rolled back on
+        any exception (KeyboardInterrupt included); a failed statement is one ``StoreError``
+        line naming the file."""
+        return connection.write(self.conn, where=self.path)
 
     # -- lists -----------------------------------------------------------------------------
     def create_list(self, name: str, *, description: str = "", double_opt_in: bool = False,
