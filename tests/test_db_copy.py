@@ -138,16 +138,21 @@ copy_database(sys.argv[1], sys.argv[2], on_progress=progress)
 """
 
 
-def test_a_killed_copy_leaves_the_target_empty(tmp_path, pg_url):
-    source = str(tmp_path / "s.db")
-    _fill(source, rows=60_000)
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, source, pg_url],
+def _kill_copy_at(source: str, target: str, table: str) -> None:
+    """Run the copy in a child and SIGKILL it once it reports copying ``table``."""
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, source, target],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     for line in proc.stdout:
-        if line.startswith("subscribers"):
+        if line.startswith(table):
             break
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
+
+
+def test_a_killed_copy_leaves_the_target_empty(tmp_path, pg_url):
+    source = str(tmp_path / "s.db")
+    _fill(source, rows=60_000)
+    _kill_copy_at(source, pg_url, "subscribers")
     with open_store(pg_url) as store:
         assert store.lists() == [] and store.count_subscribers() == 0
     assert copy_database(source, pg_url).counts["subscribers"] == 60_001
@@ -452,13 +457,7 @@ def test_a_failure_in_a_later_table_leaves_the_target_empty(tmp_path, pg_url, pr
 def test_a_copy_killed_while_writing_sqlite_leaves_it_empty(tmp_path, pg_url):
     _fill(pg_url, rows=60_000)
     target = tmp_path / "t.db"
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, pg_url, str(target)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    for line in proc.stdout:
-        if line.startswith("memberships"):
-            break
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
+    _kill_copy_at(pg_url, str(target), "memberships")
     with open_store(str(target)) as store:
         assert store.lists() == [] and store.count_subscribers() == 0
     assert copy_database(pg_url, str(target)).counts["subscribers"] == 60_001

@@ -64,14 +64,10 @@ def provider_ids(config, slug):
     return dict(rows)
 
 
-def test_bounce_and_complaint_from_a_real_send_are_never_mailed_again(backend_project, moto, cli):
-    config, sns, topic = setup_project(backend_project, moto)
-    result = cli("send", "editions/2026-11-23.md", "--list", "daily", "--yes")
-    assert result.exit_code == 0, result.output
-    ids = provider_ids(config, "2026-11-23")
-    assert set(ids) == set(READERS) and all(ids.values())
-
-    feedback = [
+def feedback_for(ids: dict[str, str]) -> list[dict]:
+    """SES's word on a send to READERS (``ids``: address -> SES message id): bob bounced, cat
+    complained, the rest delivered, ann opened and clicked story 23."""
+    return [
         notification("identity-bounce-permanent", email="bob@example.org", message_id=ids["bob@example.org"]),
         notification("event-complaint", email="cat@example.org", message_id=ids["cat@example.org"]),
         *[notification("event-delivery", email=e, message_id=ids[e]) for e in READERS if e != "bob@example.org"],
@@ -79,6 +75,16 @@ def test_bounce_and_complaint_from_a_real_send_are_never_mailed_again(backend_pr
         notification("event-click", email="ann@example.org", message_id=ids["ann@example.org"],
                      link="https://example.org/story-23"),
     ]
+
+
+def test_bounce_and_complaint_from_a_real_send_are_never_mailed_again(backend_project, moto, cli):
+    config, sns, topic = setup_project(backend_project, moto)
+    result = cli("send", "editions/2026-11-23.md", "--list", "daily", "--yes")
+    assert result.exit_code == 0, result.output
+    ids = provider_ids(config, "2026-11-23")
+    assert set(ids) == set(READERS) and all(ids.values())
+
+    feedback = feedback_for(ids)
     for doc in feedback:
         sns.publish(TopicArn=topic, Message=json.dumps(doc))
     pulled = cli("events", "pull", "--wait", "0")
@@ -108,14 +114,7 @@ def test_pull_dead_letters_and_stats_commands_on_both_engines(backend_project, b
     config, sns, topic = setup_project(backend_project, moto)
     ids = {email: f"0100019a-{n:04d}-ses" for n, email in enumerate(READERS)}
     insert_send(config, "2026-11-23", ids.items(), created_at="2026-11-23T07:00:00Z")
-    feedback = [
-        notification("identity-bounce-permanent", email="bob@example.org", message_id=ids["bob@example.org"]),
-        notification("event-complaint", email="cat@example.org", message_id=ids["cat@example.org"]),
-        *[notification("event-delivery", email=e, message_id=ids[e]) for e in READERS if e != "bob@example.org"],
-        notification("event-open", email="ann@example.org", message_id=ids["ann@example.org"]),
-        notification("event-click", email="ann@example.org", message_id=ids["ann@example.org"],
-                     link="https://example.org/story-23"),
-    ]
+    feedback = feedback_for(ids)
     for doc in feedback:
         sns.publish(TopicArn=topic, Message=json.dumps(doc))
     sns.publish(TopicArn=topic, Message=json.dumps(feedback[0]))  # SNS delivers twice at times
