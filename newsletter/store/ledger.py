@@ -22,6 +22,7 @@ may not have left — and is sent again only when the user asks (``retry_unknown
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
@@ -655,11 +656,11 @@ class Ledger:
             skipped = 0
             if len(rows) < limit:
                 with self._write(exclusive=False):
-                    skipped = self._skip_departed(send, stamp)
+                    skipped = self._skip_departed(send, stamp, lists)
         else:
             with self._write(exclusive=False):
                 claimed = self.conn.execute(_claim_sql(self.sql, lists is not None), args).fetchall()
-                skipped = self._skip_departed(send, stamp) if len(claimed) < limit else 0
+                skipped = self._skip_departed(send, stamp, lists) if len(claimed) < limit else 0
             people = {r[0]: r for r in self.conn.execute(
                 f"SELECT id, name, attributes, uid FROM subscribers WHERE id {self.sql.in_ids(1)}",
                 (self.sql.ids([r[1] for r in claimed if r[1] is not None]),))} if claimed else {}
@@ -672,9 +673,9 @@ class Ledger:
                                                        list_id or send.list_id or 0, uid=uid_hex(uid))))
         return claims, skipped
 
-    def _skip_departed(self, send: SendRecord, stamp: str) -> int:
-        """Mark skipped the pending rows whose reader is no longer sendable (one statement)."""
-        lists = self._lists_param(send)
+    def _skip_departed(self, send: SendRecord, stamp: str, lists) -> int:
+        """Mark skipped the pending rows whose reader is no longer sendable (one statement;
+        ``lists``: the send's list ids as one parameter, ``_lists_param``)."""
         cur = self.conn.execute(
             "UPDATE deliveries SET state = 'skipped', updated_at = ?1, last_error = CASE "
             "WHEN subscriber_id IS NULL OR email IS NULL THEN 'subscriber erased since the send started' "
@@ -747,50 +748,36 @@ def _sendable(sql: _Dialect, lists: int | None) -> str:
             f"AND m.list_id {sql.in_ids(lists)} AND m.status = 'active')")
 
 
+@functools.cache
 def _claim_sql(sql: _Dialect, lists: bool) -> str:
     """Take up to ?4 sendable pending deliveries of send ?3 for worker ?1 at time ?2 (the send's
     lists: ?5), lowest ids first; returns them. On PostgreSQL the rows another claimer holds are
     skipped, not waited for."""
-    key = (type(sql), lists)
-    found = _claims.get(key)
-    if found is None:
-        found = _claims[key] = (
-            "UPDATE deliveries SET state = 'sending', claimed_by = ?1, claimed_at = ?2, updated_at = ?2 "
+    return ("UPDATE deliveries SET state = 'sending', claimed_by = ?1, claimed_at = ?2, updated_at = ?2 "
             "WHERE id IN (SELECT id FROM deliveries WHERE send_id = ?3 AND state = 'pending' AND "
             f"{_sendable(sql, 5 if lists else None)} ORDER BY {sql.claim_order} LIMIT ?4{sql.lock_claimed}) "
             "RETURNING id, subscriber_id, email, list_id")
-    return found
 
 
+@functools.cache
 def _claim_with_readers_pg(lists: bool) -> str:
     """PostgreSQL: the claim and the claimed readers' names, attributes and uids at once."""
-    found = _claims.get(("readers", lists))
-    if found is None:
-        found = _claims[("readers", lists)] = (
-            f"WITH claimed AS ({_claim_sql(_PG, lists)}) "
+    return (f"WITH claimed AS ({_claim_sql(_PG, lists)}) "
             "SELECT c.id, c.subscriber_id, c.email, c.list_id, s.name, s.attributes, s.uid "
             "FROM claimed c LEFT JOIN subscribers s ON s.id = c.subscriber_id")
-    return found
 
 
+@functools.cache
 def _record_sql(sql: _Dialect) -> str:
     """Outcome rows ?1 (JSON [[delivery_id, state, provider_message_id, error, attempts], ...])
     at time ?2, for the rows worker ?3 holds."""
-    found = _records.get(type(sql))
-    if found is None:
-        found = _records[type(sql)] = (
-            "UPDATE deliveries SET state = j.value ->> 1, "
+    return ("UPDATE deliveries SET state = j.value ->> 1, "
             "provider_message_id = COALESCE(j.value ->> 2, deliveries.provider_message_id), "
             "last_error = j.value ->> 3, attempts = deliveries.attempts + CAST(j.value ->> 4 AS integer), "
             "sent_at = CASE WHEN j.value ->> 1 = 'sent' THEN ?2 ELSE deliveries.sent_at END, updated_at = ?2 "
             f"FROM {sql.rows} "
             "WHERE deliveries.id = CAST(j.value ->> 0 AS bigint) AND deliveries.claimed_by = ?3 "
             "AND deliveries.state = 'sending'")
-    return found
-
-
-_claims: dict[tuple, str] = {}
-_records: dict[type, str] = {}
 
 
 def _send_record(row) -> SendRecord:
