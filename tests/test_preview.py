@@ -90,6 +90,21 @@ def test_broken_edition_shows_the_error_and_recovers(server):
     assert state["error"] == ""
 
 
+def test_an_edit_made_before_the_watcher_started_is_still_picked_up(project):
+    # The race CI hit: an edit in the moment between the first build and the watcher being in place.
+    (project / "editions").mkdir()
+    path = shutil.copy(EXAMPLE, project / "editions" / EXAMPLE.name)
+    srv = PreviewServer(Preview(path, load_config()))
+    version = srv.preview.state.version
+    path.write_text("no front matter\n", encoding="utf-8")
+    srv.start()
+    try:
+        state = wait_for_version(srv.url, version, timeout=5)
+        assert "no front matter" in state["error"]
+    finally:
+        srv.stop()
+
+
 def test_preview_command_serves_and_stops_on_ctrl_c(project):
     (project / "editions").mkdir()
     path = shutil.copy(EXAMPLE, project / "editions" / EXAMPLE.name)

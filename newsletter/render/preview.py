@@ -51,13 +51,26 @@ class Preview:
         self.state = PreviewState(source=str(edition_path))
         self.changed = threading.Condition()
         self.stop_event = threading.Event()
+        self.built_from: tuple = ()
         self.rebuild()
+
+    def fingerprint(self) -> tuple:
+        """What the edition and essay files look like on disk now (a change the watcher missed shows here)."""
+        marks = []
+        for path in (self.edition_path, self.essay_path):
+            try:
+                st = path.stat() if path else None
+            except OSError:
+                st = None
+            marks.append((st.st_ino, st.st_size, st.st_mtime_ns) if st else None)
+        return tuple(marks)
 
     def rebuild(self) -> None:
         """Parse, render and check again; a ``NewsletterError`` becomes the page's error box."""
         from newsletter.render.build import build_edition
 
         rendered, findings, error, number = None, [], "", ""
+        self.built_from = self.fingerprint()  # taken before reading: a later write always differs
         try:
             edition, rendered, findings = build_edition(self.edition_path, self.config, self.essay_path)
             number = f"No. {edition.number} (assigned at its first send, then kept)" \
@@ -95,8 +108,15 @@ class Preview:
 
         from newsletter.render.html import environment
 
+        # Every half second without events, the edition's and essay's files are also compared with the
+        # ones last built: an edit made before the watcher was in place (the first moments after
+        # start) would otherwise wait for the next event.
         for changes in watch(*self.watched_paths(), stop_event=self.stop_event, debounce=150,
-                             step=50, rust_timeout=500, yield_on_timeout=False):
+                             step=50, rust_timeout=500, yield_on_timeout=True):
+            if not changes:
+                if self.fingerprint() != self.built_from:
+                    self.rebuild()
+                continue
             relevant = [p for _, p in changes if self.relevant(p)]
             if any(Path(p).suffix == ".j2" for p in relevant):
                 # A new override file is only found by a fresh environment (Jinja's auto-reload
