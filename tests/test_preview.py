@@ -105,6 +105,23 @@ def test_an_edit_made_before_the_watcher_started_is_still_picked_up(project):
         srv.stop()
 
 
+def test_a_template_override_made_before_the_watcher_started_is_still_picked_up(project):
+    (project / "editions").mkdir()
+    path = shutil.copy(EXAMPLE, project / "editions" / EXAMPLE.name)
+    srv = PreviewServer(Preview(path, load_config()))
+    version = srv.preview.state.version
+    folder = project / "templates" / "email"
+    folder.mkdir(parents=True)
+    (folder / "footer.mjml.j2").write_text(
+        "<mj-section><mj-column><mj-text>Early footer</mj-text></mj-column></mj-section>\n", encoding="utf-8")
+    srv.start()
+    try:
+        wait_for_version(srv.url, version, timeout=5)
+        assert "Early footer" in get(srv.url + "email.html")
+    finally:
+        srv.stop()
+
+
 def test_preview_command_serves_and_stops_on_ctrl_c(project):
     (project / "editions").mkdir()
     path = shutil.copy(EXAMPLE, project / "editions" / EXAMPLE.name)

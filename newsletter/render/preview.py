@@ -55,15 +55,18 @@ class Preview:
         self.rebuild()
 
     def fingerprint(self) -> tuple:
-        """What the edition and essay files look like on disk now (a change the watcher missed shows here)."""
-        marks = []
-        for path in (self.edition_path, self.essay_path):
+        """What the edition, the essay and the project's template overrides look like on disk now
+        (a change the watcher missed shows here)."""
+        def mark(path: Path | None):
             try:
                 st = path.stat() if path else None
             except OSError:
-                st = None
-            marks.append((st.st_ino, st.st_size, st.st_mtime_ns) if st else None)
-        return tuple(marks)
+                return None
+            return (st.st_ino, st.st_size, st.st_mtime_ns) if st else None
+
+        templates = self.config.templates_path
+        overrides = tuple((str(p), mark(p)) for p in sorted(templates.rglob("*.j2"))) if templates.is_dir() else ()
+        return (mark(self.edition_path), mark(self.essay_path)), overrides
 
     def rebuild(self) -> None:
         """Parse, render and check again; a ``NewsletterError`` becomes the page's error box."""
@@ -114,7 +117,10 @@ class Preview:
         for changes in watch(*self.watched_paths(), stop_event=self.stop_event, debounce=150,
                              step=50, rust_timeout=500, yield_on_timeout=True):
             if not changes:
-                if self.fingerprint() != self.built_from:
+                now = self.fingerprint()
+                if now != self.built_from:
+                    if self.built_from and now[1] != self.built_from[1]:
+                        environment.cache_clear()
                     self.rebuild()
                 continue
             relevant = [p for _, p in changes if self.relevant(p)]
