@@ -252,6 +252,56 @@ def test_concurrent_writers_queue_up_instead_of_failing(pg_url):
         assert store.count_subscribers(list_name="news") == 30
 
 
+def _unsubscribe_in_thread(url: str, subscriber_id: int) -> tuple[threading.Thread, threading.Event, list]:
+    done, outcome = threading.Event(), []
+
+    def work():
+        with open_store(url) as other:
+            outcome.append(other.unsubscribe(subscriber_id))
+        done.set()
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    return thread, done, outcome
+
+
+def test_unsubscribes_wait_for_deciding_writes_but_not_for_each_other(pg_url):
+    """One-click unsubscribes take the store's write lock shared: an import's merge (or any write
+    that reads, then decides) holds them off until it commits, so it never decides from a state
+    the unsubscribe has already changed; unsubscribes of different readers do not queue on each
+    other, those of one reader do."""
+    with open_store(pg_url) as store:
+        store.create_list("news")
+        ann, bob = (store.add_subscriber(f"{n}@example.com", lists=["news"]).subscriber.id for n in ("ann", "bob"))
+        with store.transaction():  # a deciding write in progress (exclusive lock)
+            thread, done, outcome = _unsubscribe_in_thread(pg_url, ann)
+            assert not done.wait(0.5)  # queued behind it
+        thread.join(10)
+        assert outcome == [True]
+        with store.reader_transaction(ann):  # one reader's unsubscribe in progress
+            thread, done, outcome = _unsubscribe_in_thread(pg_url, bob)
+            assert done.wait(10) and outcome == [True]  # another reader's commits meanwhile
+            thread.join(10)
+            thread, done, outcome = _unsubscribe_in_thread(pg_url, ann)
+            assert not done.wait(0.5)  # the same reader's waits
+        thread.join(10)
+        assert outcome == [False]  # already unsubscribed, once
+        with store.reader_transaction(bob):  # and a deciding write waits for an unsubscribe
+            waiter, waited = threading.Event(), threading.Event()
+
+            def decide():
+                with open_store(pg_url) as other, other.transaction():
+                    waiter.set()
+                waited.set()
+
+            decider = threading.Thread(target=decide)
+            decider.start()
+            assert not waited.wait(0.5)
+        decider.join(10)
+        assert waited.is_set()
+        assert {s.status.value for s in store.iter_subscribers(list_name="news")} == {"unsubscribed"}
+
+
 def test_streaming_reads_use_a_server_side_cursor_and_allow_other_queries(pg_url):
     with open_store(pg_url) as store:
         store.create_list("news")

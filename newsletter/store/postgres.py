@@ -31,6 +31,7 @@ from newsletter.store.base import ImportRow, ImportSummary
 from newsletter.store.sqlite import SqliteStore
 
 WRITE_LOCK = 0x6E6C7772  # pg_advisory_xact_lock key held by every store write ("nlwr")
+READER_LOCK = 0x6E6C7264  # first key of the per-reader lock of ``reader_transaction`` ("nlrd")
 _FETCH = 2000
 _cursors = itertools.count(1)
 # SQLite's COLLATE NOCASE folds ASCII letters only; lower() would follow the server's locale
@@ -62,6 +63,19 @@ class PostgresStore(SqliteStore):
         with self.conn.transaction() as conn:
             if locked:
                 self.lock_writes()
+            yield conn
+
+    @contextmanager
+    def reader_transaction(self, subscriber_id: int) -> Iterator[pg.PgConnection]:
+        """A write transaction for one reader's conditional changes (an unsubscribe): the
+        store's write lock taken *shared*, so these wait for, and hold off, the writes that read
+        and then decide (an import's merge, consent changes), but not each other: unsubscribes of
+        different readers commit side by side (their commits share the disk's flushes); those of
+        one reader queue on that reader's own lock."""
+        with self.conn.transaction() as conn:
+            self.conn.execute("SELECT pg_advisory_xact_lock_shared(?::bigint), "
+                              "pg_advisory_xact_lock(?::integer, (?::bigint % 2147483648)::integer)",
+                              (WRITE_LOCK, READER_LOCK, subscriber_id))
             yield conn
 
     def lock_writes(self) -> None:

@@ -96,6 +96,12 @@ class SqliteStore(Store):
         line naming the file."""
         return connection.write(self.conn, where=self.path)
 
+    def reader_transaction(self, subscriber_id: int) -> "AbstractContextManager[sqlite3.Connection]":
+        """A write transaction that changes one reader's own rows, by conditional statements only
+        (nothing read and then decided): an unsubscribe. On SQLite the same as ``transaction``;
+        PostgreSQL lets such writes of different readers commit side by side."""
+        return self.transaction()
+
     # -- lists -----------------------------------------------------------------------------
     def create_list(self, name: str, *, description: str = "", double_opt_in: bool = False,
                     public: bool = False) -> MailingList:
@@ -257,7 +263,7 @@ class SqliteStore(Store):
 
     def unsubscribe(self, subscriber_id: int, list_id: int | None = None) -> bool:
         now = utc_now()
-        with self.transaction() as conn:
+        with self.reader_transaction(subscriber_id) as conn:
             sql = ("UPDATE memberships SET status = 'unsubscribed', unsubscribed_at = ? "
                    "WHERE subscriber_id = ? AND status <> 'unsubscribed'")
             args: tuple = (now, subscriber_id)

@@ -33,6 +33,7 @@ SECURITY_HEADERS = {
 LIST_CACHE_SECONDS = 30
 WEB_BUSY_MS = 10000  # under common HTTP client timeouts; past it the answer is 503 + Retry-After
 PRIVATE = {"Cache-Control": "no-store", **SECURITY_HEADERS}
+PG_WRITER_THREADS = 8  # per web process, on PostgreSQL (a connection each)
 
 
 @dataclass
@@ -46,18 +47,23 @@ class WebContext:
     _stores_lock: threading.Lock = field(default_factory=threading.Lock)
     _list_cache: dict = field(default_factory=dict)
     answers: dict = field(default_factory=dict)  # rendered pages that hold nothing personal
-    # One thread for the hot write path (one-click unsubscribe): requests queue here instead of
-    # contending for SQLite's write lock, whose busy handler sleeps in steps of up to 100 ms.
+    # The hot write path (one-click unsubscribe) runs on its own threads. SQLite: one, so requests
+    # queue here instead of contending for the write lock, whose busy handler sleeps in steps of
+    # up to 100 ms. PostgreSQL: several, each with its own connection, so that unsubscribes of
+    # different readers commit side by side (``PostgresStore.reader_transaction``).
     _writer: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="newsletter-web-writer"))
 
     @classmethod
     def from_config(cls, config: Config) -> "WebContext":
         secret = load_secret(config, create=False)
-        from newsletter.store import open_rate_limiter
+        from newsletter.store import database_url, open_rate_limiter
+        from newsletter.store.dburl import is_postgres
 
         limiter = open_rate_limiter(config, busy_ms=WEB_BUSY_MS)  # SQLite's RateLimiter or PostgresRateLimiter
-        return cls(config=config, secret=secret, env=template_env(config), limiter=limiter)
+        writers = PG_WRITER_THREADS if is_postgres(database_url(config)) else 1
+        return cls(config=config, secret=secret, env=template_env(config), limiter=limiter,
+                   _writer=ThreadPoolExecutor(max_workers=writers, thread_name_prefix="newsletter-web-writer"))
 
     @property
     def base_url(self) -> str:
