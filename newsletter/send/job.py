@@ -20,8 +20,9 @@ retried for as long as the job runs — unless nothing at all has been accepted 
 ``throttle_patience`` seconds, then the job stops with a clear message. Other retryable errors
 are retried with jittered exponential backoff, ``max_attempts`` at most; a permanent one marks
 that reader failed and the send goes on; a fatal one (or retries exhausted) stops the job with the
-ledger consistent. Ctrl-C (``KeyboardInterrupt`` in the main thread) stops claiming, lets in-flight
-messages finish, records them, and re-raises. Progress goes to a callback.
+ledger consistent. Ctrl-C stops claiming, lets in-flight messages finish, records them, and then
+raises ``KeyboardInterrupt`` (``send/interrupts.py``: the first Ctrl-C is a request taken at a safe
+point, never a database call cut in half; a second one forces). Progress goes to a callback.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from pathlib import Path
 from newsletter.audience.segments import Audience, make_audience
 from newsletter.config import Config, load_secret
 from newsletter.errors import EditionError, NewsletterError, StoreError, TransportError, ValidationError
+from newsletter.send.interrupts import ctrl_c_stops
 from newsletter.store.ledger import Claim, DeliveryState, EditionRecord, Ledger, Outcome, SendExists, SendRecord
 from newsletter.send.message import ListTemplates, MessageTemplate, SendContext
 from newsletter.send.pacing import AdaptiveRate, TokenBucket, backoff
@@ -388,25 +390,27 @@ class SendJob:
         bucket = AdaptiveRate(plan.rate)
         report.asked_rate = plan.rate
         failing = False
-        try:
-            self._join_pacing(send, worker, bucket, stop)
-            self._loop(send, worker, template, bucket, stop, report, progress)
-        except KeyboardInterrupt:
-            report.interrupted = failing = True
-            raise
-        except BaseException:
-            failing = True  # e.g. the disk is full: the ledger refuses writes (one-line StoreError)
-            raise
-        finally:
-            report.lowest_rate, report.rate_decreases = bucket.lowest, bucket.decreases
+        with ctrl_c_stops(stop) as ctrl_c:  # Ctrl-C: stop at a safe point (send/interrupts.py)
             try:
-                self.ledger.stop_worker(worker)
-                self._settle(send, report)
-            except StoreError:
-                if not failing:  # the first error is the one to tell
-                    raise
-            if progress:
-                progress(info)
+                self._join_pacing(send, worker, bucket, stop)
+                self._loop(send, worker, template, bucket, stop, report, progress)
+                ctrl_c.raise_if_pressed()
+            except KeyboardInterrupt:
+                report.interrupted = failing = True
+                raise
+            except BaseException:
+                failing = True  # e.g. the disk is full: the ledger refuses writes (one-line StoreError)
+                raise
+            finally:
+                report.lowest_rate, report.rate_decreases = bucket.lowest, bucket.decreases
+                try:
+                    self.ledger.stop_worker(worker)
+                    self._settle(send, report)
+                except StoreError:
+                    if not failing:  # the first error is the one to tell
+                        raise
+                if progress:
+                    progress(info)
         return report
 
     def start_send(self) -> SendRecord:

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+from newsletter.send.interrupts import ctrl_c_stops
 from newsletter.send.job import PROGRESS_EVERY, ProgressInfo, SendJob, SendPlan, SendReport
 
 STOP_SIGNAL = signal.SIGTERM
@@ -85,41 +86,44 @@ def run_workers(job: SendJob, plan: SendPlan, workers: int, *,
     started = time.monotonic()
     pool: list[_Worker] = []
     interrupted = False
-    try:
-        for number in range(1, workers + 1):
-            pool.append(_spawn(number, spec, forward))
-        last = 0.0
-        while True:
-            running = [w for w in pool if w.proc.poll() is None]
-            for w in pool:
-                if w.proc.returncode is not None and not w.told:
-                    _ended(w, pool, workers, report, notify)
-            now = time.monotonic()
-            if progress and now - last >= PROGRESS_EVERY:
-                _count(ledger, send.id, before, info)
-                info.elapsed = now - started
-                progress(info)
-                last = now
-            if not running:
-                break
-            time.sleep(0.05)
-    except KeyboardInterrupt:
-        interrupted = True
-        for w in pool:
-            _ask_to_stop(w)
-        _wait_all(pool)  # they finish their in-flight messages and record them
-    finally:
-        if not interrupted and any(w.proc.poll() is None for w in pool):  # an error here: stop them
+    # Ctrl-C is taken between two rounds of the loop, never in the middle of a ledger read
+    with ctrl_c_stops(threading.Event()) as ctrl_c:
+        try:
+            for number in range(1, workers + 1):
+                pool.append(_spawn(number, spec, forward))
+            last = 0.0
+            while True:
+                ctrl_c.raise_if_pressed()
+                running = [w for w in pool if w.proc.poll() is None]
+                for w in pool:
+                    if w.proc.returncode is not None and not w.told:
+                        _ended(w, pool, workers, report, notify)
+                now = time.monotonic()
+                if progress and now - last >= PROGRESS_EVERY:
+                    _count(ledger, send.id, before, info)
+                    info.elapsed = now - started
+                    progress(info)
+                    last = now
+                if not running:
+                    break
+                time.sleep(0.05)
+        except KeyboardInterrupt:
+            interrupted = True
             for w in pool:
                 _ask_to_stop(w)
-            _wait_all(pool)
-        for w in pool:
-            for thread in w.threads:
-                thread.join(5)
-        info.elapsed = time.monotonic() - started
-        _finish(job, send.id, before, pool, report, interrupted)
-        if progress:
-            progress(info)
+            _wait_all(pool)  # they finish their in-flight messages and record them
+        finally:
+            if not interrupted and any(w.proc.poll() is None for w in pool):  # an error here: stop them
+                for w in pool:
+                    _ask_to_stop(w)
+                _wait_all(pool)
+            for w in pool:
+                for thread in w.threads:
+                    thread.join(5)
+            info.elapsed = time.monotonic() - started
+            _finish(job, send.id, before, pool, report, interrupted)
+            if progress:
+                progress(info)
     if interrupted:
         raise KeyboardInterrupt
     return report

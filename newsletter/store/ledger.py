@@ -199,6 +199,7 @@ class _Dialect:
     rows = "json_each(?1) AS j"  # the outcome rows of a record (JSON array of arrays)
     lock_claimed = ""  # the claim's sub-select: SQLite holds the whole file's write lock already
     claim_order = "id"  # the (send_id, state) index has the rowids in order
+    probe = ""  # the sendable checks' sub-selects (see ``_PgDialect.probe``)
     not_ascii = "email GLOB '*[^ -~]*'"
 
     def rows_param(self, rows: list[list]):
@@ -219,6 +220,11 @@ class _PgDialect(_Dialect):
     # id order, as only the partial index of pending rows has it (pg_migrations/013: the
     # primary key's order would walk past the rows already sent when statistics are stale)
     claim_order = "(id + 0)"
+    # OFFSET 0 keeps each sendable check a probe of its index per claimed row: without it the
+    # planner may turn EXISTS into a join, and with stale statistics (a list just imported,
+    # estimated at 2 members) it chose to materialise the list's memberships and rescan them
+    # for every pending row: claims slowed from 0.3 ms to 230 ms as the send went on.
+    probe = " OFFSET 0"
     not_ascii = "email ~ '[^ -~]'"
 
 
@@ -741,11 +747,12 @@ def _sendable(sql: _Dialect, lists: int | None) -> str:
     (No ``?lists IS NULL OR …``: PostgreSQL plans such an OR as a hash of every membership of
     the lists, built again at each claim; a plain EXISTS is a probe of the memberships' key.)"""
     found = ("subscriber_id IS NOT NULL AND email IS NOT NULL "
-             "AND EXISTS (SELECT 1 FROM subscribers s WHERE s.id = deliveries.subscriber_id AND s.status = 'active')")
+             "AND EXISTS (SELECT 1 FROM subscribers s WHERE s.id = deliveries.subscriber_id AND s.status = 'active'"
+             f"{sql.probe})")
     if lists is None:
         return found
     return (f"{found} AND EXISTS (SELECT 1 FROM memberships m WHERE m.subscriber_id = deliveries.subscriber_id "
-            f"AND m.list_id {sql.in_ids(lists)} AND m.status = 'active')")
+            f"AND m.list_id {sql.in_ids(lists)} AND m.status = 'active'{sql.probe})")
 
 
 @functools.cache
