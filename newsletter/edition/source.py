@@ -39,7 +39,7 @@ def read_source(path: Path, kind: str = "edition", example: str = " (editions/<d
     """The UTF-8 text of an edition (or ``kind``) file, BOM dropped; unreadable files are an
     ``EditionError`` naming the file."""
     try:
-        return path.read_text(encoding="utf-8").removeprefix("\ufeff")
+        text = path.read_text(encoding="utf-8").removeprefix("\ufeff")
     except FileNotFoundError:
         raise EditionError(f"no such {kind} file", file=path) from None
     except IsADirectoryError:
@@ -48,6 +48,11 @@ def read_source(path: Path, kind: str = "edition", example: str = " (editions/<d
         raise EditionError("not UTF-8 text", file=path) from None
     except OSError as err:
         raise EditionError(f"cannot read: {err.strerror}", file=path) from None
+    if "\x00" in text:  # a corrupted or binary file; no database text column holds a NUL
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise EditionError("contains a NUL character (U+0000): expected plain UTF-8 text",
+                           file=path, line=line)
+    return text
 
 
 def load_essay(path: str | Path) -> Essay:

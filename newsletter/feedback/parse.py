@@ -141,7 +141,7 @@ def parse_ses(doc: dict[str, Any]) -> list[Event] | Ignored:
     details = doc.get(key)
     if not isinstance(details, dict):
         raise MalformedMessage(f"{name} notification without its {key!r} object")
-    canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    canonical = _canonical(doc, name)
     base = dict(
         provider_message_id=mail["messageId"],
         occurred_at=_timestamp(details.get("timestamp") or mail.get("timestamp"), name),
@@ -185,7 +185,7 @@ def parse_received(doc: dict[str, Any]) -> list[Event]:
         if found:
             token = found.group(1)
             break
-    canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    canonical = _canonical(doc, "Received")
     return [Event(
         event_id=hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:40],
         type=EventType.UNSUBSCRIBE, provider_message_id=mail["messageId"],
@@ -272,6 +272,21 @@ _BUILDERS = {
 
 
 # -- small helpers ---------------------------------------------------------------------------
+
+def _canonical(doc: dict[str, Any], name: object) -> str:
+    """The notification's canonical JSON (what is stored, and hashed into the event id). A
+    notification whose strings hold a NUL ("\\u0000") or a lone surrogate ("\\ud800") is
+    malformed: PostgreSQL can store neither (SQLite could, but both engines must decide the
+    same), and no real SES notification carries one; it is kept aside as it came."""
+    from newsletter import text
+
+    canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    found = text.problem(canonical)
+    if found:
+        raise MalformedMessage(f"{name} notification holds {found.split(' at position')[0]} "
+                               "in its JSON: not text a database can store")
+    return canonical
+
 
 def _json_object(text: str, what: str) -> dict[str, Any]:
     try:
