@@ -278,14 +278,30 @@ def _canonical(doc: dict[str, Any], name: object) -> str:
     notification whose strings hold a NUL ("\\u0000") or a lone surrogate ("\\ud800") is
     malformed: PostgreSQL can store neither (SQLite could, but both engines must decide the
     same), and no real SES notification carries one; it is kept aside as it came."""
-    from newsletter import text
-
-    canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    found = text.problem(canonical)
+    found = _unstorable(doc)
     if found:
         raise MalformedMessage(f"{name} notification holds {found.split(' at position')[0]} "
                                "in its JSON: not text a database can store")
-    return canonical
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _unstorable(value: Any) -> str | None:
+    """What in a decoded JSON value (its strings, its keys) no database can store, or None."""
+    from newsletter import text
+
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            found = text.problem(item)
+            if found:
+                return found
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return None
 
 
 def _json_object(text: str, what: str) -> dict[str, Any]:

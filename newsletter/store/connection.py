@@ -58,6 +58,12 @@ def is_postgres(conn: Any) -> bool:
     return not isinstance(conn, sqlite3.Connection)
 
 
+def lost(conn: Any) -> bool:
+    """Whether ``conn`` can no longer be used and must be opened again: a PostgreSQL
+    connection the server dropped (restart, failover, network); a SQLite file never is."""
+    return is_postgres(conn) and conn.lost
+
+
 def errors() -> tuple[type[BaseException], ...]:
     """The database errors either driver raises (psycopg's only when it has been imported:
     a SQLite project never loads it), with the two refusals of a value to bind (a lone

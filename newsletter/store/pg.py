@@ -156,6 +156,12 @@ class PgConnection:
     def close(self) -> None:
         self.raw.close()
 
+    @property
+    def lost(self) -> bool:
+        """The connection is gone (the server restarted, a network cut): a long-lived holder
+        (a web worker's store) opens a new one instead of answering 503 forever."""
+        return self.raw.closed or self.raw.broken
+
     @contextmanager
     def transaction(self) -> Iterator["PgConnection"]:
         """BEGIN … COMMIT, rolled back on any exception (KeyboardInterrupt included)."""

@@ -1,0 +1,447 @@
+"""Adversarial input and database failures, on BOTH engines (the ``backend`` fixture: SQLite, and
+a real PostgreSQL 15 server): what PostgreSQL cannot store (U+0000 in text or jsonb, a lone
+surrogate) and SQLite could, numbers out of range, odd ``--where`` values, a role that may not
+write, a read-only transaction, and a server that dies mid-command.
+
+The standard each test holds the product to: the same input gives the same result on both
+engines; bad input is one line naming the field (or file:line) and what was expected, exit 2,
+no traceback; the web answers 400 for bad input and 503 + Retry-After for a database refusal,
+never a 500, never "done" unless committed; nothing is half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import SAMPLES
+from newsletter.config import load_config, load_secret
+from newsletter.errors import StoreError, UnstorableError, ValidationError
+from newsletter.store import open_store
+from newsletter.tokens import make_token
+
+SURROGATE_ARG = b"x\xffy"  # bytes a Latin-1 terminal sends: Python's argv holds U+DCFF for \xff
+
+
+def run(project: Path, *args, timeout: float = 120, **env) -> subprocess.CompletedProcess:
+    """The CLI in a subprocess (arguments may be bytes: argv is bytes to the OS)."""
+    return subprocess.run([sys.executable, "-m", "newsletter", *args], cwd=project,
+                          capture_output=True, timeout=timeout,
+                          env=dict(os.environ, PYTHONUNBUFFERED="1", **env))
+
+
+def one_line_error(result: subprocess.CompletedProcess, *expected: str) -> str:
+    """Exit 2, no traceback, the error on one line (the last: a send prints its plan first)."""
+    err = result.stderr.decode("utf-8", "backslashreplace")
+    assert result.returncode == 2, (result.returncode, err, result.stdout)
+    assert "Traceback" not in err, err
+    lines = [l for l in err.splitlines() if l.strip()]
+    if not any(a in ("send", b"send") for a in result.args):
+        assert len(lines) == 1, err
+    for text in expected:
+        assert text in lines[-1], lines[-1]
+    return lines[-1]
+
+
+# -- editor input on the command line ------------------------------------------------------------
+
+@pytest.mark.parametrize("args, field", [
+    ((b"subscribers", b"add", b"a@example.com", b"-l", b"news", b"--name", SURROGATE_ARG), "the name"),
+    ((b"subscribers", b"add", b"a@example.com", b"-l", b"news", b"--attr", b"city=" + SURROGATE_ARG),
+     "attribute 'city'"),
+    ((b"subscribers", b"add", b"a@example.com", b"-l", b"news", b"--attr", SURROGATE_ARG + b"=v"),
+     "the attribute name"),
+    ((b"lists", b"create", b"other", b"--description", SURROGATE_ARG), "the description"),
+    ((b"subscribers", b"ls", b"--where", b"city=" + SURROGATE_ARG), "--where"),
+    ((b"subscribers", b"count", b"--where", SURROGATE_ARG + b"=1"), "--where"),
+    ((b"subscribers", b"ls", b"-l", SURROGATE_ARG), "no such list"),
+])
+def test_text_that_is_not_utf8_on_the_command_line_is_one_line_naming_the_field(backend_project, args, field):
+    with open_store(load_config()) as store:
+        store.create_list("news")
+    line = one_line_error(run(backend_project, *args), field)
+    if field != "no such list":
+        assert "U+DCFF" in line and "not text" in line
+    with open_store(load_config()) as store:  # nothing written
+        assert store.get_subscriber("a@example.com") is None
+        assert [l.name for l in store.lists()] == ["news"]
+
+
+def test_where_values_an_attribute_cannot_hold_are_refused_the_same_on_both_engines(db_url):
+    from newsletter.audience.segments import parse_condition
+
+    for bad in ("city=Spring\x00field", "ci\x00ty=x", "city!=\ud800", "has:ci\x01ty", "ci\x7fty=x"):
+        with pytest.raises(ValidationError, match="--where"):
+            parse_condition(bad)
+    with open_store(db_url) as store:
+        store.create_list("news")
+        store.add_subscriber("a@example.com", lists=["news"], attributes={"n": "99999999999999999999999"})
+        # numbers past bigint, odd but storable keys: compared as text, on both engines alike
+        for where, found in (("n=99999999999999999999999", 1), ("n!=99999999999999999999999", 0),
+                             ("n=-9223372036854775809", 0), ("a.b=1", 0), ("$=1", 0), ("a[0]=1", 0),
+                             ("ключ=1", 0), ("has:n", 1), ("n=", 0)):
+            assert store.count_subscribers(where=[parse_condition(where)]) == found, where
+            assert len(list(store.iter_subscribers(list_name="news", where=[parse_condition(where)]))) == found
+
+
+# -- the store's API: reader input neutralised, editor input refused, the rest one line ------------
+
+def test_reader_text_with_nul_or_a_lone_surrogate_is_neutralised_identically(db_url):
+    with open_store(db_url) as store:
+        news = store.create_list("news", description="Daily\x00news")
+        assert news.description == "Daily news"  # a NUL is a control character: stripped
+        result = store.subscribe("reader@example.com", name="Ada\x00Lovelace", list_ids=[news.id])
+        assert result.subscriber.name == "Ada Lovelace"
+        result = store.subscribe("other@example.com", name="B\ud800b", list_ids=[news.id])
+        assert result.subscriber.name == "B\ufffdb"
+        updated = store.update_subscriber(result.subscriber.id, name="C\x00\udcffc")
+        assert updated.name == "C \ufffdc"
+        added = store.add_subscriber("cli@example.com", name="N\x00ame", lists=["news"],
+                                     attributes={"ci\x00ty": "Spring\x00field"})
+        assert added.subscriber.name == "N ame" and added.subscriber.attributes == {"ci_ty": "Spring field"}
+        assert added.notes  # says what was stripped
+        for email in ("a\x00b@example.com", "a\ud800@example.com", "\x00", "x" * 300 + "@example.com"):
+            with pytest.raises(ValidationError):
+                store.subscribe(email, list_ids=[news.id])
+            with pytest.raises(ValidationError):
+                store.add_subscriber(email, lists=["news"])
+            assert store.get_subscriber(email) is None and not store.is_suppressed(email)
+        with pytest.raises(ValidationError, match="the name"):
+            store.add_subscriber("x@example.com", name="\udcff", lists=["news"])
+        with pytest.raises(ValidationError, match="the name is 201 characters"):
+            store.add_subscriber("x@example.com", name="n" * 201, lists=["news"])
+        assert store.get_list("news\x00") is None and store.get_list("n\ud800") is None
+        with pytest.raises(ValidationError, match="no such list"):
+            store.require_list("news\x00")
+        assert store.count_subscribers() == 3
+
+
+def test_a_value_the_driver_refuses_is_one_unstorable_line_and_rolls_back(db_url):
+    """Past every check, in the store itself: a lone surrogate (both drivers refuse it), an int
+    past 64 bits (sqlite3 refuses it; PostgreSQL's integer column too) — UnstorableError (a
+    ValidationError and a StoreError), nothing of the transaction kept."""
+    with open_store(db_url) as store:
+        for column, bad in (("description", "l\ud800"), ("id", 2**70), ("id", -2**64)):
+            with pytest.raises(UnstorableError) as caught:
+                with store.transaction() as conn:
+                    conn.execute("INSERT INTO lists (name, description, optin, public, created_at) "
+                                 "VALUES ('first', '', 'single', 0 = 1, '2026-01-01')")
+                    conn.execute(f"INSERT INTO lists (name, {column}, optin, public, created_at) "
+                                 "VALUES ('second', ?, 'single', 0 = 1, '2026-01-01')", (bad,))
+            assert isinstance(caught.value, ValidationError) and isinstance(caught.value, StoreError)
+            assert "\n" not in str(caught.value) and "refused a value" in str(caught.value)
+            assert store.lists() == []
+
+
+# -- the web -----------------------------------------------------------------------------------
+
+@pytest.fixture
+def site(web_server, backend_project):
+    url, config = web_server()
+    with open_store(config) as store:
+        store.create_list("daily", public=True)
+    client = httpx.Client(base_url=url, timeout=10, follow_redirects=False)
+    yield url, config, client
+    client.close()
+
+
+def test_web_forms_with_nul_and_undecodable_bytes_answer_400_or_store_clean_text(site):
+    _, config, client = site
+    ok = client.post("/subscribe", data={"email": "eve@example.com", "name": "Eve\x00Bcc: x", "list": "daily"})
+    assert ok.status_code == 200
+    raw = client.post("/subscribe", content=b"email=raw%40example.com&name=R%00%ED%A0%80%FFr&list=daily",
+                      headers={"content-type": "application/x-www-form-urlencoded"})
+    assert raw.status_code == 200
+    for email in ("e\x00ve@example.com", "%00", "eve@exa\x00mple.com"):
+        bad = client.post("/subscribe", data={"email": email, "list": "daily"})
+        assert bad.status_code == 400
+    bad_list = client.post("/subscribe", data={"email": "l@example.com", "list": "dai\x00ly"})
+    assert bad_list.status_code == 400
+    long_name = client.post("/subscribe", data={"email": "n@example.com", "name": "n" * 5000, "list": "daily"})
+    assert long_name.status_code == 400
+    with open_store(config) as store:
+        assert store.get_subscriber("eve@example.com").name == "Eve Bcc: x"
+        assert "\x00" not in store.get_subscriber("raw@example.com").name
+        assert store.count_subscribers() == 2
+        sub = store.get_subscriber("eve@example.com")
+    url = f"/preferences/{make_token(load_secret(config), 'preferences', sub.id, 0, uid=sub.uid)}"
+    saved = client.post(url, data={"name": "Eve\x00\r\nL.", "list": ["daily", "dai\x00ly"], "action": "save"})
+    assert saved.status_code == 303
+    with open_store(config) as store:
+        assert store.get_subscriber("eve@example.com").name == "Eve L."
+    assert client.get(url + "/data.json").status_code == 200
+
+
+def _role(pg_server, url: str, *, read_only: bool) -> str:
+    """A role on ``url``'s database that may read but not write: without INSERT/UPDATE/DELETE
+    rights, or with every right but in read-only transactions."""
+    import psycopg
+
+    role = f"nl_ro_{uuid.uuid4().hex[:8]}"
+    dbname = url.rsplit("/", 1)[1]
+    with psycopg.connect(pg_server.url(dbname), autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        if read_only:
+            conn.execute(f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}")
+            conn.execute(f"GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}")
+            conn.execute(f"ALTER ROLE {role} SET default_transaction_read_only = on")
+        else:
+            conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
+    return url.replace(f"{pg_server.url('x').split('@')[0]}@", f"postgresql://{role}@")
+
+
+@pytest.mark.parametrize("read_only", [False, True], ids=["no-insert-rights", "read-only-transaction"])
+def test_a_role_that_may_not_write_is_one_line_in_the_cli_and_503_on_the_web(
+        pg_server, pg_url, project, monkeypatch, web_server, read_only):
+    monkeypatch.setenv("NEWSLETTER_DATABASE_URL", pg_url)
+    with open_store(load_config()) as store:
+        store.create_list("daily", public=True)
+        store.add_subscriber("old@example.com", lists=["daily"])
+        sub = store.get_subscriber("old@example.com")
+    limited = _role(pg_server, pg_url, read_only=read_only)
+    (project / "r.csv").write_text("email,name\nn1@example.com,N1\nn2@example.com,N2\n", encoding="utf-8")
+    (project / "editions").mkdir()
+    (project / "editions" / "2025-10-14.md").write_bytes((SAMPLES / "2025-10-14-ai-digest.md").read_bytes())
+    refused = "permission denied" if not read_only else "read-only transaction"
+    for args in (("subscribers", "add", "new@example.com", "-l", "daily"), ("lists", "create", "other"),
+                 ("subscribers", "import", "r.csv", "-l", "daily"), ("subscribers", "rm", "old@example.com"),
+                 ("subscribers", "erase", "old@example.com"),
+                 ("send", "editions/2025-10-14.md", "-l", "daily", "--yes")):
+        one_line_error(run(project, *args, NEWSLETTER_DATABASE_URL=limited), refused)
+    listed = run(project, "subscribers", "ls", NEWSLETTER_DATABASE_URL=limited)
+    assert listed.returncode == 0 and b"old@example.com" in listed.stdout  # reading still works
+
+    monkeypatch.setenv("NEWSLETTER_DATABASE_URL", limited)
+    url, config = web_server()
+    with httpx.Client(base_url=url, timeout=10, follow_redirects=False) as client:
+        answer = client.post("/subscribe", data={"email": "web@example.com", "list": "daily"})
+        assert answer.status_code == 503 and answer.headers["retry-after"].isdigit()
+        token = make_token(load_secret(config), "unsubscribe", sub.id, 0, uid=sub.uid)
+        answer = client.post(f"/unsubscribe/{token}", data={"List-Unsubscribe": "One-Click"})
+        assert answer.status_code == 503 and answer.headers["retry-after"].isdigit()
+    monkeypatch.setenv("NEWSLETTER_DATABASE_URL", pg_url)
+    with open_store(load_config()) as store:  # nothing was written
+        assert store.count_subscribers() == 1
+        assert store.get_subscriber("old@example.com").status.value == "active"
+        assert [l.name for l in store.lists()] == ["daily"]
+
+
+# -- events: a payload no database can store is kept aside, the pull goes on ----------------------
+
+def test_events_with_nul_or_lone_surrogates_are_kept_aside_and_the_pull_goes_on(backend_project, moto):
+    from events_support import make_queue, notification, query, queue_depth, raw_body, sns_body
+    from newsletter.feedback.pull import pull_events
+    from newsletter.feedback.record import open_recorder
+
+    sqs, url = make_queue(moto)
+    with open(backend_project / "newsletter.toml", "a", encoding="utf-8") as fh:
+        fh.write(f'\n[ses]\nendpoint_url = "{moto}"\nqueue_url = "{url}"\nregion = "us-east-1"\n')
+    config = load_config()
+    with open_store(config) as store:
+        store.create_list("daily")
+        for email in ("jane@example.com", "mary@example.com"):
+            store.add_subscriber(email, lists=["daily"])
+    nul_detail = notification("event-bounce", email="jane@example.com")
+    nul_detail["bounce"]["bouncedRecipients"][0]["diagnosticCode"] = "smtp; 550\u0000 unknown"
+    nul_id = notification("event-delivery", email="jane@example.com", message_id="id-\u0000-1")
+    surrogate = notification("event-complaint", email="mary@example.com")
+    surrogate["mail"]["commonHeaders"] = {"subject": "\ud800 hello"}
+    bodies = [json.dumps(nul_detail), sns_body(nul_id), raw_body(surrogate),
+              raw_body(notification("event-bounce", email="mary@example.com"))]
+    for body in bodies:
+        sqs.send_message(QueueUrl=url, MessageBody=body)
+    notes = []
+    with open_recorder(config) as recorder:
+        summary = pull_events(config, recorder, wait_seconds=0, report=lambda lvl, msg: notes.append((lvl, msg)))
+    assert (summary.messages, summary.kept_aside, summary.recorded) == (4, 3, 1)
+    warnings = [m for lvl, m in notes if lvl == "warning"]
+    assert len(warnings) == 3 and all("not text a database can store" in w for w in warnings)
+    assert sum("NUL" in w for w in warnings) == 2 and sum("U+D800" in w for w in warnings) == 1
+    assert queue_depth(sqs, url) == (0, 0)
+    assert query(config, "SELECT count(*) FROM dead_letters")[0][0] == 3
+    assert query(config, "SELECT count(*) FROM events")[0][0] == 1
+    with open_store(config) as store:  # the kept-aside bounce did nothing; the good one did
+        assert store.get_subscriber("jane@example.com").status.value == "active"
+        assert store.get_subscriber("mary@example.com").status.value == "bounced"
+    with open_recorder(config) as recorder:  # a dead letter holding a NUL and a surrogate is kept
+        assert recorder.keep_aside("m-\x00", "body \x00 \udcff", "why \x00")
+        kept = recorder.log.kept_aside()
+    assert kept[-1].message_id == "m-\\x00" and kept[-1].body == "body \\x00 \\udcff"
+
+
+# -- editions and feeds --------------------------------------------------------------------------
+
+EDITION = """---
+title: "{title}"
+date: 2026-11-24T08:00:00+00:00
+{extra}---
+
+Lede{lede}.
+
+---
+
+1.  [A story](https://example.com/story)
+
+    Summary.
+"""
+
+
+@pytest.mark.parametrize("title, extra, lede, where", [
+    ("Daily\\u0000 news", "", "", ":2: title contains a NUL character"),
+    ("Daily\\ud800 news", "", "", ":2: bad YAML in front matter"),  # libyaml refuses it itself
+    ("Daily", 'subject: "S\\0"\n', "", ":4: subject contains a NUL character"),
+    ("Daily", 'categories: ["a\\0"]\n', "", ":4: categories contains a NUL character"),
+    ("Daily", "number: 99999999999\n", "", ":4: number must be a positive whole number (at most 2147483647)"),
+    ("Daily", "", " with a \x00 in it", ":6: contains a NUL character (U+0000)"),
+])
+def test_an_edition_holding_what_no_database_stores_is_refused_at_its_line(backend_project, title, extra, lede, where):
+    with open_store(load_config()) as store:
+        store.create_list("daily")
+        store.add_subscriber("r@example.com", lists=["daily"])
+    (backend_project / "editions").mkdir()
+    path = backend_project / "editions" / "2026-11-24.md"
+    path.write_text(EDITION.format(title=title, extra=extra, lede=lede), encoding="utf-8")
+    one_line_error(run(backend_project, "check", "editions/2026-11-24.md"), "editions/2026-11-24.md" + where)
+    one_line_error(run(backend_project, "send", "editions/2026-11-24.md", "-l", "daily", "--yes"),
+                   "editions/2026-11-24.md" + where)
+    listed = run(backend_project, "sends", "ls")
+    assert listed.returncode == 0 and b"2026-11-24" not in listed.stdout + listed.stderr
+
+
+def test_a_feed_serving_nul_characters_gives_clean_candidates(cli, backend_project):
+    from tests.local_http import LocalSite, Route
+
+    feed = (b'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>Fe&#0;ed</title>'
+            b"<item><title>Bad&#0; link</title><link>http://127.0.0.1/a&#0;b</link></item>"
+            b"<item><title>Good&#0; title\x00</title><link>http://127.0.0.1/good</link>"
+            b"<description>&lt;p&gt;One&#0; two&lt;/p&gt;&lt;p&gt;Three\x00&lt;/p&gt;</description></item>"
+            b"</channel></rss>")
+    with LocalSite() as site:
+        site.routes["/feed"] = Route(feed, content_type="application/rss+xml")
+        with open(backend_project / "newsletter.toml", "a", encoding="utf-8") as fh:
+            fh.write(f'\n[sources]\nfeeds = ["{site.url("/feed")}"]\n')
+        result = cli("gather", "--json")
+    assert result.exit_code == 0, result.output
+    candidates = json.loads(result.stdout)["candidates"]
+    assert [c["title"] for c in candidates] == ["Good title"]
+    assert "\x00" not in json.dumps(candidates, ensure_ascii=False)
+    assert candidates[0]["url"] == "http://127.0.0.1/good"
+
+
+# -- the PostgreSQL server dies mid-command (its own server: this one is killed) ------------------
+
+@pytest.fixture
+def own_pg():
+    """A PostgreSQL server of this test's own, durable (fsync and synchronous commits on: what
+    was committed before the crash must survive it)."""
+    from pg_support import PgServer, PgUnavailable
+
+    try:
+        server = PgServer.start(durable=True)
+    except PgUnavailable as err:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"PostgreSQL is required in CI: {err}", pytrace=False)
+        pytest.skip(f"PostgreSQL not available: {err}")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _waiting_on_a_lock(server, timeout: float = 30) -> None:
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with psycopg.connect(server.url(), autocommit=True) as conn:
+            if conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'newsletter' "
+                            "AND wait_event_type = 'Lock'").fetchone()[0]:
+                return
+        time.sleep(0.05)
+    raise AssertionError("the command never waited for the lock")
+
+
+@pytest.mark.parametrize("command", ["import", "add", "send"])
+def test_the_server_stopped_mid_command_is_one_line_nothing_half_written_and_the_rerun_finishes(
+        own_pg, project, monkeypatch, command):
+    """The command is held at a lock (another session holds it), the server is stopped with
+    ``pg_ctl stop -m immediate`` under it, then restarted: one line, exit 2, nothing of the
+    command in the database; the same command run again does it all, once."""
+    import psycopg
+
+    from newsletter.store.connection import LEDGER_LOCK
+    from newsletter.store.postgres import WRITE_LOCK
+
+    url = own_pg.url()
+    monkeypatch.setenv("NEWSLETTER_DATABASE_URL", url)
+    with open_store(load_config()) as store:
+        store.create_list("daily")
+        for i in range(30):
+            store.add_subscriber(f"r{i}@example.com", lists=["daily"])
+    with open(project / "r.csv", "w", encoding="utf-8") as fh:
+        fh.write("email,name\n" + "".join(f"n{i}@example.com,N {i}\n" for i in range(5000)))
+    (project / "editions").mkdir()
+    (project / "editions" / "2025-10-14.md").write_bytes((SAMPLES / "2025-10-14-ai-digest.md").read_bytes())
+    args, lock = {
+        "import": (("subscribers", "import", "r.csv", "-l", "daily"), WRITE_LOCK),
+        "add": (("subscribers", "add", "new@example.com", "-l", "daily"), WRITE_LOCK),
+        "send": (("send", "editions/2025-10-14.md", "-l", "daily", "--yes"), LEDGER_LOCK),
+    }[command]
+    holder = psycopg.connect(url, autocommit=True)
+    holder.execute("SELECT pg_advisory_lock(%s)", (lock,))
+    proc = subprocess.Popen([sys.executable, "-m", "newsletter", *args], cwd=project,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
+        _waiting_on_a_lock(own_pg)
+        own_pg.crash()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        holder.close()
+    one_line_error(subprocess.CompletedProcess(args, proc.returncode, out, err), "PostgreSQL database")
+    own_pg.restart()
+    with open_store(load_config()) as store:
+        assert store.count_subscribers() == 30
+    again = run(project, *args)
+    assert again.returncode == 0, again.stderr.decode()
+    with open_store(load_config()) as store:
+        assert store.count_subscribers() == {"import": 5030, "add": 31, "send": 30}[command]
+    if command == "send":
+        boxed = list((project / "outbox" / "2025-10-14" / "new").iterdir())
+        assert len(boxed) == 30
+
+
+def test_the_web_answers_503_while_the_server_is_down_and_recovers_after(own_pg, project, monkeypatch, web_server):
+    monkeypatch.setenv("NEWSLETTER_DATABASE_URL", own_pg.url())
+    with open_store(load_config()) as store:
+        store.create_list("daily", public=True)
+    url, _ = web_server()
+    with httpx.Client(base_url=url, timeout=20, follow_redirects=False) as client:
+        assert client.post("/subscribe", data={"email": "a@example.com", "list": "daily"}).status_code == 200
+        own_pg.crash()
+        for path in ("/subscribe", "/archive"):
+            down = client.get(path)
+            assert down.status_code == 503 and down.headers["retry-after"].isdigit(), (path, down.status_code)
+        down = client.post("/subscribe", data={"email": "b@example.com", "list": "daily"})
+        assert down.status_code == 503 and down.headers["retry-after"].isdigit()
+        own_pg.restart()
+        # a connection learns it was cut only when next used: that request is a 503 (nothing
+        # written), the connection is opened again, and the retry the 503 asked for succeeds
+        codes = []
+        while len(codes) < 20 and 200 not in codes:
+            last = client.post("/subscribe", data={"email": "c@example.com", "list": "daily"})
+            codes.append(last.status_code)
+        assert codes[-1] == 200 and set(codes) <= {200, 503}, (codes, last.text)
+    with open_store(load_config()) as store:
+        assert store.get_subscriber("a@example.com") and store.get_subscriber("c@example.com")
+        assert store.get_subscriber("b@example.com") is None
