@@ -254,19 +254,23 @@ def test_events_with_nul_or_lone_surrogates_are_kept_aside_and_the_pull_goes_on(
     nul_id = notification("event-delivery", email="jane@example.com", message_id="id-\u0000-1")
     surrogate = notification("event-complaint", email="mary@example.com")
     surrogate["mail"]["commonHeaders"] = {"subject": "\ud800 hello"}
-    bodies = [json.dumps(nul_detail), sns_body(nul_id), raw_body(surrogate),
-              raw_body(notification("event-bounce", email="mary@example.com"))]
+    noise = os.urandom(2000).hex()  # past PostgreSQL's btree row limit (~2700 bytes): both indexed
+    long_id = notification("event-delivery", email="mary@example.com", message_id=noise)
+    long_address = notification("event-bounce", email=f"{noise}@example.com")
+    bodies = [json.dumps(nul_detail), sns_body(nul_id), raw_body(surrogate), raw_body(long_id),
+              sns_body(long_address), raw_body(notification("event-bounce", email="mary@example.com"))]
     for body in bodies:
         sqs.send_message(QueueUrl=url, MessageBody=body)
     notes = []
     with open_recorder(config) as recorder:
         summary = pull_events(config, recorder, wait_seconds=0, report=lambda lvl, msg: notes.append((lvl, msg)))
-    assert (summary.messages, summary.kept_aside, summary.recorded) == (4, 3, 1)
+    assert (summary.messages, summary.kept_aside, summary.recorded) == (6, 5, 1)
     warnings = [m for lvl, m in notes if lvl == "warning"]
-    assert len(warnings) == 3 and all("not text a database can store" in w for w in warnings)
+    assert len(warnings) == 5 and sum("not text a database can store" in w for w in warnings) == 3
     assert sum("NUL" in w for w in warnings) == 2 and sum("U+D800" in w for w in warnings) == 1
+    assert sum("4000 characters" in w for w in warnings) == 1 and sum("4012 characters" in w for w in warnings) == 1
     assert queue_depth(sqs, url) == (0, 0)
-    assert query(config, "SELECT count(*) FROM dead_letters")[0][0] == 3
+    assert query(config, "SELECT count(*) FROM dead_letters")[0][0] == 5
     assert query(config, "SELECT count(*) FROM events")[0][0] == 1
     with open_store(config) as store:  # the kept-aside bounce did nothing; the good one did
         assert store.get_subscriber("jane@example.com").status.value == "active"
@@ -321,6 +325,8 @@ def test_a_feed_serving_nul_characters_gives_clean_candidates(cli, backend_proje
 
     feed = (b'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>Fe&#0;ed</title>'
             b"<item><title>Bad&#0; link</title><link>http://127.0.0.1/a&#0;b</link></item>"
+            b"<item><title>Long link</title><link>http://127.0.0.1/" + os.urandom(1500).hex().encode()
+            + b"</link></item>"
             b"<item><title>Good&#0; title\x00</title><link>http://127.0.0.1/good</link>"
             b"<description>&lt;p&gt;One&#0; two&lt;/p&gt;&lt;p&gt;Three\x00&lt;/p&gt;</description></item>"
             b"</channel></rss>")

@@ -138,6 +138,8 @@ def parse_ses(doc: dict[str, Any]) -> list[Event] | Ignored:
     mail = doc.get("mail")
     if not isinstance(mail, dict) or not isinstance(mail.get("messageId"), str) or not mail["messageId"]:
         raise MalformedMessage(f"{name} notification without mail.messageId")
+    if len(mail["messageId"]) > _MAX_FIELD:
+        raise MalformedMessage(f"{name} notification with a mail.messageId of {len(mail['messageId'])} characters")
     details = doc.get(key)
     if not isinstance(details, dict):
         raise MalformedMessage(f"{name} notification without its {key!r} object")
@@ -172,6 +174,8 @@ def parse_received(doc: dict[str, Any]) -> list[Event]:
     mail = doc.get("mail")
     if not isinstance(mail, dict) or not isinstance(mail.get("messageId"), str) or not mail["messageId"]:
         raise MalformedMessage("Received notification without mail.messageId")
+    if len(mail["messageId"]) > _MAX_FIELD:
+        raise MalformedMessage(f"Received notification with a mail.messageId of {len(mail['messageId'])} characters")
     receipt = doc.get("receipt") if isinstance(doc.get("receipt"), dict) else {}
     headers = mail.get("commonHeaders") if isinstance(mail.get("commonHeaders"), dict) else {}
     sender = mail.get("source")
@@ -330,12 +334,20 @@ def _destinations(mail: dict) -> list[str]:
     return [_address(a) for a in dest] if isinstance(dest, list) else []
 
 
+# The longest message id or address a notification may name (SES's ids are ~60 characters,
+# addresses at most 254): both are indexed, and PostgreSQL's btree holds ~2700 bytes a row
+_MAX_FIELD = 500
+
+
 def _address(value: object) -> str:
     """The bare address: SES sometimes gives ``"Name <a@b>"`` in destination lists."""
     from email.utils import parseaddr
 
     if not isinstance(value, str) or "@" not in value:
         raise MalformedMessage(f"recipient {value!r} is not an email address")
+    if len(value) > _MAX_FIELD:  # no address is; PostgreSQL's index could not hold it either
+        raise MalformedMessage(f"recipient {value[:40]!r}… is not an email address "
+                               f"({len(value)} characters)")
     if "<" not in value and not any(c.isspace() for c in value.strip()):
         return value.strip()  # the usual case, without the cost of a full header parse
     addr = parseaddr(value)[1] or value.strip()

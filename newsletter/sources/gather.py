@@ -141,6 +141,9 @@ def _reason(err: object) -> str:
     return text[:120] or type(err).__name__
 
 
+MAX_LINK = 2000  # bytes: the practical URL limit; PostgreSQL's btree holds ~2700 bytes a row
+
+
 def _link(raw, feed_url: str) -> str:
     from urllib.parse import urljoin
 
@@ -151,8 +154,9 @@ def _link(raw, feed_url: str) -> str:
                 link = candidate["href"]
                 break
     link = urljoin(feed_url, link.strip())
-    if any(c.isspace() or not c.isprintable() for c in link):  # a NUL, a control: no real URL
-        return ""
+    if (len(link.encode("utf-8", "replace")) > MAX_LINK
+            or any(c.isspace() or not c.isprintable() for c in link)):
+        return ""  # a NUL, a control, 2000+ bytes: no real article's URL (and no index row)
     return strip_tracking(link) if link.lower().startswith(("http://", "https://")) else ""
 
 
