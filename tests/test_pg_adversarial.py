@@ -320,6 +320,30 @@ def test_an_edition_holding_what_no_database_stores_is_refused_at_its_line(backe
     assert listed.returncode == 0 and b"2026-11-24" not in listed.stdout + listed.stderr
 
 
+def test_an_edition_whose_path_is_not_utf8_is_refused_before_the_ledger_sees_it(backend_project):
+    """The ledger records each edition's source path: a folder name of bytes that are not UTF-8
+    (U+DCFE in Python) would be a traceback on SQLite and a refused value on PostgreSQL."""
+    with open_store(load_config()) as store:
+        store.create_list("daily")
+        store.add_subscriber("r@example.com", lists=["daily"])
+    folder = os.fsencode(backend_project) + b"/d\xfe"
+    os.mkdir(folder)
+    with open(folder + b"/2026-11-24.md", "w", encoding="utf-8") as fh:
+        fh.write(EDITION.format(title="Daily", extra="", lede=""))
+    for args in ((b"check", b"d\xfe/2026-11-24.md"), (b"send", b"d\xfe/2026-11-24.md", b"-l", b"daily", b"--yes"),
+                 (b"add", b"d\xfe/2026-11-24.md", b"https://example.com/x", b"--title", b"T", b"--no-fetch")):
+        one_line_error(run(backend_project, *args), "d\\udcfe/2026-11-24.md: the path is not UTF-8 text")
+    os.rename(folder, os.fsencode(backend_project) + b"/ok")
+    for args in ((b"add", b"ok/2026-11-24.md", b"https://example.com/" + SURROGATE_ARG), "the URL"), \
+                ((b"add", b"ok/2026-11-24.md", b"https://example.com/x", b"--title", SURROGATE_ARG), "--title"), \
+                ((b"add", b"ok/2026-11-24.md", b"https://example.com/x", b"--title", b"T", b"--summary",
+                  SURROGATE_ARG), "--summary"):
+        one_line_error(run(backend_project, *args[0]), args[1], "U+DCFF")
+    assert "example.com/x" not in (backend_project / "ok" / "2026-11-24.md").read_text(encoding="utf-8")
+    sent = run(backend_project, "send", "ok/2026-11-24.md", "-l", "daily", "--yes")
+    assert sent.returncode == 0, sent.stderr.decode()
+
+
 def test_a_feed_serving_nul_characters_gives_clean_candidates(cli, backend_project):
     from tests.local_http import LocalSite, Route
 

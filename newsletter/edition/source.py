@@ -38,6 +38,11 @@ def load_edition(path: str | Path, *, config: Config, essay_path: str | Path | N
 def read_source(path: Path, kind: str = "edition", example: str = " (editions/<date>.md)") -> str:
     """The UTF-8 text of an edition (or ``kind``) file, BOM dropped; unreadable files are an
     ``EditionError`` naming the file."""
+    from newsletter import text as storable
+
+    if storable.problem(str(path)):  # bytes that are not UTF-8 in a folder or file name
+        raise EditionError("the path is not UTF-8 text: rename it (the delivery ledger records "
+                           "where each edition came from)", file=path)
     try:
         text = path.read_text(encoding="utf-8").removeprefix("\ufeff")
     except FileNotFoundError:

@@ -284,7 +284,12 @@ class Ledger:
                               "give this edition its own `slug:`")
 
     def edition_from(self, source_path: str) -> EditionRecord | None:
-        """The latest edition sent from this file."""
+        """The latest edition sent from this file (none from a path that is not UTF-8 text: the
+        ledger never records one)."""
+        from newsletter import text
+
+        if text.problem(source_path):
+            return None
         row = self.conn.execute("SELECT * FROM editions WHERE source_path = ? ORDER BY id DESC LIMIT 1",
                                 (source_path,)).fetchone()
         return _edition_record(row) if row else None
