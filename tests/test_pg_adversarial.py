@@ -141,6 +141,32 @@ def test_a_value_the_driver_refuses_is_one_unstorable_line_and_rolls_back(db_url
             assert store.lists() == []
 
 
+def test_an_import_with_nul_past_the_sniffed_start_is_cleaned_the_same_on_both_engines(backend_project):
+    """A NUL in the first bytes makes the file "not a text file" (exit 2, nothing written); one
+    further down, in names, attributes or a service's consent evidence, is stripped like any
+    control character — on PostgreSQL too, where it used to refuse the whole import."""
+    with open_store(load_config()) as store:
+        store.create_list("news")
+    (backend_project / "head.csv").write_bytes(b"email,na\x00me\nh@example.com,H\n")
+    one_line_error(run(backend_project, "subscribers", "import", "head.csv", "-l", "news"), "head.csv", "not a text file")
+    rows = "".join(f"mc{i}@example.com,F{i},L,2024-01-01 10:00:00,192.0.2.1,2024-01-01 10:05:00,192.0.2.1,n\n"
+                   for i in range(3000))
+    (backend_project / "mc.csv").write_text(
+        "Email Address,First Name,Last Name,OPTIN_TIME,OPTIN_IP,CONFIRM_TIME,CONFIRM_IP,NOTES\n" + rows
+        + "z@example.com,Ze\x00d,L,2024-01-01 10:00:00,192.0\x00.2.1,2024-01-01 10:05:00,19\x00,no\x00te\n"
+        + "bad\x00@example.com,B,L,,,,,\n", encoding="utf-8")
+    done = run(backend_project, "subscribers", "import", "mc.csv", "-l", "news", "--from", "mailchimp")
+    assert done.returncode == 1, done.stderr.decode()  # one row rejected, named by its line
+    assert b"mc.csv:3003: rejected" in done.stderr and b"Traceback" not in done.stderr
+    with open_store(load_config()) as store:
+        assert store.count_subscribers(list_name="news") == 3001
+        found = store.get_subscriber("z@example.com")
+        assert found.name == "Ze d L" and found.attributes == {"notes": "no te"}
+        consent = store.export_subscriber(found.id)["consent"]
+    assert consent[0]["optin_ip"] == "192.0 .2.1" and consent[0]["confirm_ip"] == "19"
+    assert "\x00" not in json.dumps(consent, ensure_ascii=False)
+
+
 # -- the web -----------------------------------------------------------------------------------
 
 @pytest.fixture
