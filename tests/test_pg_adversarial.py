@@ -167,6 +167,36 @@ def test_an_import_with_nul_past_the_sniffed_start_is_cleaned_the_same_on_both_e
     assert "\x00" not in json.dumps(consent, ensure_ascii=False)
 
 
+@pytest.mark.parametrize("table, insert, named", [
+    ("subscribers", "INSERT INTO subscribers (email, email_key, name, attributes, status, source, created_at) "
+     "VALUES ('l@example.com', 'l@example.com', 'Le' || char(0) || 'gacy', '{}', 'active', 'cli', '2024-01-01')",
+     "subscribers row id 1: name holds a NUL character"),
+    ("subscribers", "INSERT INTO subscribers (email, email_key, name, attributes, status, source, created_at) "
+     "VALUES ('l@example.com', 'l@example.com', 'L', '{\"k\": \"v\\u0000\"}', 'active', 'cli', '2024-01-01')",
+     "subscribers row id 1: attributes holds a NUL character"),
+    ("dead_letters", "INSERT INTO dead_letters (message_id, reason, body, received_at) "
+     "VALUES ('m1', 'r', 'b' || char(0), '2024-01-01')", "dead_letters row id 1: body holds a NUL character"),
+])
+def test_db_copy_of_a_sqlite_project_holding_a_nul_names_the_row_and_copies_nothing(
+        tmp_path, pg_url, table, insert, named):
+    """SQLite kept NULs an older version let through; PostgreSQL cannot: `db copy` says which row
+    and column, exit 2, and leaves the destination empty."""
+    import sqlite3
+
+    from newsletter.store.connection import connect
+
+    src = tmp_path / "old.db"
+    connect(str(src)).close()  # created and migrated
+    with sqlite3.connect(src) as conn:
+        conn.execute(insert)
+    one_line_error(run(tmp_path, "db", "copy", str(src), pg_url), named, "nothing was copied")
+    conn = connect(pg_url)
+    try:
+        assert conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0
+    finally:
+        conn.close()
+
+
 # -- the web -----------------------------------------------------------------------------------
 
 @pytest.fixture
