@@ -236,6 +236,21 @@ def test_web_forms_with_nul_and_undecodable_bytes_answer_400_or_store_clean_text
     assert client.get(url + "/data.json").status_code == 200
 
 
+def test_a_genuine_token_naming_an_id_past_64_bits_is_a_bad_link_not_a_500(site):
+    """Only a leaked secret (or a bug) could sign one; sqlite3 cannot even bind such an id
+    (OverflowError) where PostgreSQL compares it: both answer the one bad-link page."""
+    _, config, client = site
+    secret = load_secret(config)
+    for sid, lid in ((2**70, 0), (1, 2**64), (2**63, 0)):
+        for purpose, path in (("preferences", "/preferences/{}"), ("unsubscribe", "/unsubscribe/{}"),
+                              ("confirm", "/confirm/{}"), ("preferences", "/preferences/{}/data.json")):
+            token = make_token(secret, purpose, sid, lid, uid="0" * 32)
+            assert client.get(path.format(token)).status_code == 400, (purpose, sid, lid)
+        answer = client.post(f"/unsubscribe/{make_token(secret, 'unsubscribe', sid, lid, uid='0' * 32)}",
+                             data={"List-Unsubscribe": "One-Click"})
+        assert answer.status_code == 400
+
+
 def _role(pg_server, url: str, *, read_only: bool) -> str:
     """A role on ``url``'s database that may read but not write: without INSERT/UPDATE/DELETE
     rights, or with every right but in read-only transactions."""
