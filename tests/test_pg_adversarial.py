@@ -546,3 +546,41 @@ def test_the_web_answers_503_while_the_server_is_down_and_recovers_after(own_pg,
     with open_store(load_config()) as store:
         assert store.get_subscriber("a@example.com") and store.get_subscriber("c@example.com")
         assert store.get_subscriber("b@example.com") is None
+
+
+def test_the_server_stopped_mid_send_is_one_line_and_the_rerun_never_sends_twice(own_pg, project, monkeypatch):
+    """Stopped while messages are being written (the outbox has some, not all): one line, exit 2;
+    restarted, the same send resumes and every reader gets the edition at most once — a message
+    whose outcome the crash lost is reported unknown, never sent again unasked."""
+    import mailbox
+
+    monkeypatch.setenv("NEWSLETTER_DATABASE_URL", own_pg.url())
+    (project / "r.csv").write_text("email,name\n" + "".join(f"r{i}@example.com,R {i}\n" for i in range(4000)),
+                                   encoding="utf-8")
+    (project / "editions").mkdir()
+    (project / "editions" / "2025-10-14.md").write_bytes((SAMPLES / "2025-10-14-ai-digest.md").read_bytes())
+    assert run(project, "lists", "create", "daily").returncode == 0
+    assert run(project, "subscribers", "import", "r.csv", "-l", "daily").returncode == 0
+    box = project / "outbox" / "2025-10-14" / "new"
+    proc = subprocess.Popen([sys.executable, "-m", "newsletter", "send", "editions/2025-10-14.md", "-l", "daily",
+                             "--yes"], cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (box.is_dir() and len(os.listdir(box)) >= 200):
+            time.sleep(0.005)
+        own_pg.crash()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    first = len(os.listdir(box))
+    assert 200 <= first < 4000, first
+    one_line_error(subprocess.CompletedProcess(["send"], proc.returncode, out, err), "PostgreSQL database")
+    own_pg.restart()
+    again = run(project, "send", "editions/2025-10-14.md", "-l", "daily", "--yes")
+    assert b"Traceback" not in again.stderr and again.returncode in (0, 1), again.stderr.decode()
+    recipients = [m["To"] for m in mailbox.Maildir(project / "outbox" / "2025-10-14", create=False)]
+    assert len(recipients) == len(set(recipients)) and len(recipients) > first
+    if again.returncode == 1:  # outcomes the crash lost: said, and left for --retry-unknown
+        assert b"--retry-unknown" in again.stderr
