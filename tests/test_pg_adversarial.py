@@ -165,6 +165,13 @@ def test_an_import_with_nul_past_the_sniffed_start_is_cleaned_the_same_on_both_e
         consent = store.export_subscriber(found.id)["consent"]
     assert consent[0]["optin_ip"] == "192.0 .2.1" and consent[0]["confirm_ip"] == "19"
     assert "\x00" not in json.dumps(consent, ensure_ascii=False)
+    # the consent record names its file: one whose name is not UTF-8 is named with U+FFFD
+    os.rename(backend_project / "mc.csv", os.fsencode(backend_project) + b"/m\xff.csv")
+    again = run(backend_project, b"subscribers", b"import", b"m\xff.csv", b"-l", b"news", b"--from", b"mailchimp")
+    assert again.returncode == 1 and b"Traceback" not in again.stderr, again.stderr.decode(errors="replace")
+    with open_store(load_config()) as store:
+        sources = [c["source"] for c in store.export_subscriber(found.id)["consent"]]
+    assert sources == ["mailchimp export (mc.csv)", "mailchimp export (m\ufffd.csv)"]
 
 
 @pytest.mark.parametrize("table, insert, named", [

@@ -37,6 +37,7 @@ def record_consent(store: "SqliteStore", records: Iterable["Consent"], source: s
             if getattr(r, name):
                 entry[name] = _text(getattr(r, name))
         entry["evidence"].update((_text(k), _text(v)) for k, v in r.evidence.items())
+    source = _text(source)  # it names the file, whose name may not be UTF-8
     rows = [(key, source, e.get("optin_at"), e.get("optin_ip"), e.get("confirmed_at"), e.get("confirm_ip"),
              json.dumps(e["evidence"], ensure_ascii=False, sort_keys=True), now) for key, e in merged.items()]
     kept = 0
