@@ -63,12 +63,16 @@ def one_line_error(result: subprocess.CompletedProcess, *expected: str) -> str:
     ((b"subscribers", b"ls", b"--where", b"city=" + SURROGATE_ARG), "--where"),
     ((b"subscribers", b"count", b"--where", SURROGATE_ARG + b"=1"), "--where"),
     ((b"subscribers", b"ls", b"-l", SURROGATE_ARG), "no such list"),
+    ((b"sends", b"show", SURROGATE_ARG), "no send for edition"),
+    ((b"stats", SURROGATE_ARG), "no send for edition"),
+    ((b"sends", b"show", b"x#99999999999999999999"), "no send for edition"),
+    ((b"stats", b"x#99999999999999999999"), "no send for edition"),
 ])
 def test_text_that_is_not_utf8_on_the_command_line_is_one_line_naming_the_field(backend_project, args, field):
     with open_store(load_config()) as store:
         store.create_list("news")
     line = one_line_error(run(backend_project, *args), field)
-    if field != "no such list":
+    if field not in ("no such list", "no send for edition"):
         assert "U+DCFF" in line and "not text" in line
     with open_store(load_config()) as store:  # nothing written
         assert store.get_subscriber("a@example.com") is None

@@ -255,6 +255,8 @@ class Ledger:
 
     # -- editions ------------------------------------------------------------------------------
     def edition(self, slug: str) -> EditionRecord | None:
+        if _never_stored(slug):
+            return None
         row = self.conn.execute("SELECT * FROM editions WHERE slug = ?", (slug,)).fetchone()
         return _edition_record(row) if row else None
 
@@ -286,9 +288,7 @@ class Ledger:
     def edition_from(self, source_path: str) -> EditionRecord | None:
         """The latest edition sent from this file (none from a path that is not UTF-8 text: the
         ledger never records one)."""
-        from newsletter import text
-
-        if text.problem(source_path):
+        if _never_stored(source_path):
             return None
         row = self.conn.execute("SELECT * FROM editions WHERE source_path = ? ORDER BY id DESC LIMIT 1",
                                 (source_path,)).fetchone()
@@ -319,8 +319,12 @@ class Ledger:
         if seq:
             if not seq.isdigit():
                 raise ValidationError(f"{ref!r}: expected SLUG or SLUG#N (N a send number, e.g. {slug}#2)")
+            if _never_stored(slug, int(seq)):
+                return None
             row = self.conn.execute("SELECT * FROM sends WHERE slug = ? AND seq = ?", (slug, int(seq))).fetchone()
         else:
+            if _never_stored(slug):
+                return None
             row = self.conn.execute("SELECT * FROM sends WHERE slug = ? ORDER BY seq DESC LIMIT 1", (slug,)).fetchone()
         return _send_record(row) if row else None
 
@@ -826,6 +830,15 @@ def _reading(conn_or_config: Connection | Config, query):
         raise
     except failures as err:
         raise StoreError(f"cannot read the delivery ledger: {_one_line(err)}") from None
+
+
+def _never_stored(text_value: str, number: int = 0) -> bool:
+    """A slug (or path) no row can hold — a NUL or a lone surrogate (from a terminal's bytes
+    that are not UTF-8) — or a send number past the ``integer`` column: nothing to look up
+    (and neither driver could send it: a traceback on SQLite, a refusal on PostgreSQL)."""
+    from newsletter import text
+
+    return bool(text.problem(text_value)) or not 0 <= number < 2**31
 
 
 def _one_line(err: BaseException) -> str:
