@@ -364,6 +364,57 @@ def test_events_with_nul_or_lone_surrogates_are_kept_aside_and_the_pull_goes_on(
     assert kept[-1].message_id == "m-\\x00" and kept[-1].body == "body \\x00 \\udcff"
 
 
+# -- sends: a provider's reply holding a NUL --------------------------------------------------------
+
+def test_an_smtp_server_replying_with_nul_is_recorded_escaped_and_the_send_finishes(backend_project, cli):
+    """The ledger keeps each failure's text (PostgreSQL: through ``jsonb``, which refuses
+    ``\\u0000``): a server's reply holding a NUL is kept as ``\\x00`` on both engines, and the send
+    goes on to every other reader instead of stopping at the record."""
+    from aiosmtpd.controller import Controller
+
+    from conftest import free_port
+
+    class Hostile:
+        def __init__(self):
+            self.delivered = []
+
+        async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+            if address.startswith("gone"):
+                return "550 5.1.1 no\x00 such user"
+            envelope.rcpt_tos.append(address)
+            return "250 OK"
+
+        async def handle_DATA(self, server, session, envelope):
+            self.delivered.extend(envelope.rcpt_tos)
+            return "250 Ok: queued as Q\x00Z"
+
+    handler = Hostile()
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        with open(backend_project / "newsletter.toml", "a", encoding="utf-8") as fh:
+            fh.write(f'\n[smtp]\nhost = "127.0.0.1"\nport = {controller.port}\nsecurity = "none"\n')
+        (backend_project / "editions").mkdir()
+        (backend_project / "editions" / "2025-10-14.md").write_bytes((SAMPLES / "2025-10-14-ai-digest.md").read_bytes())
+        with open_store(load_config()) as store:
+            store.create_list("daily")
+            for email in ("a@example.com", "gone@example.com", "b@example.com"):
+                store.add_subscriber(email, lists=["daily"])
+        result = cli("send", "editions/2025-10-14.md", "--list", "daily", "--transport", "smtp", "--yes")
+    finally:
+        controller.stop()
+    assert "Traceback" not in result.output
+    assert sorted(handler.delivered) == ["a@example.com", "b@example.com"]
+    shown = cli("sends", "show", "2025-10-14")
+    assert shown.exit_code == 0 and "\x00" not in shown.output
+    from events_support import query
+
+    errors = [r[0] for r in query(load_config(), "SELECT last_error FROM deliveries WHERE last_error IS NOT NULL")]
+    assert len(errors) == 1 and "no\\x00 such user" in errors[0]
+    states = sorted(r[0] for r in query(load_config(), "SELECT state FROM deliveries"))
+    assert states == ["failed", "sent", "sent"]
+
+
 # -- editions and feeds --------------------------------------------------------------------------
 
 EDITION = """---

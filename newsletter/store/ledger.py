@@ -554,6 +554,7 @@ class Ledger:
                 "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", batch)
 
     def set_last_error(self, send_id: int, error: str | None) -> None:
+        error = None if error is None else _storable(error)
         with self._write(exclusive=False):
             self.conn.execute("UPDATE sends SET last_error = ? WHERE id = ?", (error, send_id))
 
@@ -705,7 +706,9 @@ class Ledger:
     def record(self, send_id: int, worker: str, outcomes: Iterable[Outcome]) -> None:
         """Write what happened to claimed deliveries: one statement, one transaction."""
         stamp = utc_now()
-        rows = [[o.delivery_id, o.state.value, o.provider_message_id, o.error, o.attempts] for o in outcomes]
+        rows = [[o.delivery_id, o.state.value, o.provider_message_id if o.provider_message_id is None else
+                 _storable(o.provider_message_id), None if o.error is None else _storable(o.error), o.attempts]
+                for o in outcomes]
         if not rows:
             return
         any_sent = any(r[1] == "sent" for r in rows)
@@ -830,6 +833,15 @@ def _reading(conn_or_config: Connection | Config, query):
         raise
     except failures as err:
         raise StoreError(f"cannot read the delivery ledger: {_one_line(err)}") from None
+
+
+def _storable(value: str) -> str:
+    """A provider's text (an SMTP server's reply, an exception's message) as the ledger keeps it:
+    a NUL or a lone surrogate written as its escape, which both engines store (PostgreSQL's
+    ``jsonb`` would refuse a ``\\u0000`` and stop the send)."""
+    from newsletter import text
+
+    return text.escape(value)
 
 
 def _never_stored(text_value: str, number: int = 0) -> bool:
