@@ -246,6 +246,10 @@ def test_web_forms_with_nul_and_undecodable_bytes_answer_400_or_store_clean_text
     with open_store(config) as store:
         assert store.get_subscriber("eve@example.com").name == "Eve L."
     assert client.get(url + "/data.json").status_code == 200
+    for path in ("/archive/%00", "/archive/a%ED%A0%80b", "/confirm/%00.%00", "/unsubscribe/x%00",
+                 "/preferences/%ED%A0%80.x", "/archive/" + "9" * 30):
+        assert client.get(path).status_code in (400, 404), path
+    assert client.post("/unsubscribe/x%00", data={"List-Unsubscribe": "One-Click"}).status_code == 400
 
 
 def test_a_genuine_token_naming_an_id_past_64_bits_is_a_bad_link_not_a_500(site):
