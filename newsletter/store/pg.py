@@ -94,11 +94,10 @@ class PgConnection:
         cur = self.raw.cursor()
         try:
             return cur.execute(to_pg(sql), params or None, prepare=prepare)
-        except psycopg.IntegrityError:  # a duplicate the caller may resolve (in a savepoint);
-            cur.close()                 # transaction() maps it if it escapes
-            raise
         except (psycopg.Error, UnicodeEncodeError) as err:  # the server gone, a refusal, a value
             cur.close()
+            if isinstance(err, psycopg.IntegrityError) and self.in_transaction:
+                raise  # a duplicate the caller may resolve (a savepoint); else transaction() maps it
             raise fail(err, self.url) from None
         except Exception:
             cur.close()
@@ -138,9 +137,9 @@ class PgConnection:
         cur = self.raw.cursor()
         try:
             cur.executemany(to_pg(sql), list(rows))
-        except psycopg.IntegrityError:
-            raise
         except (psycopg.Error, UnicodeEncodeError) as err:
+            if isinstance(err, psycopg.IntegrityError) and self.in_transaction:
+                raise
             raise fail(err, self.url) from None
         return cur
 
