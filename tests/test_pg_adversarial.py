@@ -502,6 +502,10 @@ def test_a_feed_serving_nul_characters_gives_clean_candidates(cli, backend_proje
     assert [c["title"] for c in candidates] == ["Good title"]
     assert "\x00" not in json.dumps(candidates, ensure_ascii=False)
     assert candidates[0]["url"] == "http://127.0.0.1/good"
+    toml = (backend_project / "newsletter.toml").read_text(encoding="utf-8")
+    toml = toml.replace(f'feeds = ["{site.url("/feed")}"]', 'feeds = ["http://127.0.0.1:1/fe\\u0000ed"]')
+    (backend_project / "newsletter.toml").write_text(toml, encoding="utf-8")
+    one_line_error(run(backend_project, "gather"), "newsletter.toml: sources.feeds:", "is not an http(s) URL")
 
 
 # -- the PostgreSQL server dies mid-command (its own server: this one is killed) ------------------
