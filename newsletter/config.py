@@ -254,7 +254,8 @@ def config_from_dict(data: dict[str, Any], *, root: Path, file: Path | None = No
         raise ConfigError("send.concurrency must be ≥ 1 and send.rate ≥ 0", file=file)
     _check_values(config, file)
     for feed in config.sources.feeds:
-        if not feed.lower().startswith(("http://", "https://")):
+        if (not feed.lower().startswith(("http://", "https://"))
+                or not feed.isprintable()):  # a "\u0000", a tab…
             raise ConfigError(f"sources.feeds: {feed!r} is not an http(s) URL", file=file)
     if config.sources.concurrency < 1 or config.sources.timeout <= 0:
         raise ConfigError("sources.concurrency must be ≥ 1 and sources.timeout > 0", file=file)

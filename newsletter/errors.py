@@ -49,6 +49,13 @@ class ValidationError(NewsletterError):
     """A value supplied by the user (address, name, list name, CSV row) is not acceptable."""
 
 
+class UnstorableError(ValidationError, StoreError):
+    """The database refused a value (not the database's fault: the input's): a NUL character,
+    a lone surrogate, a number out of range, text too long for its column. A ``ValidationError``
+    (the web answers 400, the CLI exits 2) and a ``StoreError`` (code that catches the
+    database's refusals catches it too); nothing of the transaction is written."""
+
+
 class TokenError(NewsletterError):
     """A reader-visible token is forged, tampered with, expired or of the wrong kind."""
 

@@ -115,6 +115,9 @@ def neutralise(value: str | None) -> tuple[str, bool]:
     if value is None:
         return "", False
     text = str(value)
+    from newsletter import text as storable
+
+    text, unstorable = storable.replace_surrogates(text)  # NUL is a control character
     if "=?" in text:
         decoded = decode_words(text)
         if CONTROL_RE.search(decoded):
@@ -128,7 +131,7 @@ def neutralise(value: str | None) -> tuple[str, bool]:
         cleaned, count = cleaned.strip(), count + more
     if not cleaned.isascii():
         cleaned = unicodedata.normalize("NFC", cleaned)
-    return cleaned, count > 0
+    return cleaned, count > 0 or unstorable
 
 
 # -- encoding ---------------------------------------------------------------------------------

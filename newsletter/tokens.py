@@ -84,6 +84,8 @@ def verify_token(secret: bytes, purpose: str, token: str, *, now: float | None =
         raise TokenError("malformed token") from None
     if uid and not _UID_RE.fullmatch(uid):
         raise TokenError("malformed token")
+    if not (0 <= sid < 2**63 and 0 <= lid < 2**63):  # no row has such an id (64-bit columns)
+        raise TokenError("malformed token")
     if exp and (now if now is not None else time.time()) > exp:
         raise TokenError("expired token")
     return TokenClaims(purpose, sid, lid, exp, uid)

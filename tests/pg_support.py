@@ -130,6 +130,15 @@ class PgServer:
         finally:
             self._cleanup()
 
+    def crash(self) -> None:
+        """Stop the server the hard way (``pg_ctl stop -m immediate``: every connection cut, no
+        checkpoint, as if the machine lost power); ``restart()`` brings it back (crash recovery)."""
+        self._run("pg_ctl", "stop", "-D", str(self.data), "-m", "immediate", "-w", "-t", "60")
+
+    def restart(self) -> None:
+        self._run("pg_ctl", "start", "-D", str(self.data), "-w", "-t", "60",
+                  "-l", str(self.root / "server.log"))
+
     def _cleanup(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from newsletter.audience.attributes import attr_key
 from newsletter.errors import ValidationError
 
-_KEY_RE = re.compile(r"[^\s\"\\=!:]+")
+_KEY_RE = re.compile(r"[^\s\"\\=!:\x00-\x1f\x7f-\x9f]+")  # stored names hold no control character
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,9 @@ class Audience:
 
 def parse_condition(text: str) -> Condition:
     """One ``--where`` value, or a ``ValidationError`` saying what was expected."""
+    from newsletter import text as storable
+
+    storable.require(f"--where {text!r}", text)  # a NUL, a lone surrogate: no value holds one
     raw = text.strip()
     expected = "expected key=value, key!=value or has:key"
     if raw.startswith("has:"):

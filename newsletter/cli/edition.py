@@ -81,7 +81,11 @@ def add(
     <title>), description and canonical URL; tracking parameters are removed from the link."""
     from newsletter.sources.fetch import link_item, user_agent
     from newsletter.project import add_item
+    from newsletter import text
 
+    for field, value in (("the URL", url), ("--title", title), ("--summary", summary)):
+        if value is not None:  # bytes that are not UTF-8 from the terminal, a NUL
+            text.require(field, value)
     config = get_config(ctx)
     found = link_item(url, title=title, summary=summary, fetch=not no_fetch,
                       agent=user_agent(config.name, config.base_url))

@@ -28,6 +28,7 @@ _SENTENCE_END_RE = re.compile(r"(?<=[。！？!?])|(?<=[.](?=\s))")
 PREHEADER_MAX = 90
 # `[plain title](url)` alone on a line: no nested markup, escapes, entities or spaces in the URL.
 _SIMPLE_LINK_RE = re.compile(r"^\[([^\[\]\\`*_<>&!]+)\]\(([^\s()<>\\&]+)\)\s*$")
+MAX_NUMBER = 2**31 - 1  # the ledger's column (PostgreSQL's integer)
 KNOWN_KEYS = {"title", "date", "categories", "subject", "preheader", "lang", "slug", "number"}
 
 
@@ -137,9 +138,17 @@ def _front_matter_fields(meta: dict[str, Any], lines: dict[str, int], path: Path
                       "(quoted: yes/no/true/false are YAML booleans, [ ] a list)")
         out[key] = " ".join(str(value).split()) if value is not None else None
     out["categories"] = _categories(meta.get("categories"), lambda msg: fail("categories", msg))
+    from newsletter import text
+
+    for key in ("title", "subject", "preheader", "categories"):  # YAML's "\0", "\ud800"…
+        for value in (out[key] if key == "categories" else (out[key] or "",)):
+            found = text.problem(value)
+            if found:
+                fail(key, f"{key} contains {found}: expected plain text")
     number = meta.get("number")
-    if number is not None and (not isinstance(number, int) or isinstance(number, bool) or number < 1):
-        fail("number", "number must be a positive whole number")
+    if number is not None and (not isinstance(number, int) or isinstance(number, bool)
+                               or not 1 <= number <= MAX_NUMBER):
+        fail("number", f"number must be a positive whole number (at most {MAX_NUMBER})")
     out["number"] = number
     if out["slug"] is not None and not _SLUG_RE.match(out["slug"]):
         fail("slug", "slug must be lower-case letters, digits, '-', '.' or '_' (it becomes a file name and URL)")

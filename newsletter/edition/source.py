@@ -38,8 +38,13 @@ def load_edition(path: str | Path, *, config: Config, essay_path: str | Path | N
 def read_source(path: Path, kind: str = "edition", example: str = " (editions/<date>.md)") -> str:
     """The UTF-8 text of an edition (or ``kind``) file, BOM dropped; unreadable files are an
     ``EditionError`` naming the file."""
+    from newsletter import text as storable
+
+    if storable.problem(str(path)):  # bytes that are not UTF-8 in a folder or file name
+        raise EditionError("the path is not UTF-8 text: rename it (the delivery ledger records "
+                           "where each edition came from)", file=path)
     try:
-        return path.read_text(encoding="utf-8").removeprefix("\ufeff")
+        text = path.read_text(encoding="utf-8").removeprefix("\ufeff")
     except FileNotFoundError:
         raise EditionError(f"no such {kind} file", file=path) from None
     except IsADirectoryError:
@@ -48,6 +53,11 @@ def read_source(path: Path, kind: str = "edition", example: str = " (editions/<d
         raise EditionError("not UTF-8 text", file=path) from None
     except OSError as err:
         raise EditionError(f"cannot read: {err.strerror}", file=path) from None
+    if "\x00" in text:  # a corrupted or binary file; no database text column holds a NUL
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise EditionError("contains a NUL character (U+0000): expected plain UTF-8 text",
+                           file=path, line=line)
+    return text
 
 
 def load_essay(path: str | Path) -> Essay:

@@ -138,10 +138,12 @@ def parse_ses(doc: dict[str, Any]) -> list[Event] | Ignored:
     mail = doc.get("mail")
     if not isinstance(mail, dict) or not isinstance(mail.get("messageId"), str) or not mail["messageId"]:
         raise MalformedMessage(f"{name} notification without mail.messageId")
+    if len(mail["messageId"]) > _MAX_FIELD:
+        raise MalformedMessage(f"{name} notification with a mail.messageId of {len(mail['messageId'])} characters")
     details = doc.get(key)
     if not isinstance(details, dict):
         raise MalformedMessage(f"{name} notification without its {key!r} object")
-    canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    canonical = _canonical(doc, name)
     base = dict(
         provider_message_id=mail["messageId"],
         occurred_at=_timestamp(details.get("timestamp") or mail.get("timestamp"), name),
@@ -172,6 +174,8 @@ def parse_received(doc: dict[str, Any]) -> list[Event]:
     mail = doc.get("mail")
     if not isinstance(mail, dict) or not isinstance(mail.get("messageId"), str) or not mail["messageId"]:
         raise MalformedMessage("Received notification without mail.messageId")
+    if len(mail["messageId"]) > _MAX_FIELD:
+        raise MalformedMessage(f"Received notification with a mail.messageId of {len(mail['messageId'])} characters")
     receipt = doc.get("receipt") if isinstance(doc.get("receipt"), dict) else {}
     headers = mail.get("commonHeaders") if isinstance(mail.get("commonHeaders"), dict) else {}
     sender = mail.get("source")
@@ -185,7 +189,7 @@ def parse_received(doc: dict[str, Any]) -> list[Event]:
         if found:
             token = found.group(1)
             break
-    canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    canonical = _canonical(doc, "Received")
     return [Event(
         event_id=hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:40],
         type=EventType.UNSUBSCRIBE, provider_message_id=mail["messageId"],
@@ -273,6 +277,37 @@ _BUILDERS = {
 
 # -- small helpers ---------------------------------------------------------------------------
 
+def _canonical(doc: dict[str, Any], name: object) -> str:
+    """The notification's canonical JSON (what is stored, and hashed into the event id). A
+    notification whose strings hold a NUL ("\\u0000") or a lone surrogate ("\\ud800") is
+    malformed: PostgreSQL can store neither (SQLite could, but both engines must decide the
+    same), and no real SES notification carries one; it is kept aside as it came."""
+    found = _unstorable(doc)
+    if found:
+        raise MalformedMessage(f"{name} notification holds {found.split(' at position')[0]} "
+                               "in its JSON: not text a database can store")
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _unstorable(value: Any) -> str | None:
+    """What in a decoded JSON value (its strings, its keys) no database can store, or None."""
+    from newsletter import text
+
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            found = text.problem(item)
+            if found:
+                return found
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return None
+
+
 def _json_object(text: str, what: str) -> dict[str, Any]:
     try:
         doc = json.loads(text)
@@ -299,12 +334,20 @@ def _destinations(mail: dict) -> list[str]:
     return [_address(a) for a in dest] if isinstance(dest, list) else []
 
 
+# The longest message id or address a notification may name (SES's ids are ~60 characters,
+# addresses at most 254): both are indexed, and PostgreSQL's btree holds ~2700 bytes a row
+_MAX_FIELD = 500
+
+
 def _address(value: object) -> str:
     """The bare address: SES sometimes gives ``"Name <a@b>"`` in destination lists."""
     from email.utils import parseaddr
 
     if not isinstance(value, str) or "@" not in value:
         raise MalformedMessage(f"recipient {value!r} is not an email address")
+    if len(value) > _MAX_FIELD:  # no address is; PostgreSQL's index could not hold it either
+        raise MalformedMessage(f"recipient {value[:40]!r}… is not an email address "
+                               f"({len(value)} characters)")
     if "<" not in value and not any(c.isspace() for c in value.strip()):
         return value.strip()  # the usual case, without the cost of a full header parse
     addr = parseaddr(value)[1] or value.strip()

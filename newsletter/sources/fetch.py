@@ -187,14 +187,19 @@ def page_from_html(body: bytes, url: str, *, declared: str | None = None, trunca
     link = url
     if canonical:
         resolved = urljoin(url, canonical)
-        if urlsplit(resolved).scheme in ("http", "https"):
-            link = resolved
+        if (urlsplit(resolved).scheme in ("http", "https")
+                and all(c.isprintable() and not c.isspace() for c in resolved)):
+            link = resolved  # (a canonical URL holding a NUL or a control is ignored)
     return Page(url=strip_tracking(link), fetched_url=url, title=title, summary=summary,
                 charset=charset, truncated=truncated)
 
 
 def _clean(text: str) -> str:
-    return " ".join(text.split())
+    """A page's text on one line: control characters (a NUL from ``&#0;`` among them) become
+    spaces, a lone surrogate U+FFFD (the page is someone else's input)."""
+    from newsletter.audience.addresses import clean_text
+
+    return " ".join(clean_text(text)[0].split())
 
 
 @dataclass(frozen=True)

@@ -117,14 +117,31 @@ def parse_feed(body: bytes, feed_url: str, *, content_type: str = "") -> tuple[s
         summary_html = raw.get("summary") or ""
         if not summary_html and raw.get("content"):
             summary_html = raw["content"][0].get("value", "")
-        entries.append(Entry(feed_url, link, _plain_title(title), clean_summary(summary_html, base=link),
+        title = _feed_text(_plain_title(title))
+        if not title:
+            continue
+        entries.append(Entry(feed_url, link, title, _feed_text(clean_summary(summary_html, base=link), lines=True),
                              _published(raw)))
-    return " ".join(str(doc.feed.get("title", "")).split()), entries
+    return _feed_text(" ".join(str(doc.feed.get("title", "")).split())), entries
+
+
+def _feed_text(value: str, *, lines: bool = False) -> str:
+    """A feed's text as reader input is kept: control characters (a NUL among them: a feed can
+    serve ``&#0;``, which no database text holds) become a space, a lone surrogate U+FFFD;
+    ``lines``: the summary's line breaks stay."""
+    from newsletter.audience.addresses import clean_text
+
+    if lines:
+        return "\n".join(clean_text(line)[0] if line else "" for line in value.split("\n"))
+    return " ".join(clean_text(value)[0].split())
 
 
 def _reason(err: object) -> str:
     text = str(err).split("\n")[0]
     return text[:120] or type(err).__name__
+
+
+MAX_LINK = 2000  # bytes: the practical URL limit; PostgreSQL's btree holds ~2700 bytes a row
 
 
 def _link(raw, feed_url: str) -> str:
@@ -137,6 +154,9 @@ def _link(raw, feed_url: str) -> str:
                 link = candidate["href"]
                 break
     link = urljoin(feed_url, link.strip())
+    if (len(link.encode("utf-8", "replace")) > MAX_LINK
+            or any(c.isspace() or not c.isprintable() for c in link)):
+        return ""  # a NUL, a control, 2000+ bytes: no real article's URL (and no index row)
     return strip_tracking(link) if link.lower().startswith(("http://", "https://")) else ""
 
 

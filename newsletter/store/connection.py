@@ -58,12 +58,20 @@ def is_postgres(conn: Any) -> bool:
     return not isinstance(conn, sqlite3.Connection)
 
 
+def lost(conn: Any) -> bool:
+    """Whether ``conn`` can no longer be used and must be opened again: a PostgreSQL
+    connection the server dropped (restart, failover, network); a SQLite file never is."""
+    return is_postgres(conn) and conn.lost
+
+
 def errors() -> tuple[type[BaseException], ...]:
     """The database errors either driver raises (psycopg's only when it has been imported:
-    a SQLite project never loads it)."""
+    a SQLite project never loads it), with the two refusals of a value to bind (a lone
+    surrogate, an int past 64 bits) that the drivers raise as Python errors."""
     import sys
 
-    found: tuple[type[BaseException], ...] = (sqlite3.Error, StoreError)
+    found: tuple[type[BaseException], ...] = (sqlite3.Error, StoreError, UnicodeEncodeError,
+                                              OverflowError)
     psycopg = sys.modules.get("psycopg")
     if psycopg is not None:
         found += (psycopg.Error,)
@@ -103,7 +111,7 @@ def write(conn: Connection, *, exclusive: bool = True,
                 if exclusive:
                     conn.execute("SELECT pg_advisory_xact_lock(?)", (LEDGER_LOCK,))
                 yield conn
-        except psycopg.Error as err:
+        except (psycopg.Error, UnicodeEncodeError) as err:
             raise store_error(err, conn, "cannot write to") from None
         return
     try:
@@ -112,7 +120,7 @@ def write(conn: Connection, *, exclusive: bool = True,
         raise store_error(err, conn, where=where) from None
     try:
         yield conn
-    except sqlite3.Error as err:  # disk full, I/O error, lock: rolled back, one line
+    except _SQLITE_REFUSALS as err:  # disk full, I/O error, lock, a value: rolled back, one line
         _rollback(conn)
         raise store_error(err, conn, where=where) from None
     except BaseException:
@@ -123,6 +131,11 @@ def write(conn: Connection, *, exclusive: bool = True,
     except sqlite3.Error as err:
         _rollback(conn)
         raise store_error(err, conn, where=where) from None
+
+
+# sqlite3 raises these two itself for a value it cannot bind (a lone surrogate, an int past
+# 64 bits): the same refusals PostgreSQL's driver makes, mapped the same way
+_SQLITE_REFUSALS = (sqlite3.Error, UnicodeEncodeError, OverflowError)
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

@@ -35,8 +35,9 @@ def record_consent(store: "SqliteStore", records: Iterable["Consent"], source: s
         entry = merged.setdefault(key, {"evidence": {}})
         for name in ("optin_at", "optin_ip", "confirmed_at", "confirm_ip"):
             if getattr(r, name):
-                entry[name] = getattr(r, name)
-        entry["evidence"].update(r.evidence)
+                entry[name] = _text(getattr(r, name))
+        entry["evidence"].update((_text(k), _text(v)) for k, v in r.evidence.items())
+    source = _text(source)  # it names the file, whose name may not be UTF-8
     rows = [(key, source, e.get("optin_at"), e.get("optin_ip"), e.get("confirmed_at"), e.get("confirm_ip"),
              json.dumps(e["evidence"], ensure_ascii=False, sort_keys=True), now) for key, e in merged.items()]
     kept = 0
@@ -52,6 +53,15 @@ def record_consent(store: "SqliteStore", records: Iterable["Consent"], source: s
                 "recorded_at = excluded.recorded_at", rows[start:start + _BATCH])
             kept += cur.rowcount
     return kept
+
+
+def _text(value):
+    """A file's value as the store keeps imported text: control characters (a NUL among them,
+    which PostgreSQL's text cannot hold) stripped, a lone surrogate U+FFFD — the same on both
+    engines."""
+    from newsletter.audience.addresses import clean_text
+
+    return clean_text(value)[0] if isinstance(value, str) else value
 
 
 def consent_records(conn, subscriber_id: int) -> list[dict]:

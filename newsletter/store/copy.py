@@ -252,7 +252,8 @@ class _Side:
         if self.pg:
             from newsletter.store import pg
 
-            pg.copy_rows(self.conn, f"COPY {_q(table)} ({names}) FROM STDIN", rows)
+            pg.copy_rows(self.conn, f"COPY {_q(table)} ({names}) FROM STDIN",
+                         _storable(table, columns, rows))
             return
         # executemany steps through the iterator: one row in memory at a time
         self.conn.executemany(f"INSERT INTO {_q(table)} ({names}) "
@@ -427,3 +428,22 @@ def _errors(*, postgres: bool) -> tuple[type[BaseException], ...]:
     import psycopg
 
     return (sqlite3.Error, psycopg.Error)
+
+
+def _storable(table: str, columns: list[str], rows: Iterator[tuple]) -> Iterator[tuple]:
+    """``rows`` for PostgreSQL, each checked for what SQLite kept and PostgreSQL cannot: a NUL in
+    text (stored by an older version, e.g. in an event's detail), or a ``\\u0000`` escape in the
+    attributes' JSON (which ``jsonb`` refuses, so every ``--where`` would fail). One line naming
+    the row and column instead of the driver's bare refusal; nothing is copied."""
+    from newsletter.errors import UnstorableError
+
+    key = columns.index("id") if "id" in columns else 0
+    attributes = columns.index("attributes") if table == "subscribers" and "attributes" in columns else -1
+    for row in rows:
+        for i, value in enumerate(row):
+            if value.__class__ is str and ("\x00" in value or (i == attributes and "\\u0000" in value)):
+                raise UnstorableError(
+                    f"{table} row {columns[key]} {row[key]}: {columns[i]} holds a NUL character "
+                    "(U+0000), which PostgreSQL cannot store: remove it in the source and copy "
+                    "again; nothing was copied")
+        yield row

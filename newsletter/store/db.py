@@ -184,13 +184,20 @@ class StoreBusy(StoreError):
     written; the same operation can simply be tried again (the web answers 503 + Retry-After)."""
 
 
-def store_error(err: sqlite3.Error, path: str | Path | None = None) -> StoreError:
+def store_error(err: BaseException, path: str | Path | None = None) -> StoreError:
     """One line for a failed SQLite statement, saying what to do. Disk full (SQLITE_FULL) and
     write I/O errors (what a file-size limit gives) ask to free space and run the same command
     again — the transaction was rolled back, so that is safe; a held lock is ``StoreBusy``."""
     name = getattr(err, "sqlite_errorname", "") or ""
     text = str(err)
     where = f"{path}: " if path else ""
+    if isinstance(err, (UnicodeEncodeError, OverflowError)):  # what PostgreSQL also refuses
+        from newsletter.errors import UnstorableError
+
+        if isinstance(err, UnicodeEncodeError):
+            text = (f"U+{ord(err.object[err.start]):04X} is not text (a lone surrogate: bytes "
+                    "that were not UTF-8?)")
+        return UnstorableError(f"{where}the database refused a value: {text}")
     if name == "SQLITE_FULL" or "database or disk is full" in text:
         return StoreError(f"database or disk is full: {where}nothing of this operation was written; free space "
                           "and run the same command again")

@@ -140,7 +140,11 @@ class EventLog:
 
     # -- dead letters ----------------------------------------------------------------------
     def keep_aside(self, message_id: str, reason: str, body: str, received_at: str) -> bool:
-        """Keep an unreadable queue message; False when it is kept already."""
+        """Keep an unreadable queue message; False when it is kept already. A NUL or a lone
+        surrogate in it (neither engine's text can hold both) is kept as its escape."""
+        from newsletter import text
+
+        message_id, reason, body = text.escape(message_id), text.escape(reason), text.escape(body)
         try:
             with write(self.conn, exclusive=False):
                 return self.conn.execute(

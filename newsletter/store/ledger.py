@@ -261,6 +261,8 @@ class Ledger:
 
     # -- editions ------------------------------------------------------------------------------
     def edition(self, slug: str) -> EditionRecord | None:
+        if _never_stored(slug):
+            return None
         row = self.conn.execute("SELECT * FROM editions WHERE slug = ?", (slug,)).fetchone()
         return _edition_record(row) if row else None
 
@@ -290,7 +292,10 @@ class Ledger:
                               "give this edition its own `slug:`")
 
     def edition_from(self, source_path: str) -> EditionRecord | None:
-        """The latest edition sent from this file."""
+        """The latest edition sent from this file (none from a path that is not UTF-8 text: the
+        ledger never records one)."""
+        if _never_stored(source_path):
+            return None
         row = self.conn.execute("SELECT * FROM editions WHERE source_path = ? ORDER BY id DESC LIMIT 1",
                                 (source_path,)).fetchone()
         return _edition_record(row) if row else None
@@ -320,8 +325,12 @@ class Ledger:
         if seq:
             if not seq.isdigit():
                 raise ValidationError(f"{ref!r}: expected SLUG or SLUG#N (N a send number, e.g. {slug}#2)")
+            if _never_stored(slug, int(seq)):
+                return None
             row = self.conn.execute("SELECT * FROM sends WHERE slug = ? AND seq = ?", (slug, int(seq))).fetchone()
         else:
+            if _never_stored(slug):
+                return None
             row = self.conn.execute("SELECT * FROM sends WHERE slug = ? ORDER BY seq DESC LIMIT 1", (slug,)).fetchone()
         return _send_record(row) if row else None
 
@@ -551,6 +560,7 @@ class Ledger:
                 "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", batch)
 
     def set_last_error(self, send_id: int, error: str | None) -> None:
+        error = None if error is None else _storable(error)
         with self._write(exclusive=False):
             self.conn.execute("UPDATE sends SET last_error = ? WHERE id = ?", (error, send_id))
 
@@ -702,7 +712,9 @@ class Ledger:
     def record(self, send_id: int, worker: str, outcomes: Iterable[Outcome]) -> None:
         """Write what happened to claimed deliveries: one statement, one transaction."""
         stamp = utc_now()
-        rows = [[o.delivery_id, o.state.value, o.provider_message_id, o.error, o.attempts] for o in outcomes]
+        rows = [[o.delivery_id, o.state.value, o.provider_message_id if o.provider_message_id is None else
+                 _storable(o.provider_message_id), None if o.error is None else _storable(o.error), o.attempts]
+                for o in outcomes]
         if not rows:
             return
         any_sent = any(r[1] == "sent" for r in rows)
@@ -828,6 +840,24 @@ def _reading(conn_or_config: Connection | Config, query):
         raise
     except failures as err:
         raise StoreError(f"cannot read the delivery ledger: {_one_line(err)}") from None
+
+
+def _storable(value: str) -> str:
+    """A provider's text (an SMTP server's reply, an exception's message) as the ledger keeps it:
+    a NUL or a lone surrogate written as its escape, which both engines store (PostgreSQL's
+    ``jsonb`` would refuse a ``\\u0000`` and stop the send)."""
+    from newsletter import text
+
+    return text.escape(value)
+
+
+def _never_stored(text_value: str, number: int = 0) -> bool:
+    """A slug (or path) no row can hold — a NUL or a lone surrogate (from a terminal's bytes
+    that are not UTF-8) — or a send number past the ``integer`` column: nothing to look up
+    (and neither driver could send it: a traceback on SQLite, a refusal on PostgreSQL)."""
+    from newsletter import text
+
+    return bool(text.problem(text_value)) or not 0 <= number < 2**31
 
 
 def _one_line(err: BaseException) -> str:

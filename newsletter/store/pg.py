@@ -94,8 +94,10 @@ class PgConnection:
         cur = self.raw.cursor()
         try:
             return cur.execute(to_pg(sql), params or None, prepare=prepare)
-        except psycopg.OperationalError as err:  # the server went away, a timeout…
+        except (psycopg.Error, UnicodeEncodeError) as err:  # the server gone, a refusal, a value
             cur.close()
+            if isinstance(err, psycopg.IntegrityError) and self.in_transaction:
+                raise  # a duplicate the caller may resolve (a savepoint); else transaction() maps it
             raise fail(err, self.url) from None
         except Exception:
             cur.close()
@@ -120,7 +122,7 @@ class PgConnection:
                 cur.execute(to_pg(sql), params or None, prepare=True)
                 changed = cur.rowcount
                 cur.execute("COMMIT")
-        except psycopg.Error as err:
+        except (psycopg.Error, UnicodeEncodeError) as err:
             if not self.raw.closed and self.in_transaction:
                 try:
                     self.raw.execute("ROLLBACK")
@@ -135,7 +137,9 @@ class PgConnection:
         cur = self.raw.cursor()
         try:
             cur.executemany(to_pg(sql), list(rows))
-        except psycopg.OperationalError as err:
+        except (psycopg.Error, UnicodeEncodeError) as err:
+            if isinstance(err, psycopg.IntegrityError) and self.in_transaction:
+                raise
             raise fail(err, self.url) from None
         return cur
 
@@ -151,6 +155,12 @@ class PgConnection:
     def close(self) -> None:
         self.raw.close()
 
+    @property
+    def lost(self) -> bool:
+        """The connection is gone (the server restarted, a network cut): a long-lived holder
+        (a web worker's store) opens a new one instead of answering 503 forever."""
+        return self.raw.closed or self.raw.broken
+
     @contextmanager
     def transaction(self) -> Iterator["PgConnection"]:
         """BEGIN … COMMIT, rolled back on any exception (KeyboardInterrupt included)."""
@@ -161,12 +171,14 @@ class PgConnection:
             raise fail(err, self.url, "cannot write to") from None
         try:
             yield self
-        except BaseException:
+        except BaseException as err:
             if not self.raw.closed and self.in_transaction:
                 try:
                     self.raw.execute("ROLLBACK")
                 except errors.Error:
                     pass
+            if isinstance(err, (errors.Error, UnicodeEncodeError)):  # from raw or a copy
+                raise fail(err, self.url, "cannot write to") from None
             raise
         try:
             self.raw.execute("COMMIT")
@@ -180,10 +192,35 @@ def _errors():
     return psycopg
 
 
-def fail(err: Exception, url: str, doing: str = "cannot use") -> StoreError:
-    """A psycopg error as one line naming the database and host (never the password)."""
+# SQLSTATE classes of a value the server refuses: 22 data exception (out of range, too long,
+# invalid text, "unsupported Unicode escape sequence" for jsonb's \u0000), 54 too long a
+# statement/array (program limit exceeded)
+_VALUE_CLASSES = ("22", "54")
+
+
+def fail(err: BaseException, url: str, doing: str = "cannot use") -> StoreError:
+    """A driver error as one line naming the database and host (never the password): an
+    ``UnstorableError`` when the *value* was refused (psycopg's DataError, a NUL it will not
+    send, a lone surrogate it cannot encode), else a ``StoreError`` (the server gone, a
+    permission or read-only refusal, a constraint)."""
+    from newsletter.errors import UnstorableError
+
+    if isinstance(err, StoreError):
+        return err
     text = " ".join(str(err).split()) or type(err).__name__
-    return StoreError(f"{doing} {describe(url)}: {text}")
+    sqlstate = getattr(err, "sqlstate", None) or ""
+    import psycopg
+
+    if (isinstance(err, (UnicodeEncodeError, psycopg.DataError))
+            or sqlstate[:2] in _VALUE_CLASSES):
+        if isinstance(err, UnicodeEncodeError):
+            text = (f"U+{ord(err.object[err.start]):04X} is not text (a lone surrogate: bytes "
+                    "that were not UTF-8?)")
+        mapped: StoreError = UnstorableError(f"{describe(url)} refused a value: {text}")
+    else:
+        mapped = StoreError(f"{doing} {describe(url)}: {text}")
+    mapped.reason = text  # the driver's own line (for messages that name the database already)
+    return mapped
 
 
 def connect(url: str, *, migrate: bool = True, application: str = "newsletter") -> PgConnection:
@@ -290,9 +327,10 @@ def migrate_database(conn: PgConnection) -> int:
                 conn.raw.execute(sql)
                 conn.execute("INSERT INTO schema_migrations (version, name, applied_at) "
                              "VALUES (?, ?, ?)", (version, name, utc_now()))
-        except errors.Error as err:
+        except (errors.Error, StoreError) as err:
+            reason = getattr(err, "reason", None) or " ".join(str(err).split())
             raise StoreError(f"migration pg_migrations/{name} failed on {describe(conn.url)}: "
-                             f"{' '.join(str(err).split())}") from None
+                             f"{reason}") from None
     return schema_version(conn)
 
 

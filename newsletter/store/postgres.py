@@ -88,11 +88,14 @@ class PostgresStore(SqliteStore):
         name = f"nl_stream_{next(_cursors)}"
         # WITH HOLD: the cursor outlives the (autocommit) statement that declares it; the
         # server keeps the result, this process holds one batch at a time.
-        with psycopg.RawServerCursor(self.conn.raw, name, withhold=True) as cur:
-            cur.itersize = _FETCH
-            cur.execute(pg.to_pg(sql), args or None)
-            while batch := cur.fetchmany(_FETCH):
-                yield batch
+        try:
+            with psycopg.RawServerCursor(self.conn.raw, name, withhold=True) as cur:
+                cur.itersize = _FETCH
+                cur.execute(pg.to_pg(sql), args or None)
+                while batch := cur.fetchmany(_FETCH):
+                    yield batch
+        except (psycopg.Error, UnicodeEncodeError) as err:  # the server gone mid-stream…
+            raise pg.fail(err, self.url, "cannot read") from None
 
     def import_rows(self, rows: Iterable[ImportRow], *, list_name: str, dry_run: bool = False,
                     source: str = "import",

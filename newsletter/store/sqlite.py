@@ -17,6 +17,7 @@ from pathlib import Path
 from newsletter.audience.addresses import Address, clean_text, parse_address
 from newsletter.audience.segments import Audience, Condition
 from newsletter.audience.attributes import attr_key
+from newsletter import text
 from newsletter.errors import ValidationError
 from newsletter.store import connection, db
 from newsletter.store.db import utc_now
@@ -58,6 +59,8 @@ def _mailing_list(row: sqlite3.Row) -> MailingList:
 def _clean_attributes(attributes: dict[str, str] | None, notes: list[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for key, value in (attributes or {}).items():
+        text.require_unicode(f"the attribute name {key!r}", str(key))  # not text: refused
+        text.require_unicode(f"attribute {key!r}", str(value))
         k, k_changed = clean_text(str(key))
         k = attr_key(k)
         if not k:
@@ -108,7 +111,7 @@ class SqliteStore(Store):
         if not LIST_NAME_RE.fullmatch(name or ""):
             raise ValidationError(f"list name {name!r} must be 1-64 letters, digits, '.', '_' or "
                                   "'-', starting with a letter or digit")
-        description, _ = clean_text(description)
+        description, _ = clean_text(text.require_unicode("the description", description))
         with self.transaction() as conn:
             if conn.execute("SELECT 1 FROM lists WHERE name = ?", (name,)).fetchone():
                 raise ValidationError(f"list {name!r} already exists")
@@ -121,6 +124,8 @@ class SqliteStore(Store):
         return self.get_list(name)
 
     def get_list(self, name: str) -> MailingList | None:
+        if text.problem(name):  # a NUL or a lone surrogate: no list is called that
+            return None
         row = self.conn.execute("SELECT * FROM lists WHERE name = ?", (name,)).fetchone()
         return _mailing_list(row) if row else None
 
@@ -152,7 +157,7 @@ class SqliteStore(Store):
                        resubscribe: bool = False, check_dns: bool = False) -> AddResult:
         address = parse_address(email, check_dns=check_dns)
         notes: list[str] = []
-        name, changed = clean_text(name)
+        name, changed = clean_text(text.require_unicode("the name", name))
         if changed:
             notes.append("stripped control characters from name")
         if len(name) > MAX_NAME:

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from newsletter.store.connection import Connection, write
+from newsletter.store.connection import Connection, lost, write
 
 PRUNE_EVERY = 500  # allowed actions between two prunes of expired rows
 KEEP_SECONDS = 2 * 86400  # longer than any window we use
@@ -57,12 +57,24 @@ class SqliteRateLimiter:
     # -- the limiter -----------------------------------------------------------------------
     def _conn(self) -> Connection:
         conn = getattr(self._local, "conn", None)
+        if conn is not None and lost(conn):  # the server restarted: a new connection
+            self._forget(conn)
+            conn = None
         if conn is None:
             conn = self._open()
             self._local.conn = conn
             with self._conns_lock:
                 self._conns.append(conn)
         return conn
+
+    def _forget(self, conn: Connection) -> None:
+        with self._conns_lock:
+            if conn in self._conns:
+                self._conns.remove(conn)
+        try:
+            conn.close()
+        except Exception:  # already closed by the driver
+            pass
 
     def hit(self, bucket: str, limit: int, window: float, *, now: float | None = None) -> bool:
         """Record one action in ``bucket`` and return True, or return False (nothing recorded)

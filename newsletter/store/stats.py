@@ -70,6 +70,10 @@ def _ids(send_ids: Iterable[int]) -> str:
 
 def sends_of(conn: Connection, slug: str, seq: int | None = None) -> list:
     """The sends of edition ``slug`` in order (only its ``seq``-th when given)."""
+    from newsletter.store.ledger import _never_stored
+
+    if _never_stored(slug, seq or 0):
+        return []
     if seq is not None:
         return conn.execute("SELECT * FROM sends WHERE slug = ? AND seq = ?", (slug, seq)).fetchall()
     return conn.execute("SELECT * FROM sends WHERE slug = ? ORDER BY seq", (slug,)).fetchall()

@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 from newsletter.web import archive
 from newsletter.config import Config
-from newsletter.errors import StoreError
+from newsletter.errors import StoreError, ValidationError
 from newsletter.web import readers, signup
 from newsletter.web.context import SECURITY_HEADERS, WebContext
 
@@ -114,6 +114,16 @@ async def store_unavailable(request: Request, exc: Exception) -> Response:
                        headers={"Retry-After": str(STORE_RETRY_AFTER)})
 
 
+async def bad_input(request: Request, exc: Exception) -> Response:
+    """A value the reader sent that cannot be kept (``ValidationError`` past the handler's own
+    checks, e.g. the database refusing it: ``UnstorableError``): 400, nothing written. Before
+    ``StoreError`` in the exception's MRO, so an ``UnstorableError`` is a 400, not a 503."""
+    ctx: WebContext = request.app.state.ctx
+    log.info("refused input for %s %s: %s", request.method, request.url.path, exc)
+    lang = ctx.lang(request)
+    return ctx.message(lang, "bad_request.title", status=400)
+
+
 async def server_error(request: Request, exc: Exception) -> Response:
     log.exception("error serving %s", request.url.path)
     return PlainTextResponse("Internal Server Error\n", status_code=500)
@@ -152,6 +162,7 @@ def build_app(config: Config) -> Starlette:
 
     app = Starlette(routes=routes(), lifespan=lifespan,
                     exception_handlers={HTTPException: http_error, StoreError: store_unavailable,
+                                        ValidationError: bad_input,
                                         Exception: server_error})
     app.router.redirect_slashes = False  # see http_error: redirects stay under base_url
     app.state.ctx = ctx

@@ -18,6 +18,7 @@ from starlette.responses import HTMLResponse
 from newsletter.config import Config, load_secret
 from newsletter.web.i18n import pick_lang, translator
 from newsletter.errors import TokenError
+from newsletter.store.connection import lost
 from newsletter.tokens import TokenClaims, verify_token
 from newsletter.web.templating import base_path, base_url, page_values, template_env
 
@@ -78,6 +79,15 @@ class WebContext:
     def store(self) -> Any:
         """This thread's store (SQLite connections must not be shared across threads)."""
         store = getattr(self._local, "store", None)
+        if store is not None and lost(store.conn):  # the database restarted: connect again
+            with self._stores_lock:
+                if store in self._stores:
+                    self._stores.remove(store)
+            try:
+                store.close()
+            except Exception:  # already closed by the driver
+                pass
+            store = None
         if store is None:
             from newsletter.store import open_store
 

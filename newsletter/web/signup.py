@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from newsletter.errors import ValidationError
+from newsletter.errors import StoreError, ValidationError
 from newsletter.store.models import MembershipStatus, OptIn
 from newsletter.web import mail
 from newsletter.web.context import WebContext, verified
@@ -149,7 +149,12 @@ def _send_signup_mail(ctx: WebContext, lang: str, result) -> None:
     count against the per-address daily limit so nobody can mail-bomb a victim."""
     sub = result.subscriber
     bucket = address_bucket("mail", sub.email)
-    if not ctx.limiter.hit(bucket, ctx.config.web.confirmations_per_address_per_day, DAY):
+    try:
+        allowed = ctx.limiter.hit(bucket, ctx.config.web.confirmations_per_address_per_day, DAY)
+    except StoreError as err:  # after the answer: nobody to tell but the log (no mail sent)
+        mail.log.warning("cannot count mail for subscriber %s (%s); no email sent", sub.id, err)
+        return
+    if not allowed:
         mail.log.warning("per-address mail limit reached; no email sent for subscriber %s", sub.id)
         return
     if result.pending:
