@@ -124,9 +124,10 @@ class SesV2Sender:
     PATH = "/v2/email/outbound-emails"
 
     def __init__(self, session: Any, client: Any):
+        import botocore
         from botocore.auth import SigV4Auth
         from botocore.awsrequest import AWSPreparedRequest, AWSRequest
-        from botocore.parsers import create_parser
+        from botocore.exceptions import NoCredentialsError
 
         meta = client.meta
         self._client = client
@@ -136,16 +137,16 @@ class SesV2Sender:
         self._url = meta.endpoint_url.rstrip("/") + self.PATH
         self._http = client._endpoint.http_session  # botocore's URLLib3Session: pool, proxies, certs
         self._operation = meta.service_model.operation_model(self.OPERATION)
-        self._parser = create_parser(meta.service_model.resolved_protocol)
+        self._protocol = meta.service_model.resolved_protocol  # rest-json
         self._signer, self._request, self._prepared = SigV4Auth, AWSRequest, AWSPreparedRequest
-        self._user_agent = meta.config.user_agent or "Botocore"
+        self._no_credentials = NoCredentialsError
+        self._user_agent = " ".join(filter(None, (meta.config.user_agent or f"Botocore/{botocore.__version__}",
+                                                  "newsletter-ses", meta.config.user_agent_extra)))
 
     def send_email(self, fields: dict[str, Any], raw: bytes) -> str:
         """Send; return SES's MessageId. ``fields``: the call's other parameters (JSON-ready)."""
-        from botocore.exceptions import NoCredentialsError
-
         if self._credentials is None:
-            raise NoCredentialsError()
+            raise self._no_credentials()
         # base64 has no character JSON escapes: the ~80 KB of it go in as they are
         head = json.dumps(fields, ensure_ascii=True, separators=(",", ":"))
         body = b"".join((head[:-1].encode("ascii"), b',"Content":{"Raw":{"Data":"',
@@ -170,8 +171,10 @@ class SesV2Sender:
     def _error(self, response: Any) -> Exception:
         """The ``ClientError`` (or its modelled subclass) boto3 raises for this answer."""
         from botocore.endpoint import convert_to_response_dict
+        from botocore.parsers import create_parser
 
-        parsed = self._parser.parse(convert_to_response_dict(response, self._operation), self._operation.output_shape)
+        parser = create_parser(self._protocol)  # a fresh one per answer, as botocore's endpoint does
+        parsed = parser.parse(convert_to_response_dict(response, self._operation), self._operation.output_shape)
         code = parsed.get("Error", {}).get("Code") or "Unknown"
         return self._client.exceptions.from_code(code)(parsed, self.OPERATION)
 
