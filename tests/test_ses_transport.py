@@ -281,3 +281,38 @@ def test_expiring_credentials_are_refreshed_between_requests(fake_ses, aws_home)
     assert n2 > n1
     assert_signed(first, f"AKIAROTATED{n1}", f"secret-{n1}", token=f"token-{n1}")
     assert_signed(second, f"AKIAROTATED{n2}", f"secret-{n2}", token=f"token-{n2}")
+
+
+def test_the_cli_and_the_transport_module_import_no_aws_library():
+    """CLI start-up: boto3, botocore and urllib3 are imported only when SES is used."""
+    import subprocess
+
+    code = ("import sys, newsletter.cli, newsletter.send.job, newsletter.send.transports.ses; "
+            "print([m for m in ('boto3', 'botocore', 'urllib3') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_credentials_that_can_no_longer_be_refreshed_stop_the_send(fake_ses, aws_home):
+    """The credential_process fails from its second run on (an SSO session that ended): the
+    request that needs fresh credentials is not sent, and the error is fatal, with its reason."""
+    counter = aws_home / "calls"
+    script = aws_home / "creds.py"
+    script.write_text(
+        "import datetime, json, pathlib, sys\n"
+        f"p = pathlib.Path({str(counter)!r})\n"
+        "n = int(p.read_text()) + 1 if p.exists() else 1\n"
+        "p.write_text(str(n))\n"
+        "if n > 1:\n"
+        "    sys.exit('the session has ended: log in again')\n"
+        "soon = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=5)\n"
+        "print(json.dumps({'Version': 1, 'AccessKeyId': 'AKIAONCE', 'SecretAccessKey': 's',\n"
+        "                  'SessionToken': 't', 'Expiration': soon.isoformat()}))\n", encoding="utf-8")
+    (aws_home / ".aws" / "config").write_text(
+        f"[profile once]\ncredential_process = {sys.executable} {script}\n", encoding="utf-8")
+    config = ses_config(fake_ses.url, profile="once")
+    transport = open_transport(config, "ses")
+    with pytest.raises(TransportError) as err:
+        transport.send(edition_message(config, READER))
+    assert err.value.kind == "fatal" and "log in again" in err.value.message
+    assert fake_ses.calls == 0
