@@ -316,3 +316,14 @@ def test_credentials_that_can_no_longer_be_refreshed_stop_the_send(fake_ses, aws
         transport.send(edition_message(config, READER))
     assert err.value.kind == "fatal" and "log in again" in err.value.message
     assert fake_ses.calls == 0
+
+
+def test_credentials_that_cannot_be_had_at_all_are_one_fatal_error(fake_ses, aws_home):
+    """A credential_process that fails from the start: opening the transport says so in one
+    classified error (no traceback from inside boto3)."""
+    (aws_home / ".aws" / "config").write_text(
+        f"[profile broken]\ncredential_process = {sys.executable} -c \"import sys; sys.exit('token expired')\"\n",
+        encoding="utf-8")
+    with pytest.raises(TransportError) as err:
+        open_transport(ses_config(fake_ses.url, profile="broken"), "ses")
+    assert err.value.kind == "fatal" and "token expired" in err.value.message

@@ -72,9 +72,12 @@ class SesTransport(Transport):
         boto_config = BotoConfig(retries={"total_max_attempts": 1}, max_pool_connections=max(10, pool_size + 2),
                                  connect_timeout=10, read_timeout=30, parameter_validation=False)
         endpoint = config.endpoint_url or None
-        self._v2 = session.client("sesv2", endpoint_url=endpoint, config=boto_config)
-        self._v1 = session.client("ses", endpoint_url=endpoint, config=boto_config)
-        self._sender = SesV2Sender(session, self._v2)
+        try:  # the clients resolve region and credentials now: a failing credential_process, no region…
+            self._v2 = session.client("sesv2", endpoint_url=endpoint, config=boto_config)
+            self._v1 = session.client("ses", endpoint_url=endpoint, config=boto_config)
+            self._sender = SesV2Sender(session, self._v2)
+        except Exception as err:
+            raise classify(err) from err
 
     def describe(self) -> str:
         where = f" via {self.config.endpoint_url}" if self.config.endpoint_url else ""
