@@ -11,6 +11,9 @@ Then, each in a fresh child process, in the same run:
    retries armed, pacing at the account max, concurrency 8) sending the edition to ``--readers``;
 3. the same send to ``--big`` readers, for peak RSS (``ru_maxrss``): goal ≤ 128 MB and flat.
 Prints messages/s for both, their ratio (goals ≥ 1,000/s and ≥ 0.85×), and both peak RSS figures.
+Ours sends through the SES transport's lean ``SendEmail`` path (``SesV2Sender``: the body built
+directly, botocore's ``SigV4Auth``, the client's urllib3 pool); the baseline stays boto3's own
+``client.send_email``, defaults and all.
 """
 
 from __future__ import annotations

@@ -17,7 +17,11 @@ and SES v1 ``GetSendQuota`` (``POST /`` query protocol, XML). Faults on demand, 
 ``POST /_fake/config`` sets ``max_send_rate``/``max_24h``/``sent_24h``, ``quota_denied`` (GetSendQuota
 answers AccessDenied, as for an IAM policy that allows only sending) and ``mode``: ``record``
 (keeps each accepted message's recipients and raw bytes) or ``null`` (answers success at once,
-keeps nothing — the benchmark's endpoint); ``keep_raw`` false keeps recipients but not the bytes. ``GET /_fake/messages`` lists what was accepted;
+keeps nothing — the benchmark's endpoint); ``keep_raw`` false keeps recipients but not the bytes;
+``keep_request`` true also keeps each accepted call's HTTP request (``request``: method, path,
+headers with lower-case names, body), so that tests can check its signature. Two more faults:
+``drop`` closes the connection without an answer, ``garbage`` answers 200 with a page that is not
+SES's. ``GET /_fake/messages`` lists what was accepted;
 ``POST /_fake/reset`` forgets everything.
 
 Run in a thread (``FakeSes().start()``) or as a process: ``python tests/fake_ses.py --port N``.
@@ -71,6 +75,7 @@ class FakeSes:
             self.random = random.Random(0)
             self.capacity = 0.0
             self.keep_raw = True
+            self.keep_request = False
             self._recent: list[float] = []
             self.latency = 0.0
             self.quota_denied = False
@@ -86,7 +91,7 @@ class FakeSes:
     def configure(self, **values) -> None:
         with self.lock:
             for key in ("mode", "max_send_rate", "max_24h", "sent_24h", "latency", "throttle_every", "pause_after",
-                        "quota_denied", "throttle_percent", "capacity", "keep_raw"):
+                        "quota_denied", "throttle_percent", "capacity", "keep_raw", "keep_request"):
                 if key in values:
                     setattr(self, key, values[key])
             if "seed" in values:
@@ -119,12 +124,18 @@ class FakeSes:
                 return "reject"
             return None
 
-    def send_email(self, body: bytes) -> tuple[int, dict, bytes]:
+    def send_email(self, body: bytes, request: dict | None = None) -> tuple[int | None, dict, bytes]:
         if self.mode == "null":
             return 200, {"Content-Type": "application/json"}, b'{"MessageId":"null-0"}'
         params = json.loads(body)
         recipients = params.get("Destination", {}).get("ToAddresses", [])
         fault = self._fault_for(recipients)
+        if fault in ("drop", "garbage"):
+            with self.lock:
+                self.faults_answered[fault] = self.faults_answered.get(fault, 0) + 1
+            if fault == "drop":  # the connection closes, no answer
+                return None, {}, b""
+            return 200, {"Content-Type": "text/html"}, b"<html><body>Welcome to the hotel wifi</body></html>"
         if fault:
             status, code, message = _ERRORS[fault]
             with self.lock:
@@ -139,7 +150,9 @@ class FakeSes:
             self.messages.append({"id": message_id, "at": time.time(), "from": params.get("FromEmailAddress"),
                                   "to": recipients,
                                   "tags": params.get("EmailTags", []),
-                                  "raw": raw.decode("ascii", "replace") if self.keep_raw else ""})
+                                  "configuration_set": params.get("ConfigurationSetName"),
+                                  "raw": raw.decode("ascii", "replace") if self.keep_raw else "",
+                                  "request": dict(request or {}, body=body.decode()) if self.keep_request else None})
         return 200, {"Content-Type": "application/json"}, json.dumps({"MessageId": message_id}).encode()
 
     def query(self, body: bytes) -> tuple[int, dict, bytes]:
@@ -170,13 +183,14 @@ class FakeSes:
                               "messages": self.messages})
         return _json({"error": "not found"}, 404)
 
-    async def _answer(self, method: str, path: str, body: bytes) -> tuple[int, dict, bytes]:
+    async def _answer(self, method: str, path: str, body: bytes,
+                      headers: dict | None = None) -> tuple[int | None, dict, bytes]:
         if path.startswith("/_fake/"):
             return self.control(method, path, body)
         if path == "/v2/email/outbound-emails" and method == "POST":
             if self.latency:
                 await asyncio.sleep(self.latency)
-            return self.send_email(body)
+            return self.send_email(body, {"method": method, "path": path, "headers": headers})
         if path == "/" and method == "POST":
             return self.query(body)
         return _json({"message": f"no route {method} {path}"}, 404)
@@ -194,7 +208,9 @@ class FakeSes:
                 headers = {k.strip().lower(): v.strip() for k, v in
                            (line.split(":", 1) for line in lines[1:] if ":" in line)}
                 body = await reader.readexactly(int(headers.get("content-length", "0") or 0))
-                status, out_headers, payload = await self._answer(method, target.split("?")[0], body)
+                status, out_headers, payload = await self._answer(method, target.split("?")[0], body, headers)
+                if status is None:  # the "drop" fault
+                    return
                 extra = "".join(f"{k}: {v}\r\n" for k, v in out_headers.items())
                 writer.write(f"HTTP/1.1 {status} X\r\nContent-Length: {len(payload)}\r\n{extra}"
                              f"x-amzn-RequestId: 00000000-0000-0000-0000-000000000000\r\n\r\n".encode() + payload)

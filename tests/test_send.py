@@ -63,6 +63,13 @@ def outbox_messages(project: Path, slug: str = SLUG) -> list[email.message.Email
     return [email.message_from_bytes(box.get_bytes(k), policy=policy.default) for k in box.keys()]
 
 
+def live_workers(slug: str = SLUG) -> int:
+    """How many processes are working on the send right now."""
+    with Ledger.open(load_config()) as ledger:
+        send = ledger.find_send(slug)
+        return len(ledger.live_workers(send.id)) if send else 0
+
+
 def ledger_counts(slug: str = SLUG) -> dict[str, int]:
     with Ledger.open(load_config()) as ledger:
         send = ledger.find_send(slug)
@@ -435,12 +442,15 @@ def test_a_second_run_while_another_process_holds_the_rest_says_so(project, edit
 @pytest.mark.usefixtures("backend_project")  # on both engines
 def test_two_processes_share_the_work_and_never_double_send(project, edition, fake_ses):
     readers = add_readers(300)
-    fake_ses.configure(latency=0.02)  # ~1.5 s of work for one process: the second joins while it runs
+    fake_ses.configure(latency=0.1)  # ~7.5 s of work for one process, until the second has joined
     first = spawn_send(project, "--concurrency", "4")
     # The second starts once the first is sending (two cold starts racing made it flaky on a busy
-    # machine: one could finish everything before the other had planned).
+    # machine: one could finish everything before the other had planned), and the answers speed
+    # up only once it has joined the send (its cold start on a loaded machine outlasted ~1.5 s).
     wait_for(lambda: ledger_counts().get("sent", 0) > 0, first)
     second = spawn_send(project, "--concurrency", "4")
+    wait_for(lambda: live_workers() >= 2, second)
+    fake_ses.configure(latency=0.01)
     outputs = [p.communicate(timeout=120)[0] for p in (first, second)]
     assert first.returncode == 0 and second.returncode == 0, outputs
     assert per_reader(fake_ses) == {r: 1 for r in readers}
