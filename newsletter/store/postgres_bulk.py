@@ -40,6 +40,8 @@ _FOREIGN_KEYS = {
 }
 _COPY = ("COPY subscribers (id, email_key, email, name, attributes, status, source, created_at, "
          "confirmed_at, unsubscribed_at, uid) FROM STDIN")
+_COPY_TYPES = ("int8", "text", "text", "text", "text", "text", "text", "text", "text", "text",
+               "bytea")  # binary COPY (pg.copy_rows)
 _OPTED_OUT_SQL = "('unsubscribed', 'bounced', 'complained')"
 _BATCH = 5000
 SORT_MEMORY = "256MB"  # server memory for this import's sorts (a million keys fit)
@@ -87,7 +89,7 @@ def bulk_load(conn: pg.PgConnection, rows: Iterable[ImportRow], target: MailingL
                    now if status == "active" else None,
                    None if status == "active" or status == "unconfirmed" else now, next(uids))
 
-    sent = pg.copy_rows(conn, _COPY, shaped())
+    sent = pg.copy_rows(conn, _COPY, shaped(), _COPY_TYPES)
     if sent:
         conn.execute("SELECT setval(pg_get_serial_sequence('subscribers', 'id'), ?)",
                      (first_id + sent - 1,))

@@ -25,7 +25,6 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from newsletter.audience.addresses import address_hash
 from newsletter.store import pg, postgres_bulk, sqlite_bulk, sqlite_import
 from newsletter.store.base import ImportRow, ImportSummary
 from newsletter.store.models import MailingList
@@ -39,9 +38,14 @@ _OPTED_OUT_SQL = "('unsubscribed', 'bounced', 'complained')"
 # line: the row's line in the file, i.e. its order; email NULL when it equals the key
 _STAGE = """CREATE TEMP TABLE import_rows (
     key text COLLATE "C" NOT NULL, line bigint NOT NULL, email text, name text NOT NULL,
-    attributes text NOT NULL, status text NOT NULL, hash text COLLATE "C", uid bytea NOT NULL
+    attributes text NOT NULL, status text NOT NULL, uid bytea NOT NULL
 ) ON COMMIT DROP"""
-_COPY = "COPY import_rows (key, line, email, name, attributes, status, hash, uid) FROM STDIN"
+_COPY = "COPY import_rows (key, line, email, name, attributes, status, uid) FROM STDIN"
+_COPY_TYPES = ("text", "int8", "text", "text", "text", "text", "bytea")  # binary COPY
+# ``addresses.address_hash`` in SQL (hex SHA-256 of the key's UTF-8 bytes; tested equal):
+# what the suppression list is keyed by, computed by the server under the write lock, only
+# when there are suppressions to check
+ADDRESS_HASH_SQL = "encode(sha256(convert_to({}, 'UTF8')), 'hex') COLLATE \"C\""
 # ids numbered from ?3 (the sequence's next value) in address order: one sequence update for
 # the whole insert instead of one nextval() per row
 _NEW = f"""
@@ -88,7 +92,8 @@ def import_rows(store: "PostgresStore", rows: Iterable[ImportRow], target: Maili
             if has_suppressions:
                 conn.execute("CREATE TEMP TABLE import_blocked ON COMMIT DROP AS "
                              "SELECT DISTINCT r.key FROM import_rows r "
-                             "JOIN suppressions x ON x.email_hash = r.hash")
+                             "JOIN suppressions x ON x.email_hash = "
+                             + ADDRESS_HASH_SQL.format("r.key"))
                 _count_blocked(conn, summary)
                 skip.append("NOT EXISTS (SELECT 1 FROM import_blocked b WHERE b.key = r.key)")
             if first_new:
@@ -117,12 +122,11 @@ def _is_empty(conn: pg.PgConnection) -> bool:
 
 def _stage(conn: pg.PgConnection, rows: Iterable[ImportRow]) -> None:
     conn.execute(_STAGE)
-    # ImportRow's fields, then the address hash (what the suppression list is keyed by) and a
-    # uid for the subscriber the row may become: the COPY's column order. Hashed for every row:
-    # the suppression list may gain its first entry while the file is read, before this import
-    # holds the write lock.
+    # ImportRow's fields, then a uid for the subscriber the row may become: the COPY's column
+    # order. (No address hash: the server computes it under the write lock, when it is known
+    # whether there is a suppression list to check.)
     uids = pg.random_uids()
-    pg.copy_rows(conn, _COPY, (r + (address_hash(r[0]), next(uids)) for r in rows))
+    pg.copy_rows(conn, _COPY, (r + (next(uids),) for r in rows), _COPY_TYPES)
 
 
 def _count_blocked(conn: pg.PgConnection, summary: ImportSummary) -> None:
