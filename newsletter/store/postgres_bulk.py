@@ -133,7 +133,16 @@ def bulk_load(conn: pg.PgConnection, rows: Iterable[ImportRow], target: MailingL
                  "PRIMARY KEY (subscriber_id, list_id)")
     conn.execute(_CREATE_MEMBERSHIP_INDEX)
     for name, definition in _FOREIGN_KEYS.items():
+        # Adding a foreign key checks every row with one anti-join. For the subscribers',
+        # a hash join hashes the million subscribers first (0.5 s of CPU here); a merge join
+        # walks the two primary-key indexes just built, in order (half that). A planner
+        # setting, for this statement only: the check and its result are the same.
+        merge = name == "memberships_subscriber_fk"
+        if merge:
+            conn.execute("SET LOCAL enable_hashjoin = off")
         conn.execute(f"ALTER TABLE memberships ADD CONSTRAINT {name} {definition}")
+        if merge:
+            conn.execute("SET LOCAL enable_hashjoin TO DEFAULT")
     if "bounced" in statuses or "complained" in statuses:
         sqlite_bulk.add_suppressions(conn, 0, now)
 
