@@ -47,6 +47,9 @@ phases = {}  # SQL statement (shortened) -> seconds spent in execute/executemany
 class Timed:  # the store's connection, timing each statement (per call, not per row)
     def __init__(self, conn):
         self._conn = conn
+    @property
+    def __class__(self):  # still a sqlite3 connection to isinstance (connection.is_postgres)
+        return type(self._conn)
     def __getattr__(self, name):
         return getattr(self._conn, name)
     def _timed(self, method, sql, *args):

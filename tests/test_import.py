@@ -428,3 +428,37 @@ def test_postgresql_imports_exactly_as_sqlite_does(tmp_path, pg_url, unrelated_s
     summaries, state, suppressed = results[1]
     assert suppressed == [True, True]
     assert (summaries[1]["updated"], summaries[1]["kept_by_consent"]) == (2, 2)
+
+
+@pytest.mark.parametrize("max_runs", [1000, 0], ids=["copied", "selected"])
+def test_a_first_postgresql_import_without_duplicates_adds_the_memberships_sqlite_does(
+        tmp_path, pg_url, monkeypatch, max_runs):
+    """No duplicates in the file: PostgreSQL COPYs the memberships from the runs of statuses
+    it saw (or, past ``_MAX_RUNS`` runs, reads them back with INSERT … SELECT): the same rows,
+    timestamps and suppressions as SQLite either way."""
+    from newsletter.store import postgres_bulk
+
+    monkeypatch.setattr(postgres_bulk, "_MAX_RUNS", max_runs)
+    path = write(tmp_path, "email,name,status\n" + "".join(
+        f"u{i}@example.com,U{i},{status}\n" for i, status in enumerate(
+            ["", "active", "unsubscribed", "bounced", "bounced", "unconfirmed", "complained",
+             "active", "", "unconfirmed"])))
+    results = []
+    for url in (str(tmp_path / "s.db"), pg_url):
+        with open_store(url) as s:
+            s.create_list("news")
+            summary = import_csv(s, path, list_name="news").as_dict()
+            memberships = [tuple(r) for r in s.conn.execute(
+                "SELECT s.email, m.status, m.created_at = s.created_at, m.confirmed_at, "
+                "m.unsubscribed_at, m.confirmed_at = s.confirmed_at, "
+                "m.unsubscribed_at = s.unsubscribed_at FROM memberships m "
+                "JOIN subscribers s ON s.id = m.subscriber_id ORDER BY s.email").fetchall()]
+            results.append((summary, _state(s), [m[:3] + (m[3] is None, m[4] is None) + m[5:]
+                                                 for m in memberships],
+                            [s.is_suppressed(f"u{i}@example.com") for i in range(10)]))
+            if url == pg_url:
+                assert postgres_bulk.can_bulk_load(s.conn)
+    assert results[0] == results[1]
+    summary, _, memberships, suppressed = results[1]
+    assert summary["added"] == 10 and len(memberships) == 10
+    assert suppressed == [False, False, False, True, True, False, True, False, False, False]

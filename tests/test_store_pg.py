@@ -487,3 +487,17 @@ def test_a_migration_numbered_below_one_applied_is_still_applied(pg_empty_url, m
     assert versions == [v for v, _, _ in shipped]
     conn.close()
     assert status(pg_empty_url).pending == []
+
+
+def test_the_sql_address_hash_is_address_hash(pg_url):
+    """The general import road hashes addresses on the server (postgres_import.ADDRESS_HASH_SQL)
+    to match them with the suppression list: it must be ``addresses.address_hash`` exactly."""
+    from newsletter.audience.addresses import address_hash
+    from newsletter.store.postgres_import import ADDRESS_HASH_SQL
+
+    keys = ["ann@example.com", "o'neil+tag@sub.example.org", "a@xn--bcher-kva.example",
+            "ünï@bücher.de", ""]
+    with open_store(pg_url) as store:
+        got = [store.conn.execute(f"SELECT {ADDRESS_HASH_SQL.format('?')}", (k,)).fetchone()[0]
+               for k in keys]
+    assert got == [address_hash(k) for k in keys]

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import TextIO
 
 from newsletter.audience.attributes import attr_key
-from newsletter.audience.addresses import clean_text, fast_key, has_control_chars, parse_address
+from newsletter.audience.addresses import (PLAIN_ADDRESS, clean_text, fast_key, has_control_chars,
+                                           matched_key, parse_address)
 from newsletter.errors import ValidationError
 from newsletter.store.base import ImportRow, ImportSummary, Store
 from newsletter.store.models import SubscriberStatus
@@ -303,8 +304,13 @@ def read_rows(raw, path: Path, summary: ImportSummary, *, check_dns: bool = Fals
     reader = csv.reader(text, strict=True)
     try:
         header = _read_header(reader, path)
-        yield from _rows(reader, header, summary, check_dns, on_reject or (lambda r: None),
-                         on_progress)
+        plain = None if check_dns else _plain_line(header)
+        if plain is not None:
+            yield from _plain_rows(text, reader.line_num, plain, header, summary, path,
+                                   on_reject or (lambda r: None), on_progress)
+        else:
+            yield from _rows(reader, header, summary, check_dns, on_reject or (lambda r: None),
+                             on_progress)
     except UnicodeDecodeError:
         raise ValidationError("is not UTF-8 text (save it as UTF-8 and try again)", file=path,
                               line=_first_bad_line(path)) from None
@@ -378,7 +384,6 @@ def _rows(reader, header: Header, summary: ImportSummary, check_dns: bool,
     """The hot loop: a million rows go through here, so it avoids calls and objects per row
     (plain tuples in ImportRow's field order; counters kept in locals)."""
     email_i, width = header.email, header.width
-    name_i = header.name if header.name is not None else width  # width: an always-empty column
     simple = header.status is None and not header.attributes
     previous_end, rows = reader.line_num, 0
     try:
@@ -394,28 +399,117 @@ def _rows(reader, header: Header, summary: ImportSummary, check_dns: bool,
             if on_progress is not None and rows % _PROGRESS_EVERY == 0:
                 summary.rows = rows
                 on_progress()
-            email = fields[email_i].strip()
-            if email[:1] == "'":
-                email = unquote_formula(email)
-            key = None if check_dns else fast_key(email)
-            if key is None:
-                try:
-                    address = parse_address(email, check_dns=check_dns)
-                except ValidationError as err:
-                    summary.rejected += 1
-                    on_reject(Reject(line, email, err.message))
-                    continue
-                email, key = address.email, address.key
-            name = fields[name_i] if name_i < width else ""
-            if (simple and name.isascii() and name.isprintable() and len(name) <= MAX_NAME
-                    and "=?" not in name and name[:1] != "'"):
-                # plain email,name rows (isprintable is False for every control character)
-                yield (key, line, email, name.strip(), "{}", "active")
-                continue
-            row = _full_row(fields, header, line, email, key, name, summary, on_reject)
+            row = _row(fields, header, line, simple, summary, check_dns, on_reject)
             if row is not None:
                 yield row
         if on_progress is not None:  # everything read: what is left is the store's work
+            summary.rows = rows
+            on_progress()
+    finally:
+        summary.rows = rows
+
+
+def _row(fields: list[str], header: Header, line: int, simple: bool, summary: ImportSummary,
+         check_dns: bool, on_reject: Callable[[Reject], None]) -> ImportRow | None:
+    """One record of ``header.width`` fields: the row to import, or None (rejected, counted)."""
+    email = fields[header.email].strip()
+    if email[:1] == "'":
+        email = unquote_formula(email)
+    key = None if check_dns else fast_key(email)
+    if key is None:
+        try:
+            address = parse_address(email, check_dns=check_dns)
+        except ValidationError as err:
+            summary.rejected += 1
+            on_reject(Reject(line, email, err.message))
+            return None
+        email, key = address.email, address.key
+    name = fields[header.name] if header.name is not None else ""
+    if (simple and name.isascii() and name.isprintable() and len(name) <= MAX_NAME
+            and "=?" not in name and name[:1] != "'"):
+        # plain email,name rows (isprintable is False for every control character)
+        return (key, line, email, name.strip(), "{}", "active")
+    return _full_row(fields, header, line, email, key, name, summary, on_reject)
+
+
+# A whole line of a plain ``email,name`` (or ``email``) file that needs no CSV parsing and no
+# cleaning: an address of the fast path's shape (``addresses.PLAIN_ADDRESS``) not starting with
+# an apostrophe, then a name of printable ASCII without a quote, a comma or a leading
+# apostrophe (no quoting, no second field, no formula quote), then the line's end. Every other
+# line goes through the csv module and ``_row``, exactly as in a file of any other shape.
+_END = r"(?:\r\n|\n|\r)?"
+_PLAIN_NAME = r"((?!')[ !#-+\--~]*+)"  # printable ASCII but '"' and ','; no leading "'"
+_PLAIN_LINES = {
+    (0, 1, 2): re.compile(rf"((?!'){PLAIN_ADDRESS}),{_PLAIN_NAME}{_END}").fullmatch,
+    (0, None, 1): re.compile(rf"((?!'){PLAIN_ADDRESS}){_END}()").fullmatch,
+}
+
+
+def _plain_line(header: Header):
+    """The whole-line pattern for a header of just ``email,name`` or ``email``, else None."""
+    if header.status is not None or header.attributes or header.extra is not None:
+        return None
+    return _PLAIN_LINES.get((header.email, header.name, header.width))
+
+
+def _plain_rows(text, line_num: int, plain, header: Header, summary: ImportSummary, path: Path,
+                on_reject: Callable[[Reject], None],
+                on_progress: Callable[[], None] | None) -> Iterator[ImportRow]:
+    """``_rows`` for a plain ``email,name`` (or ``email``) file, line at a time: a line that
+    ``plain`` matches whole is one row needing no CSV parsing and no cleaning (only the
+    address's length and label rules, ``matched_key``); any other line is handed, with as many
+    following lines as its record spans, to a csv reader and ``_row``: the same rows, rejects
+    and line numbers as ``_rows``, at about half the cost per plain row."""
+    pending: list[str] = []
+    lines = iter(text)
+
+    def source() -> Iterator[str]:  # the csv reader's lines: a handed-over one, then the file's
+        while True:
+            while pending:
+                yield pending.pop()
+            line = next(lines, None)
+            if line is None:
+                return
+            yield line
+
+    reader = csv.reader(source(), strict=True)
+    width, rows = header.width, 0
+    try:
+        for text_line in lines:
+            line_num += 1
+            match = plain(text_line)
+            if match is not None:
+                email, name = match.groups()
+                key = matched_key(email)
+                if key is not None and len(name) <= MAX_NAME and "=?" not in name:
+                    rows += 1
+                    if on_progress is not None and rows % _PROGRESS_EVERY == 0:
+                        summary.rows = rows
+                        on_progress()
+                    yield (key, line_num, email, name.strip(), "{}", "active")
+                    continue
+            line, before = line_num, reader.line_num
+            pending.append(text_line)
+            try:
+                fields = next(reader)
+            except csv.Error as err:
+                raise ValidationError(f"malformed CSV: {err}", file=path,
+                                      line=line + reader.line_num - before - 1) from None
+            line_num += reader.line_num - before - 1  # the lines a quoted field spanned
+            if len(fields) != width:
+                fields = _odd_row(fields, width, header.email, line, summary, on_reject)
+                if fields is None:  # a blank line
+                    continue
+            rows += 1
+            if on_progress is not None and rows % _PROGRESS_EVERY == 0:
+                summary.rows = rows
+                on_progress()
+            if not fields:  # rejected
+                continue
+            row = _row(fields, header, line, True, summary, False, on_reject)
+            if row is not None:
+                yield row
+        if on_progress is not None:
             summary.rows = rows
             on_progress()
     finally:

@@ -340,12 +340,19 @@ def _check_not_newer(conn: PgConnection, current: int, latest: int) -> None:
                          f"than this program knows ({latest}); upgrade newsletter")
 
 
-def copy_rows(conn: PgConnection, sql: str, rows: Iterable[Sequence[Any]]) -> int:
+def copy_rows(conn: PgConnection, sql: str, rows: Iterable[Sequence[Any]],
+              binary_types: Sequence[str] | None = None) -> int:
     """``COPY … FROM STDIN`` fed row by row (psycopg's ``cursor.copy``); returns the rows
     stored. The data goes out from a writer thread, so the server stores rows while Python
-    produces the next ones."""
+    produces the next ones. ``binary_types`` (the columns' types, in order): the binary
+    format, which costs both sides less per field than text (no escaping, no hex bytea, no
+    number parsing)."""
+    if binary_types is not None:
+        sql += " (FORMAT BINARY)"
     with conn.raw.cursor() as cur:
         with cur.copy(sql, writer=_queued_writer(cur)) as copy:
+            if binary_types is not None:
+                copy.set_types(binary_types)
             for row in rows:
                 copy.write_row(row)
         return cur.rowcount

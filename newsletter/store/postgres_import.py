@@ -25,7 +25,6 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from newsletter.audience.addresses import address_hash
 from newsletter.store import pg, postgres_bulk, sqlite_bulk, sqlite_import
 from newsletter.store.base import ImportRow, ImportSummary
 from newsletter.store.models import MailingList
@@ -39,9 +38,14 @@ _OPTED_OUT_SQL = "('unsubscribed', 'bounced', 'complained')"
 # line: the row's line in the file, i.e. its order; email NULL when it equals the key
 _STAGE = """CREATE TEMP TABLE import_rows (
     key text COLLATE "C" NOT NULL, line bigint NOT NULL, email text, name text NOT NULL,
-    attributes text NOT NULL, status text NOT NULL, hash text COLLATE "C", uid bytea NOT NULL
+    attributes text NOT NULL, status text NOT NULL, uid bytea NOT NULL
 ) ON COMMIT DROP"""
-_COPY = "COPY import_rows (key, line, email, name, attributes, status, hash, uid) FROM STDIN"
+_COPY = "COPY import_rows (key, line, email, name, attributes, status, uid) FROM STDIN"
+_COPY_TYPES = ("text", "int8", "text", "text", "text", "text", "bytea")  # binary COPY
+# ``addresses.address_hash`` in SQL (hex SHA-256 of the key's UTF-8 bytes; tested equal):
+# what the suppression list is keyed by, computed by the server under the write lock, only
+# when there are suppressions to check
+ADDRESS_HASH_SQL = "encode(sha256(convert_to({}, 'UTF8')), 'hex') COLLATE \"C\""
 # ids numbered from ?3 (the sequence's next value) in address order: one sequence update for
 # the whole insert instead of one nextval() per row
 _NEW = f"""
@@ -78,27 +82,29 @@ def import_rows(store: "PostgresStore", rows: Iterable[ImportRow], target: Maili
                     return summary
             # this transaction's sorts and hashes (a file's worth of addresses) in memory
             conn.execute(f"SET LOCAL work_mem = '{postgres_bulk.SORT_MEMORY}'")
-            _stage(conn, rows)
+            staged = _stage(conn, rows)
             conn.execute("ANALYZE import_rows")
             store.lock_writes()
             # read under the lock: what other writers committed before is visible now
             first_new = conn.execute("SELECT coalesce(max(id), 0) FROM subscribers").fetchone()[0]
             has_suppressions = conn.execute("SELECT 1 FROM suppressions LIMIT 1").fetchone()
             skip = []
+            set_aside = 0  # rows blocked by the suppression list or naming a subscriber
             if has_suppressions:
                 conn.execute("CREATE TEMP TABLE import_blocked ON COMMIT DROP AS "
                              "SELECT DISTINCT r.key FROM import_rows r "
-                             "JOIN suppressions x ON x.email_hash = r.hash")
-                _count_blocked(conn, summary)
+                             "JOIN suppressions x ON x.email_hash = "
+                             + ADDRESS_HASH_SQL.format("r.key"))
+                set_aside += _count_blocked(conn, summary)
                 skip.append("NOT EXISTS (SELECT 1 FROM import_blocked b WHERE b.key = r.key)")
             if first_new:
-                conn.execute(
+                set_aside += conn.execute(
                     "CREATE TEMP TABLE import_existing ON COMMIT DROP AS "
                     "SELECT r.key, s.id AS sub_id, r.name, r.attributes, r.status, r.line "
                     "FROM import_rows r JOIN subscribers s ON s.email_key = r.key"
-                    + "".join(f" WHERE {c}" for c in skip[:1]))
+                    + "".join(f" WHERE {c}" for c in skip[:1])).rowcount
                 skip.append("NOT EXISTS (SELECT 1 FROM subscribers s WHERE s.email_key = r.key)")
-            _insert_new(conn, skip, source, first_new, now, summary)
+            _insert_new(conn, skip, staged - set_aside, source, first_new, now, summary)
             sqlite_bulk.finish_new(conn, target, first_new, now)
             if first_new:
                 _apply_existing(store, target, now, summary)
@@ -115,28 +121,31 @@ def _is_empty(conn: pg.PgConnection) -> bool:
                         "NOT EXISTS (SELECT 1 FROM suppressions)").fetchone()[0]
 
 
-def _stage(conn: pg.PgConnection, rows: Iterable[ImportRow]) -> None:
+def _stage(conn: pg.PgConnection, rows: Iterable[ImportRow]) -> int:
+    """Copy ``rows`` into the staging table; returns how many."""
     conn.execute(_STAGE)
-    # ImportRow's fields, then the address hash (what the suppression list is keyed by) and a
-    # uid for the subscriber the row may become: the COPY's column order. Hashed for every row:
-    # the suppression list may gain its first entry while the file is read, before this import
-    # holds the write lock.
+    # ImportRow's fields, then a uid for the subscriber the row may become: the COPY's column
+    # order. (No address hash: the server computes it under the write lock, when it is known
+    # whether there is a suppression list to check.)
     uids = pg.random_uids()
-    pg.copy_rows(conn, _COPY, (r + (address_hash(r[0]), next(uids)) for r in rows))
+    return pg.copy_rows(conn, _COPY, (r + (next(uids),) for r in rows), _COPY_TYPES)
 
 
-def _count_blocked(conn: pg.PgConnection, summary: ImportSummary) -> None:
+def _count_blocked(conn: pg.PgConnection, summary: ImportSummary) -> int:
+    """Count the blocked addresses in ``summary``; returns the rows naming them."""
     distinct, total = conn.execute(
         "SELECT count(DISTINCT r.key), count(*) FROM import_rows r "
         "JOIN import_blocked b ON b.key = r.key").fetchone()
     summary.kept_by_consent += distinct
     summary.duplicates += total - distinct
+    return total
 
 
-def _insert_new(conn: pg.PgConnection, skip: list[str], source: str, first_new: int, now: str,
-                summary: ImportSummary) -> None:
+def _insert_new(conn: pg.PgConnection, skip: list[str], sent: int, source: str, first_new: int,
+                now: str, summary: ImportSummary) -> None:
+    """``sent``: the staged rows ``skip`` leaves (every row but the blocked ones and those
+    naming a subscriber: counted as those were set aside, not by another join)."""
     where = ("WHERE " + " AND ".join(skip)) if skip else ""
-    sent = conn.execute(f"SELECT count(*) FROM import_rows r {where}").fetchone()[0]
     first_id = conn.execute("SELECT nextval(pg_get_serial_sequence('subscribers', 'id'))"
                             ).fetchone()[0]
     added = conn.execute(_NEW.format(where=where), (source, now, first_id)).rowcount
