@@ -20,8 +20,9 @@ differs between the engines lives in small fragments next to the SQL that needs 
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Union
 
@@ -62,6 +63,49 @@ def lost(conn: Any) -> bool:
     """Whether ``conn`` can no longer be used and must be opened again: a PostgreSQL
     connection the server dropped (restart, failover, network); a SQLite file never is."""
     return is_postgres(conn) and conn.lost
+
+
+class PerThread:
+    """One connection (or an object holding one) per thread — a SQLite connection must stay in
+    the thread that opened it — opened on first use, opened again when the database dropped it
+    (``lost``), and all closed together by ``close``. ``conn_of`` finds the connection in what
+    ``open`` returns."""
+
+    def __init__(self, open: Callable[[], Any], conn_of: Callable[[Any], Any] = lambda item: item):  # noqa: A002
+        self._open, self._conn_of = open, conn_of
+        self._local = threading.local()
+        self._all: list[Any] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> Any:
+        item = getattr(self._local, "item", None)
+        if item is not None and lost(self._conn_of(item)):  # the server restarted: open again
+            with self._lock:
+                if item in self._all:
+                    self._all.remove(item)
+            _close_quietly(item)
+            item = None
+        if item is None:
+            item = self._open()
+            self._local.item = item
+            with self._lock:
+                self._all.append(item)
+        return item
+
+    def close(self) -> None:
+        """Close every thread's (on shutdown)."""
+        with self._lock:
+            for item in self._all:
+                _close_quietly(item)
+            self._all.clear()
+        self._local = threading.local()
+
+
+def _close_quietly(item: Any) -> None:
+    try:
+        item.close()
+    except Exception:  # already closed by the driver, or under another thread's feet at exit
+        pass
 
 
 def errors() -> tuple[type[BaseException], ...]:

@@ -13,12 +13,10 @@ SQLite's one write lock).
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
-from typing import Any
 
-from newsletter.store.connection import Connection, lost, write
+from newsletter.store.connection import Connection, PerThread, write
 
 PRUNE_EVERY = 500  # allowed actions between two prunes of expired rows
 KEEP_SECONDS = 2 * 86400  # longer than any window we use
@@ -36,9 +34,7 @@ class SqliteRateLimiter:
     def __init__(self, path: str | Path, *, busy_ms: int | None = None):
         self._path = Path(path)
         self._busy_ms = busy_ms
-        self._local = threading.local()
-        self._conns: list[Any] = []
-        self._conns_lock = threading.Lock()
+        self._conns = PerThread(self._open)
         self._allowed = 0
 
     # -- what the engines do differently ---------------------------------------------------
@@ -56,25 +52,7 @@ class SqliteRateLimiter:
 
     # -- the limiter -----------------------------------------------------------------------
     def _conn(self) -> Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None and lost(conn):  # the server restarted: a new connection
-            self._forget(conn)
-            conn = None
-        if conn is None:
-            conn = self._open()
-            self._local.conn = conn
-            with self._conns_lock:
-                self._conns.append(conn)
-        return conn
-
-    def _forget(self, conn: Connection) -> None:
-        with self._conns_lock:
-            if conn in self._conns:
-                self._conns.remove(conn)
-        try:
-            conn.close()
-        except Exception:  # already closed by the driver
-            pass
+        return self._conns.get()
 
     def hit(self, bucket: str, limit: int, window: float, *, now: float | None = None) -> bool:
         """Record one action in ``bucket`` and return True, or return False (nothing recorded)
@@ -106,11 +84,4 @@ class SqliteRateLimiter:
 
     def close(self) -> None:
         """Close every thread's connection (the web app calls this once, on shutdown)."""
-        with self._conns_lock:
-            for conn in self._conns:
-                try:
-                    conn.close()
-                except Exception:  # closed under another thread's feet: we are exiting
-                    pass
-            self._conns.clear()
-        self._local = threading.local()
+        self._conns.close()

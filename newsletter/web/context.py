@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from starlette.responses import HTMLResponse
 from newsletter.config import Config, load_secret
 from newsletter.web.i18n import pick_lang, translator
 from newsletter.errors import TokenError
-from newsletter.store.connection import lost
+from newsletter.store.connection import PerThread
 from newsletter.tokens import TokenClaims, verify_token
 from newsletter.web.templating import base_path, base_url, page_values, template_env
 
@@ -43,9 +42,6 @@ class WebContext:
     secret: bytes
     env: Environment
     limiter: Any  # store.open_rate_limiter: SqliteRateLimiter or PostgresRateLimiter
-    _local: threading.local = field(default_factory=threading.local)
-    _stores: list = field(default_factory=list)
-    _stores_lock: threading.Lock = field(default_factory=threading.Lock)
     _list_cache: dict = field(default_factory=dict)
     answers: dict = field(default_factory=dict)  # rendered pages that hold nothing personal
     # The hot write path (one-click unsubscribe) runs on its own threads. SQLite: one, so requests
@@ -54,6 +50,10 @@ class WebContext:
     # different readers commit side by side (``PostgresStore.reader_transaction``).
     _writer: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="newsletter-web-writer"))
+    _stores: PerThread = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._stores = PerThread(self._open_store, conn_of=lambda store: store.conn)
 
     @classmethod
     def from_config(cls, config: Config) -> "WebContext":
@@ -77,26 +77,16 @@ class WebContext:
         return base_path(self.config)
 
     def store(self) -> Any:
-        """This thread's store (SQLite connections must not be shared across threads)."""
-        store = getattr(self._local, "store", None)
-        if store is not None and lost(store.conn):  # the database restarted: connect again
-            with self._stores_lock:
-                if store in self._stores:
-                    self._stores.remove(store)
-            try:
-                store.close()
-            except Exception:  # already closed by the driver
-                pass
-            store = None
-        if store is None:
-            from newsletter.store import open_store
+        """This thread's store (SQLite connections must not be shared across threads), opened
+        again when the database dropped its connection (a restart)."""
+        return self._stores.get()
 
-            store = open_store(self.config)
-            if getattr(store, "backend", "sqlite") == "sqlite":  # a web write waits WEB_BUSY_MS for the lock, then 503
-                store.conn.execute(f"PRAGMA busy_timeout = {WEB_BUSY_MS}")
-            self._local.store = store
-            with self._stores_lock:
-                self._stores.append(store)
+    def _open_store(self) -> Any:
+        from newsletter.store import open_store
+
+        store = open_store(self.config)
+        if getattr(store, "backend", "sqlite") == "sqlite":  # a web write waits WEB_BUSY_MS for the lock, then 503
+            store.conn.execute(f"PRAGMA busy_timeout = {WEB_BUSY_MS}")
         return store
 
     async def write(self, fn: Any, *args: Any) -> Any:
@@ -116,14 +106,7 @@ class WebContext:
 
     def close(self) -> None:
         self._writer.shutdown(wait=True)
-        with self._stores_lock:
-            for store in self._stores:
-                try:
-                    store.close()
-                except Exception:  # a store closed from another thread may complain; we are exiting
-                    pass
-            self._stores.clear()
-        self._local = threading.local()
+        self._stores.close()
         self.limiter.close()
 
     # -- request helpers -------------------------------------------------------------------
