@@ -256,21 +256,28 @@ def test_a_missing_profile_is_fatal(fake_ses, aws_home):
     assert err.value.kind == "fatal" and "nope" in err.value.message
 
 
-def test_expiring_credentials_are_refreshed_between_requests(fake_ses, aws_home):
-    """A credential_process whose credentials are always about to expire: botocore refreshes
-    them on each request (they are frozen per request), each request signed with the new ones."""
-    counter = aws_home / "calls"
-    script = aws_home / "creds.py"
+def credential_process(aws_home, profile: str, body: str) -> None:
+    """``[profile PROFILE]`` with a credential_process: a script that counts its runs in ``n``
+    (1 first), has ``soon`` (five minutes from now, an expiry) and then runs ``body``."""
+    counter = aws_home / f"calls-{profile}"
+    script = aws_home / f"creds-{profile}.py"
     script.write_text(
-        "import datetime, json, pathlib\n"
+        "import datetime, json, pathlib, sys\n"
         f"p = pathlib.Path({str(counter)!r})\n"
         "n = int(p.read_text()) + 1 if p.exists() else 1\n"
         "p.write_text(str(n))\n"
-        "soon = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=5)\n"
-        "print(json.dumps({'Version': 1, 'AccessKeyId': f'AKIAROTATED{n}', 'SecretAccessKey': f'secret-{n}',\n"
-        "                  'SessionToken': f'token-{n}', 'Expiration': soon.isoformat()}))\n", encoding="utf-8")
+        "soon = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=5)\n" + body,
+        encoding="utf-8")
     (aws_home / ".aws" / "config").write_text(
-        f"[profile rotating]\ncredential_process = {sys.executable} {script}\n", encoding="utf-8")
+        f"[profile {profile}]\ncredential_process = {sys.executable} {script}\n", encoding="utf-8")
+
+
+def test_expiring_credentials_are_refreshed_between_requests(fake_ses, aws_home):
+    """A credential_process whose credentials are always about to expire: botocore refreshes
+    them on each request (they are frozen per request), each request signed with the new ones."""
+    credential_process(aws_home, "rotating",
+                       "print(json.dumps({'Version': 1, 'AccessKeyId': f'AKIAROTATED{n}', 'SecretAccessKey': f'secret-{n}',\n"
+                       "                  'SessionToken': f'token-{n}', 'Expiration': soon.isoformat()}))\n")
     config = ses_config(fake_ses.url, profile="rotating")
     transport = open_transport(config, "ses")
     assert isinstance(transport, SesTransport)
@@ -296,20 +303,11 @@ def test_the_cli_and_the_transport_module_import_no_aws_library():
 def test_credentials_that_can_no_longer_be_refreshed_stop_the_send(fake_ses, aws_home):
     """The credential_process fails from its second run on (an SSO session that ended): the
     request that needs fresh credentials is not sent, and the error is fatal, with its reason."""
-    counter = aws_home / "calls"
-    script = aws_home / "creds.py"
-    script.write_text(
-        "import datetime, json, pathlib, sys\n"
-        f"p = pathlib.Path({str(counter)!r})\n"
-        "n = int(p.read_text()) + 1 if p.exists() else 1\n"
-        "p.write_text(str(n))\n"
-        "if n > 1:\n"
-        "    sys.exit('the session has ended: log in again')\n"
-        "soon = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=5)\n"
-        "print(json.dumps({'Version': 1, 'AccessKeyId': 'AKIAONCE', 'SecretAccessKey': 's',\n"
-        "                  'SessionToken': 't', 'Expiration': soon.isoformat()}))\n", encoding="utf-8")
-    (aws_home / ".aws" / "config").write_text(
-        f"[profile once]\ncredential_process = {sys.executable} {script}\n", encoding="utf-8")
+    credential_process(aws_home, "once",
+                       "if n > 1:\n"
+                       "    sys.exit('the session has ended: log in again')\n"
+                       "print(json.dumps({'Version': 1, 'AccessKeyId': 'AKIAONCE', 'SecretAccessKey': 's',\n"
+                       "                  'SessionToken': 't', 'Expiration': soon.isoformat()}))\n")
     config = ses_config(fake_ses.url, profile="once")
     transport = open_transport(config, "ses")
     with pytest.raises(TransportError) as err:
