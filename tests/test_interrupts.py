@@ -49,3 +49,15 @@ def test_off_the_main_thread_nothing_changes():
     thread.start()
     thread.join()
     assert seen == [(before, False)]
+
+
+def test_a_handler_the_process_installed_itself_is_left_alone():
+    """A --workers worker sets its own stop event on SIGINT and must go on returning normally."""
+    mine = []
+    before = signal.signal(signal.SIGINT, lambda *_: mine.append(1))
+    try:
+        with ctrl_c_stops(threading.Event()) as ctrl_c:
+            press_ctrl_c()
+            assert mine == [1] and not ctrl_c.pressed
+    finally:
+        signal.signal(signal.SIGINT, before)

@@ -8,7 +8,8 @@ became an error. While a send runs, the first Ctrl-C therefore only sets the sen
 event: the job stops claiming, lets in-flight messages finish, records them, and then raises
 ``KeyboardInterrupt`` itself. A second Ctrl-C raises at once (a forced stop: the ledger stays
 consistent, what was in flight is reported unknown). Off the main thread (where signals cannot
-be handled) nothing changes.
+be handled), or where the process has its own SIGINT handler already (a ``--workers`` worker:
+its handler sets the same stop event), nothing changes.
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ def ctrl_c_stops(stop: threading.Event) -> Iterator[CtrlC]:
     """Inside: the first SIGINT sets ``stop`` (and ``pressed``); the next raises
     ``KeyboardInterrupt``. The previous handler is restored on the way out."""
     state = CtrlC()
-    if threading.current_thread() is not threading.main_thread():
-        yield state
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield state  # off the main thread, or the process has its own handler (a --workers worker)
         return
 
     def handler(signum, frame):
