@@ -101,16 +101,14 @@ class SesTransport(Transport):
             fields["ConfigurationSetName"] = self.config.configuration_set
         if message.slug:
             fields["EmailTags"] = [{"Name": "edition", "Value": _TAG_RE.sub("_", message.slug)[:256]}]
-        try:
-            return self._sender.send_email(fields, message.raw)
-        except Exception as err:
-            raise classify(err) from err
+        return self._call(self._sender.send_email, fields=fields, raw=message.raw)
 
     def close(self) -> None:
         for client in (self._v2, self._v1):
             client.close()
 
-    def _call(self, method, **kwargs) -> dict:
+    def _call(self, method, **kwargs) -> Any:
+        """``method(**kwargs)``, any failure classified once (``classify``)."""
         try:
             return method(**kwargs)
         except Exception as err:
